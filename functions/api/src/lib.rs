@@ -1,0 +1,123 @@
+//! The HTTP API function: run intake, status, listing and cancel.
+//!
+//! An axum `Router` is the handler. On Lambda, `lambda_http` feeds it API Gateway events; the local
+//! stack serves the very same router over a TCP socket.
+
+mod error;
+mod extract;
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use shared::adapters::{DynamoApiKeyStore, DynamoRunStore, SqsRunQueue, aws};
+use shared::config::Settings;
+use shared::domain::{RunRequest, WorkflowRegistry};
+use shared::ports::ApiKeyStore;
+use shared::usecases::{ListQuery, RunService};
+
+pub use error::ApiError;
+use extract::{Caller, JsonBody};
+use views::{Links, RunSummary, RunView, SubmitResponse};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub runs: Arc<RunService>,
+    pub keys: Arc<dyn ApiKeyStore>,
+    pub websocket_url: Option<String>,
+}
+
+impl AppState {
+    /// Builds every client once per cold start.
+    pub async fn from_settings(sdk: &aws_config::SdkConfig, settings: &Settings) -> shared::Result<Self> {
+        let dynamodb = aws::dynamodb(sdk);
+        let workflows = match &settings.workflows_dir {
+            Some(dir) => WorkflowRegistry::from_dir(dir.as_ref()).map_err(|e| shared::Error::Config(e.to_string()))?,
+            None => WorkflowRegistry::builtin(),
+        };
+        let runs = RunService::new(
+            Arc::new(DynamoRunStore::new(dynamodb.clone(), &settings.runs_table, &settings.idempotency_table)),
+            Arc::new(SqsRunQueue::new(aws::sqs(sdk), &settings.runs_queue_url)),
+            Arc::new(workflows),
+            settings.intake_limits(),
+            settings.repository_policy(),
+        );
+        Ok(Self {
+            runs: Arc::new(runs),
+            keys: Arc::new(DynamoApiKeyStore::new(dynamodb, &settings.api_keys_table)),
+            websocket_url: settings.websocket_url.clone(),
+        })
+    }
+
+    /// Room for the largest allowed message even when JSON escaping doubles it.
+    fn body_limit(&self) -> usize {
+        self.runs.limits().max_message_bytes * 2 + 64 * 1024
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/agent/claude-code/{workflow}/run", post(submit_run))
+        .route("/agent/claude-code/run/{run_id}/status", get(run_status))
+        .route("/agent/claude-code/run/{run_id}/cancel", post(cancel_run))
+        .route("/agent/claude-code/runs", get(list_runs))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+        })
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn submit_run(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(workflow): Path<String>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<RunRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
+    let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key).await?;
+    let links = Links::from_headers(&headers);
+    let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref());
+    let replayed = if submitted.replayed { "true" } else { "false" };
+    Ok((StatusCode::ACCEPTED, [("idempotent-replayed", replayed)], Json(body)))
+}
+
+async fn run_status(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(run_id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let run = state.runs.get(&owner, &run_id).await?;
+    Ok(Json(RunView::from(&run)))
+}
+
+async fn cancel_run(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(run_id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let (run, _) = state.runs.cancel(&owner, &run_id).await?;
+    Ok(Json(RunView::from(&run)))
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let page = state.runs.list(&owner, query).await?;
+    let runs: Vec<RunSummary> = page.items.iter().map(RunSummary::from).collect();
+    Ok(Json(serde_json::json!({"runs": runs, "next_cursor": page.next_cursor})))
+}

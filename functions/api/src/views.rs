@@ -1,0 +1,121 @@
+//! Response bodies. The stored `Run` is never serialized as-is: owners and idempotency keys stay
+//! internal.
+
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared::domain::{Run, RunError, RunId, RunStatus};
+use uuid::Uuid;
+
+/// Absolute URLs for links, from the Host the caller used.
+pub struct Links {
+    base: String,
+}
+
+impl Links {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let base = match header("host") {
+            Some(host) => format!("{}://{host}", header("x-forwarded-proto").unwrap_or("http")),
+            None => String::new(),
+        };
+        Self { base }
+    }
+
+    pub fn status(&self, run_id: RunId) -> String {
+        format!("{}/agent/claude-code/run/{run_id}/status", self.base)
+    }
+}
+
+#[derive(Serialize)]
+pub struct SubmitResponse {
+    run_id: RunId,
+    status: RunStatus,
+    status_url: String,
+    stream: StreamInfo,
+}
+
+/// How a WebSocket client follows the run: connect to `url`, send `subscribe`.
+#[derive(Serialize)]
+pub struct StreamInfo {
+    url: Option<String>,
+    protocol: &'static str,
+    subscribe: serde_json::Value,
+}
+
+impl SubmitResponse {
+    pub fn new(run: &Run, links: &Links, websocket_url: Option<&str>) -> Self {
+        Self {
+            run_id: run.run_id,
+            status: run.status,
+            status_url: links.status(run.run_id),
+            stream: StreamInfo {
+                url: websocket_url.map(str::to_owned),
+                protocol: "claude-runner.frames.v1",
+                subscribe: serde_json::json!({"action": "subscribe", "run_id": run.run_id, "after_seq": 0}),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    summary: RunSummary,
+    message: String,
+    repository_url: String,
+    max_turns: u32,
+    metadata: Option<serde_json::Value>,
+    cancel_requested: bool,
+    updated_at: DateTime<Utc>,
+}
+
+/// A run in a listing: what a dashboard row needs.
+#[derive(Serialize)]
+pub struct RunSummary {
+    run_id: RunId,
+    status: RunStatus,
+    workflow: String,
+    branch: String,
+    session_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    result_summary: Option<String>,
+    error: Option<RunError>,
+    cost_usd: Option<f64>,
+    num_turns: Option<u32>,
+}
+
+impl From<&Run> for RunSummary {
+    fn from(run: &Run) -> Self {
+        Self {
+            run_id: run.run_id,
+            status: run.status,
+            workflow: run.workflow.clone(),
+            branch: run.branch.clone(),
+            session_id: run.session_id,
+            created_at: run.created_at,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            result_summary: run.result_summary.clone(),
+            error: run.error.clone(),
+            cost_usd: run.cost_usd,
+            num_turns: run.num_turns,
+        }
+    }
+}
+
+impl From<&Run> for RunView {
+    fn from(run: &Run) -> Self {
+        Self {
+            summary: RunSummary::from(run),
+            message: run.message.clone(),
+            repository_url: run.repository_url.clone(),
+            max_turns: run.max_turns,
+            metadata: run.metadata_json.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+            cancel_requested: run.cancel_requested,
+            updated_at: run.updated_at,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! AWS client construction: one `SdkConfig` per process, honouring `AWS_ENDPOINT_URL` so the
+//! same binaries talk to moto or LocalStack locally.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+pub async fn load_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}
+
+pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(config)
+}
+
+/// S3 with path-style addressing whenever an endpoint is configured: emulators serve one host,
+/// and `force_path_style` is not read from the environment.
+pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some()).build();
+    aws_sdk_s3::Client::from_conf(s3_config)
+}
+
+/// Renders an SDK error with its whole source chain (the default Display says only "service error").
+pub(crate) fn describe(err: &(impl std::error::Error + 'static)) -> String {
+    aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string()
+}

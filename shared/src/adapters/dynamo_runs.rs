@@ -1,0 +1,235 @@
+//! The run store on DynamoDB: the runs table (GSI `by_owner`) and the idempotency table.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+
+use super::aws::describe;
+use crate::domain::{Owner, Run, RunId, ValidationError};
+use crate::ports::{CreateOutcome, IdempotencyRecord, Page, RunFilter, RunStore};
+use crate::{Error, Result};
+
+pub const OWNER_INDEX: &str = "by_owner";
+/// Upper bound on DynamoDB pages read to fill one filtered listing page.
+const MAX_PAGES_PER_LISTING: usize = 10;
+
+pub struct DynamoRunStore {
+    client: Client,
+    runs_table: String,
+    idempotency_table: String,
+}
+
+impl DynamoRunStore {
+    pub fn new(client: Client, runs_table: impl Into<String>, idempotency_table: impl Into<String>) -> Self {
+        Self { client, runs_table: runs_table.into(), idempotency_table: idempotency_table.into() }
+    }
+
+    fn idempotency_item(record: &IdempotencyRecord) -> Result<HashMap<String, AttributeValue>> {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(record).map_err(|e| Error::dependency("encode idempotency record", e))?;
+        item.insert("idempotency_id".into(), AttributeValue::S(idempotency_id(&record.owner, &record.key)));
+        // TTL attribute: DynamoDB expires items by epoch seconds.
+        item.insert("expires_at_epoch".into(), AttributeValue::N(record.expires_at.timestamp().to_string()));
+        Ok(item)
+    }
+
+    async fn read_idempotency(&self, owner: &Owner, key: &str) -> Result<Option<IdempotencyRecord>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.idempotency_table)
+            .key("idempotency_id", AttributeValue::S(idempotency_id(owner, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::dependency("dynamodb get idempotency", describe(&e)))?;
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(|e| Error::dependency("decode idempotency record", e)))
+            .transpose()
+    }
+}
+
+fn idempotency_id(owner: &Owner, key: &str) -> String {
+    format!("{}#{}", owner.as_str(), key)
+}
+
+fn run_item(run: &Run) -> Result<HashMap<String, AttributeValue>> {
+    serde_dynamo::to_item(run).map_err(|e| Error::dependency("encode run", e))
+}
+
+fn decode_run(item: HashMap<String, AttributeValue>) -> Result<Run> {
+    serde_dynamo::from_item(item).map_err(|e| Error::dependency("decode run", e))
+}
+
+#[async_trait]
+impl RunStore for DynamoRunStore {
+    async fn create(&self, run: &Run, idempotency: Option<&IdempotencyRecord>) -> Result<CreateOutcome> {
+        let Some(record) = idempotency else {
+            self.client
+                .put_item()
+                .table_name(&self.runs_table)
+                .set_item(Some(run_item(run)?))
+                .condition_expression("attribute_not_exists(run_id)")
+                .send()
+                .await
+                .map_err(|e| Error::dependency("dynamodb put run", describe(&e)))?;
+            return Ok(CreateOutcome::Created);
+        };
+        let put_run = Put::builder()
+            .table_name(&self.runs_table)
+            .set_item(Some(run_item(run)?))
+            .condition_expression("attribute_not_exists(run_id)")
+            .build()
+            .map_err(|e| Error::dependency("build put", e))?;
+        // An expired record that TTL has not swept yet counts as absent.
+        let put_key = Put::builder()
+            .table_name(&self.idempotency_table)
+            .set_item(Some(Self::idempotency_item(record)?))
+            .condition_expression("attribute_not_exists(idempotency_id) OR expires_at_epoch < :now")
+            .expression_attribute_values(":now", AttributeValue::N(Utc::now().timestamp().to_string()))
+            .build()
+            .map_err(|e| Error::dependency("build put", e))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_run).build())
+            .transact_items(TransactWriteItem::builder().put(put_key).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CreateOutcome::Created),
+            Err(err) => {
+                let key_taken = err
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        TransactWriteItemsError::TransactionCanceledException(c) => c.cancellation_reasons.as_ref(),
+                        _ => None,
+                    })
+                    .and_then(|reasons| reasons.get(1))
+                    .and_then(|r| r.code.as_deref())
+                    == Some("ConditionalCheckFailed");
+                if !key_taken {
+                    return Err(Error::dependency("dynamodb create run", describe(&err)));
+                }
+                let earlier = self
+                    .read_idempotency(&record.owner, &record.key)
+                    .await?
+                    .ok_or_else(|| Error::dependency("idempotency", "record vanished during a concurrent submit"))?;
+                Ok(CreateOutcome::AlreadyExists(earlier))
+            }
+        }
+    }
+
+    async fn get(&self, run_id: RunId) -> Result<Option<Run>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.runs_table)
+            .key("run_id", AttributeValue::S(run_id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::dependency("dynamodb get run", describe(&e)))?;
+        out.item.map(decode_run).transpose()
+    }
+
+    async fn update(&self, run: &Run, expected_version: u64) -> Result<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.runs_table)
+            .set_item(Some(run_item(run)?))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(Error::Conflict)
+            }
+            Err(err) => Err(Error::dependency("dynamodb update run", describe(&err))),
+        }
+    }
+
+    async fn list(&self, owner: &Owner, filter: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Run>> {
+        let mut start_key = cursor.map(|c| decode_cursor(owner, c)).transpose()?;
+        let mut filters = Vec::new();
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.runs_table)
+            .index_name(OWNER_INDEX)
+            .key_condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner.as_str().to_owned()))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        if let Some(status) = filter.status {
+            filters.push("#status = :status");
+            query = query
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", AttributeValue::S(status.as_str().to_owned()));
+        }
+        if let Some(workflow) = &filter.workflow {
+            filters.push("#workflow = :workflow");
+            query = query
+                .expression_attribute_names("#workflow", "workflow")
+                .expression_attribute_values(":workflow", AttributeValue::S(workflow.clone()));
+        }
+        if !filters.is_empty() {
+            query = query.filter_expression(filters.join(" AND "));
+        }
+
+        let mut items = Vec::with_capacity(limit);
+        for _ in 0..MAX_PAGES_PER_LISTING {
+            let out = query
+                .clone()
+                .set_exclusive_start_key(start_key.take())
+                .send()
+                .await
+                .map_err(|e| Error::dependency("dynamodb list runs", describe(&e)))?;
+            for item in out.items.unwrap_or_default() {
+                let run = decode_run(item)?;
+                items.push(run);
+                if items.len() == limit {
+                    let last = items.last().expect("just pushed").run_id;
+                    // A full page may still be the last one; the next call then returns nothing.
+                    return Ok(Page { items, next_cursor: Some(encode_cursor(last)) });
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) => start_key = Some(key),
+                None => return Ok(Page { items, next_cursor: None }),
+            }
+        }
+        // A sparse filter: hand back what was found and where to continue.
+        let next_cursor = start_key
+            .and_then(|key| key.get("run_id").and_then(|v| v.as_s().ok()).and_then(|s| s.parse::<RunId>().ok()))
+            .map(encode_cursor);
+        Ok(Page { items, next_cursor })
+    }
+}
+
+fn encode_cursor(last: RunId) -> String {
+    URL_SAFE_NO_PAD.encode(last.to_string())
+}
+
+fn decode_cursor(owner: &Owner, cursor: &str) -> Result<HashMap<String, AttributeValue>> {
+    let run_id = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|s| s.parse::<RunId>().ok())
+        .ok_or(ValidationError::InvalidCursor)?;
+    Ok(HashMap::from([
+        ("run_id".to_owned(), AttributeValue::S(run_id.to_string())),
+        ("owner".to_owned(), AttributeValue::S(owner.as_str().to_owned())),
+    ]))
+}

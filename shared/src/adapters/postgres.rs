@@ -1,0 +1,91 @@
+//! Postgres: the history/query side. Connections are few (Lambdas keep one or two).
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::domain::Run;
+use crate::ports::RunProjection;
+use crate::{Error, Result};
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(database_url)
+        .await
+        .map_err(|e| Error::dependency("postgres connect", e))
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await.map_err(|e| Error::dependency("postgres migrate", e))
+}
+
+pub struct PgRunProjection {
+    pool: PgPool,
+}
+
+impl PgRunProjection {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl RunProjection for PgRunProjection {
+    async fn apply(&self, run: &Run) -> Result<bool> {
+        // The WHERE on the update makes replays and out-of-order deliveries no-ops.
+        let result = sqlx::query(
+            r#"
+            INSERT INTO claude_cli_runs (
+                run_id, owner, workflow, branch, repository_url, message, max_turns, session_id,
+                metadata, status, cancel_requested, version, created_at, updated_at, started_at,
+                finished_at, result_summary, error_code, error_message, cost_usd, num_turns
+            ) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)
+            ON CONFLICT (run_id) DO UPDATE SET
+                status = EXCLUDED.status,
+                cancel_requested = EXCLUDED.cancel_requested,
+                version = EXCLUDED.version,
+                updated_at = EXCLUDED.updated_at,
+                started_at = EXCLUDED.started_at,
+                finished_at = EXCLUDED.finished_at,
+                result_summary = EXCLUDED.result_summary,
+                error_code = EXCLUDED.error_code,
+                error_message = EXCLUDED.error_message,
+                cost_usd = EXCLUDED.cost_usd,
+                num_turns = EXCLUDED.num_turns,
+                session_id = EXCLUDED.session_id,
+                projected_at = now()
+            WHERE claude_cli_runs.version < EXCLUDED.version
+            "#,
+        )
+        .bind(run.run_id.as_uuid())
+        .bind(run.owner.as_str())
+        .bind(&run.workflow)
+        .bind(&run.branch)
+        .bind(&run.repository_url)
+        .bind(&run.message)
+        .bind(run.max_turns as i32)
+        .bind(run.session_id)
+        .bind(run.metadata_json.as_deref())
+        .bind(run.status.as_str())
+        .bind(run.cancel_requested)
+        .bind(run.version as i64)
+        .bind(run.created_at)
+        .bind(run.updated_at)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(run.result_summary.as_deref())
+        .bind(run.error.as_ref().map(|e| e.code.as_str()))
+        .bind(run.error.as_ref().map(|e| e.message.as_str()))
+        .bind(run.cost_usd)
+        .bind(run.num_turns.map(|n| n as i32))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::dependency("postgres upsert run", e))?;
+        Ok(result.rows_affected() > 0)
+    }
+}

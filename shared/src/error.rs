@@ -1,0 +1,72 @@
+//! The crate's one error type. Each variant knows its machine-readable code and its kind; the
+//! HTTP layer turns a kind into a status in exactly one place.
+
+use crate::domain::{TransitionError, ValidationError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("unknown workflow `{0}`")]
+    UnknownWorkflow(String),
+    #[error("run {0} not found")]
+    RunNotFound(String),
+    #[error("a valid API key is required in the x-api-key header")]
+    Unauthorized,
+    #[error(transparent)]
+    InvalidTransition(#[from] TransitionError),
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("the run was changed concurrently; retry")]
+    Conflict,
+    #[error("the run queue is unavailable: {0}")]
+    QueueUnavailable(String),
+    #[error("{what} failed: {detail}")]
+    Dependency { what: &'static str, detail: String },
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidInput,
+    Unauthorized,
+    NotFound,
+    Conflict,
+    Unavailable,
+    Internal,
+}
+
+impl Error {
+    pub fn dependency(what: &'static str, err: impl std::fmt::Display) -> Self {
+        Self::Dependency { what, detail: err.to_string() }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(v) => v.code(),
+            Self::UnknownWorkflow(_) => "unknown_workflow",
+            Self::RunNotFound(_) => "run_not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidTransition(_) => "invalid_transition",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::Conflict => "concurrent_update",
+            Self::QueueUnavailable(_) => "queue_unavailable",
+            Self::Dependency { .. } => "dependency_failed",
+            Self::Config(_) => "internal_error",
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) => ErrorKind::InvalidInput,
+            Self::Unauthorized => ErrorKind::Unauthorized,
+            Self::UnknownWorkflow(_) | Self::RunNotFound(_) => ErrorKind::NotFound,
+            Self::InvalidTransition(_) | Self::IdempotencyKeyReused | Self::Conflict => ErrorKind::Conflict,
+            Self::QueueUnavailable(_) | Self::Dependency { .. } => ErrorKind::Unavailable,
+            Self::Config(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

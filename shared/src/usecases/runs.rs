@@ -1,0 +1,184 @@
+//! Run intake and the caller-facing queries: submit, get, list, cancel.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{
+    CancelOutcome, IntakeLimits, Owner, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus,
+    ValidRunRequest, ValidationError, WorkflowRegistry, validate_idempotency_key,
+};
+use crate::ports::{CreateOutcome, IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore};
+use crate::{Error, Result};
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Optimistic-concurrency retries for a cancel racing the executor.
+const CANCEL_ATTEMPTS: usize = 3;
+
+pub struct RunService {
+    store: Arc<dyn RunStore>,
+    queue: Arc<dyn RunQueue>,
+    workflows: Arc<WorkflowRegistry>,
+    limits: IntakeLimits,
+    repositories: RepositoryPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submitted {
+    pub run: Run,
+    /// True when an `Idempotency-Key` matched an earlier submission and nothing new was created.
+    pub replayed: bool,
+}
+
+/// `GET /runs` query parameters as received.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub workflow: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl RunService {
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        queue: Arc<dyn RunQueue>,
+        workflows: Arc<WorkflowRegistry>,
+        limits: IntakeLimits,
+        repositories: RepositoryPolicy,
+    ) -> Self {
+        Self { store, queue, workflows, limits, repositories }
+    }
+
+    pub fn limits(&self) -> &IntakeLimits {
+        &self.limits
+    }
+
+    /// Validates, records, then enqueues. If the queue refuses, the run is marked failed so it
+    /// is never left queued with no message behind it.
+    pub async fn submit(
+        &self,
+        owner: &Owner,
+        workflow: &str,
+        request: RunRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted> {
+        let workflow = self.workflows.get(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
+        if let Some(key) = idempotency_key {
+            validate_idempotency_key(key)?;
+        }
+        let valid = request.validate(workflow, &self.limits, &self.repositories)?;
+        let now = Utc::now();
+        let record = idempotency_key.map(|key| IdempotencyRecord {
+            owner: owner.clone(),
+            key: key.to_owned(),
+            run_id: RunId::new(),
+            request_fingerprint: fingerprint(&valid),
+            expires_at: now + Duration::hours(IDEMPOTENCY_TTL_HOURS),
+        });
+        let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
+        if let Some(record) = &record {
+            run.run_id = record.run_id;
+        }
+
+        if let CreateOutcome::AlreadyExists(earlier) = self.store.create(&run, record.as_ref()).await? {
+            if Some(&earlier.request_fingerprint) != record.as_ref().map(|r| &r.request_fingerprint) {
+                return Err(Error::IdempotencyKeyReused);
+            }
+            let run = self.store.get(earlier.run_id).await?.ok_or_else(|| Error::RunNotFound(earlier.run_id.to_string()))?;
+            return Ok(Submitted { run, replayed: true });
+        }
+
+        let message = RunMessage {
+            run_id: run.run_id,
+            message_group: run.session_id.map_or_else(|| run.run_id.to_string(), |s| s.to_string()),
+        };
+        if let Err(err) = self.queue.enqueue(&message).await {
+            tracing::error!(run_id = %run.run_id, error = %err, "enqueue failed; failing the run");
+            let expected = run.version;
+            run.fail(RunError::new("enqueue_failed", format!("the run could not be queued: {err}")), Utc::now())?;
+            if let Err(update_err) = self.store.update(&run, expected).await {
+                tracing::error!(run_id = %run.run_id, error = %update_err, "could not mark the unqueued run failed");
+            }
+            return Err(Error::QueueUnavailable(err.to_string()));
+        }
+        tracing::info!(run_id = %run.run_id, workflow = %run.workflow, owner = %owner, "run queued");
+        Ok(Submitted { run, replayed: false })
+    }
+
+    /// The owner's run. Another owner's run is reported as not found, never as forbidden.
+    pub async fn get(&self, owner: &Owner, run_id: &str) -> Result<Run> {
+        let id: RunId = run_id.parse().map_err(|_| ValidationError::InvalidRunId)?;
+        match self.store.get(id).await? {
+            Some(run) if &run.owner == owner => Ok(run),
+            _ => Err(Error::RunNotFound(run_id.to_owned())),
+        }
+    }
+
+    pub async fn list(&self, owner: &Owner, query: ListQuery) -> Result<Page<Run>> {
+        let status = query
+            .status
+            .map(|s| {
+                s.parse::<RunStatus>().map_err(|_| {
+                    let all: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                    ValidationError::InvalidQuery(format!("status must be one of {}", all.join(", ")))
+                })
+            })
+            .transpose()?;
+        if let Some(name) = &query.workflow {
+            if self.workflows.get(name).is_none() {
+                return Err(Error::UnknownWorkflow(name.clone()));
+            }
+        }
+        let limit = match query.limit {
+            None => DEFAULT_PAGE_SIZE,
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                .ok_or_else(|| ValidationError::InvalidQuery(format!("limit must be an integer from 1 to {MAX_PAGE_SIZE}")))?,
+        };
+        let filter = RunFilter { status, workflow: query.workflow };
+        self.store.list(owner, &filter, limit, query.cursor.as_deref()).await
+    }
+
+    /// Cancels a queued run at once, flags a live one for its executor, refuses a finished one.
+    pub async fn cancel(&self, owner: &Owner, run_id: &str) -> Result<(Run, CancelOutcome)> {
+        for _ in 0..CANCEL_ATTEMPTS {
+            let mut run = self.get(owner, run_id).await?;
+            let expected = run.version;
+            let outcome = run.request_cancel(Utc::now())?;
+            if outcome == CancelOutcome::AlreadyRequested {
+                return Ok((run, outcome));
+            }
+            match self.store.update(&run, expected).await {
+                Ok(()) => {
+                    tracing::info!(run_id = %run.run_id, ?outcome, "cancel");
+                    return Ok((run, outcome));
+                }
+                Err(Error::Conflict) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::Conflict)
+    }
+}
+
+/// A stable digest of everything that defines a run, for idempotency replays.
+fn fingerprint(request: &ValidRunRequest) -> String {
+    let canonical = serde_json::json!([
+        request.workflow,
+        request.message,
+        request.branch.as_str(),
+        request.max_turns,
+        request.session_id,
+        request.repository_url,
+        request.metadata_json,
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
