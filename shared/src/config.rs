@@ -26,12 +26,15 @@ fn required(name: &str) -> Result<String> {
     env::var(name).map_err(|_| Error::Config(format!("{name} is not set")))
 }
 
-fn optional(name: &str) -> Option<String> {
-    env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 impl Settings {
     pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| env::var(name).ok())
+    }
+
+    /// Settings from any variable source (the local stack resolves them from `template.yaml`).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let optional = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let required = |name: &str| optional(name).ok_or_else(|| Error::Config(format!("{name} is not set")));
         let max_message_bytes = match optional("MAX_MESSAGE_BYTES") {
             Some(v) => v.parse().map_err(|_| Error::Config(format!("MAX_MESSAGE_BYTES is not a number: {v}")))?,
             None => DEFAULT_MAX_MESSAGE_BYTES,

@@ -83,8 +83,13 @@ async fn submit_run(
     Caller(owner): Caller,
     Path(workflow): Path<String>,
     headers: HeaderMap,
-    JsonBody(request): JsonBody<RunRequest>,
+    body: Result<JsonBody<RunRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // An unknown workflow is reported before anything about the body.
+    if !state.runs.knows_workflow(&workflow) {
+        return Err(shared::Error::UnknownWorkflow(workflow).into());
+    }
+    let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
     let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key).await?;
     let links = Links::from_headers(&headers);

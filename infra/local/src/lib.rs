@@ -1,1 +1,44 @@
+//! The local stack (ARCHITECTURE.md §8): the AWS emulator, a throwaway Postgres, the resources
+//! of `template.yaml`, and every function's handler served in process, as AWS would invoke it.
+//!
+//! The binary (`claude-runner-local`) starts everything for a person; the end-to-end tests use
+//! [`LocalStack`] directly against an emulator and a Postgres server they share.
 
+mod emulator;
+mod postgres;
+mod process;
+mod provision;
+mod stack;
+mod streams;
+mod template;
+
+use std::time::Duration;
+
+pub use emulator::Emulator;
+pub use postgres::PgCluster;
+pub use stack::{LocalStack, StackOptions, create_database, local_aws_config};
+pub use template::Physical;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("could not start {name}: {detail}")]
+    Spawn { name: &'static str, detail: String },
+    #[error("{0} is missing")]
+    Missing(String),
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout { what: &'static str, after: Duration },
+    #[error("{what}: {detail}")]
+    Io { what: &'static str, detail: String },
+    #[error("template.yaml: {0}")]
+    Template(String),
+    #[error("provisioning ({what}): {detail}")]
+    Provision { what: &'static str, detail: String },
+    #[error(transparent)]
+    Service(#[from] shared::Error),
+}
+
+impl LocalError {
+    pub(crate) fn io(what: &'static str) -> impl Fn(std::io::Error) -> Self {
+        move |e| Self::Io { what, detail: e.to_string() }
+    }
+}

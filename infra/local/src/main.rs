@@ -1,1 +1,173 @@
-fn main() {}
+//! `claude-runner-local`: the whole system on 127.0.0.1. Ctrl-C or SIGTERM stops everything it
+//! started.
+
+use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Parser;
+use local::{Emulator, LocalStack, PgCluster, StackOptions, create_database};
+
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+#[derive(Parser)]
+#[command(about = "Runs claude-runner locally: AWS emulator, Postgres, and every function in process")]
+struct Args {
+    /// Port of the HTTP API (0 picks a free one).
+    #[arg(long, env = "CLAUDE_RUNNER_HTTP_PORT", default_value_t = 8780)]
+    http_port: u16,
+    /// Use this AWS endpoint (a running moto or LocalStack) instead of starting moto.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    aws_endpoint: Option<String>,
+    /// Use this Postgres instead of a throwaway cluster.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Where endpoints.json and the throwaway cluster live.
+    #[arg(long, default_value_os_t = repo_root().join(".local"))]
+    state_dir: PathBuf,
+    #[arg(long, default_value_os_t = repo_root().join(".tools/venv/bin/moto_server"))]
+    moto_server: PathBuf,
+    #[arg(long, default_value_os_t = repo_root().join("template.yaml"))]
+    template: PathBuf,
+    /// Repository runs use when they name none (default: this clone).
+    #[arg(long)]
+    default_repository: Option<String>,
+    /// Comma-separated allowlist of repository URLs or prefixes ending in '*'.
+    #[arg(long, default_value = "")]
+    repository_allowlist: String,
+}
+
+/// What this process started, stopped in reverse order whatever happens.
+#[derive(Default)]
+struct Started {
+    emulator: Option<Emulator>,
+    postgres: Option<PgCluster>,
+    stack: Option<LocalStack>,
+}
+
+impl Started {
+    async fn stop(self) {
+        if let Some(stack) = self.stack {
+            stack.shutdown().await;
+        }
+        if let Some(pg) = self.postgres {
+            pg.stop().await;
+        }
+        if let Some(emulator) = self.emulator {
+            emulator.stop().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init();
+    let args = Args::parse();
+    let mut started = Started::default();
+    let result = tokio::select! {
+        result = start(&args, &mut started) => result,
+        _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted during start-up")),
+    };
+    if let Err(err) = result {
+        started.stop().await;
+        return Err(err);
+    }
+    shutdown_signal().await;
+    eprintln!("\nstopping…");
+    let _ = std::fs::remove_file(args.state_dir.join("endpoints.json"));
+    started.stop().await;
+    eprintln!("stopped; nothing left running");
+    Ok(())
+}
+
+async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.state_dir).context("create the state directory")?;
+    let aws_endpoint = match &args.aws_endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => {
+            let emulator = Emulator::start(&args.moto_server, None).await?;
+            let endpoint = emulator.endpoint.clone();
+            started.emulator = Some(emulator);
+            endpoint
+        }
+    };
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let pg = PgCluster::start(&args.state_dir).await?;
+            let url = create_database(&pg.url, "claude_runner").await?;
+            started.postgres = Some(pg);
+            url
+        }
+    };
+    let default_repository =
+        args.default_repository.clone().unwrap_or_else(|| format!("file://{}", repo_root().display()));
+    let stack = LocalStack::start(StackOptions {
+        aws_endpoint: aws_endpoint.clone(),
+        database_url: database_url.clone(),
+        stack_name: "claude-runner-local".into(),
+        http_port: args.http_port,
+        template: args.template.clone(),
+        parameters: HashMap::from([
+            ("DefaultRepositoryUrl".to_owned(), default_repository.clone()),
+            ("RepositoryAllowlist".to_owned(), args.repository_allowlist.clone()),
+        ]),
+    })
+    .await?;
+
+    let endpoints = serde_json::json!({
+        "http_url": stack.http_url,
+        "ws_url": null,
+        "api_key": stack.api_key,
+        "aws_endpoint": aws_endpoint,
+        "database_url": database_url,
+        "default_repository": default_repository,
+        "resources": stack.resources.iter().map(|(id, p)| (id.clone(), p.reference.clone())).collect::<HashMap<_, _>>(),
+        "pids": {
+            "local": std::process::id(),
+            "moto": started.emulator.as_ref().and_then(Emulator::pid),
+            "postgres": started.postgres.as_ref().and_then(PgCluster::pid),
+        },
+    });
+    let path = args.state_dir.join("endpoints.json");
+    // 0600: the file holds an API key.
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    serde_json::to_writer_pretty(file, &endpoints)?;
+    print_banner(&stack, &aws_endpoint, &database_url, &path);
+    started.stack = Some(stack);
+    Ok(())
+}
+
+fn print_banner(stack: &LocalStack, aws_endpoint: &str, database_url: &str, endpoints: &Path) {
+    let http = &stack.http_url;
+    let key = &stack.api_key;
+    println!(
+        r#"
+claude-runner local stack is up
+  HTTP API     {http}
+  API key      {key}
+  AWS (moto)   {aws_endpoint}
+  Postgres     {database_url}
+  written to   {endpoints}
+
+Submit a run and read it back:
+  curl -s -X POST {http}/agent/claude-code/implement/run -H "x-api-key: {key}" \
+       -H 'content-type: application/json' -d '{{"message":"Add a /version endpoint","branch":"main"}}'
+  curl -s {http}/agent/claude-code/runs -H "x-api-key: {key}"
+
+Ctrl-C stops everything."#,
+        endpoints = endpoints.display()
+    );
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

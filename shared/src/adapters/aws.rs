@@ -1,10 +1,23 @@
 //! AWS client construction: one `SdkConfig` per process, honouring `AWS_ENDPOINT_URL` so the
 //! same binaries talk to moto or LocalStack locally.
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 pub async fn load_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts()).load().await
+}
+
+/// Bounded waits on every AWS call (the SDK sets none by default); retries stay the SDK's
+/// standard three attempts with backoff.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(20))
+        .operation_timeout(Duration::from_secs(60))
+        .build()
 }
 
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {

@@ -4,15 +4,14 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 
 use super::aws::describe;
 use crate::domain::{Owner, Run, RunId, ValidationError};
-use crate::ports::{CreateOutcome, IdempotencyRecord, Page, RunFilter, RunStore};
+use crate::ports::{IdempotencyRecord, Page, RunFilter, RunStore};
 use crate::{Error, Result};
 
 pub const OWNER_INDEX: &str = "by_owner";
@@ -69,60 +68,40 @@ fn decode_run(item: HashMap<String, AttributeValue>) -> Result<Run> {
 
 #[async_trait]
 impl RunStore for DynamoRunStore {
-    async fn create(&self, run: &Run, idempotency: Option<&IdempotencyRecord>) -> Result<CreateOutcome> {
-        let Some(record) = idempotency else {
-            self.client
-                .put_item()
-                .table_name(&self.runs_table)
-                .set_item(Some(run_item(run)?))
-                .condition_expression("attribute_not_exists(run_id)")
-                .send()
-                .await
-                .map_err(|e| Error::dependency("dynamodb put run", describe(&e)))?;
-            return Ok(CreateOutcome::Created);
-        };
-        let put_run = Put::builder()
-            .table_name(&self.runs_table)
-            .set_item(Some(run_item(run)?))
-            .condition_expression("attribute_not_exists(run_id)")
-            .build()
-            .map_err(|e| Error::dependency("build put", e))?;
+    async fn claim_idempotency_key(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>> {
         // An expired record that TTL has not swept yet counts as absent.
-        let put_key = Put::builder()
+        let result = self
+            .client
+            .put_item()
             .table_name(&self.idempotency_table)
             .set_item(Some(Self::idempotency_item(record)?))
             .condition_expression("attribute_not_exists(idempotency_id) OR expires_at_epoch < :now")
             .expression_attribute_values(":now", AttributeValue::N(Utc::now().timestamp().to_string()))
-            .build()
-            .map_err(|e| Error::dependency("build put", e))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put_run).build())
-            .transact_items(TransactWriteItem::builder().put(put_key).build())
             .send()
             .await;
         match result {
-            Ok(_) => Ok(CreateOutcome::Created),
-            Err(err) => {
-                let key_taken = err
-                    .as_service_error()
-                    .and_then(|e| match e {
-                        TransactWriteItemsError::TransactionCanceledException(c) => c.cancellation_reasons.as_ref(),
-                        _ => None,
-                    })
-                    .and_then(|reasons| reasons.get(1))
-                    .and_then(|r| r.code.as_deref())
-                    == Some("ConditionalCheckFailed");
-                if !key_taken {
-                    return Err(Error::dependency("dynamodb create run", describe(&err)));
-                }
-                let earlier = self
-                    .read_idempotency(&record.owner, &record.key)
-                    .await?
-                    .ok_or_else(|| Error::dependency("idempotency", "record vanished during a concurrent submit"))?;
-                Ok(CreateOutcome::AlreadyExists(earlier))
+            Ok(_) => Ok(None),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                let earlier = self.read_idempotency(&record.owner, &record.key).await?;
+                Ok(Some(earlier.ok_or_else(|| Error::dependency("idempotency", "record vanished while being read"))?))
             }
+            Err(err) => Err(Error::dependency("dynamodb put idempotency key", describe(&err))),
+        }
+    }
+
+    async fn create(&self, run: &Run) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.runs_table)
+            .set_item(Some(run_item(run)?))
+            .condition_expression("attribute_not_exists(run_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(Error::dependency("dynamodb put run", describe(&err))),
         }
     }
 

@@ -19,13 +19,6 @@ pub struct IdempotencyRecord {
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum CreateOutcome {
-    Created,
-    /// The idempotency key was used before; this is what it recorded.
-    AlreadyExists(IdempotencyRecord),
-}
-
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunFilter {
     pub status: Option<RunStatus>,
@@ -41,8 +34,11 @@ pub struct Page<T> {
 
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    /// Writes a new run (never overwriting one), atomically with its idempotency record if any.
-    async fn create(&self, run: &Run, idempotency: Option<&IdempotencyRecord>) -> Result<CreateOutcome>;
+    /// Records `record` unless its key is already taken (and unexpired); then returns the record
+    /// that holds it.
+    async fn claim_idempotency_key(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>>;
+    /// Writes a new run, never overwriting one. `false` if the run id already exists.
+    async fn create(&self, run: &Run) -> Result<bool>;
     async fn get(&self, run_id: RunId) -> Result<Option<Run>>;
     /// Replaces the run if its stored version is still `expected_version`; `Error::Conflict` if not.
     async fn update(&self, run: &Run, expected_version: u64) -> Result<()>;

@@ -9,7 +9,7 @@ use crate::domain::{
     CancelOutcome, IntakeLimits, Owner, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus,
     ValidRunRequest, ValidationError, WorkflowRegistry, validate_idempotency_key,
 };
-use crate::ports::{CreateOutcome, IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore};
+use crate::ports::{IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore};
 use crate::{Error, Result};
 
 /// How long an `Idempotency-Key` is remembered.
@@ -55,6 +55,10 @@ impl RunService {
         Self { store, queue, workflows, limits, repositories }
     }
 
+    pub fn knows_workflow(&self, name: &str) -> bool {
+        self.workflows.get(name).is_some()
+    }
+
     pub fn limits(&self) -> &IntakeLimits {
         &self.limits
     }
@@ -73,24 +77,31 @@ impl RunService {
             validate_idempotency_key(key)?;
         }
         let valid = request.validate(workflow, &self.limits, &self.repositories)?;
+        let fingerprint = fingerprint(&valid);
         let now = Utc::now();
-        let record = idempotency_key.map(|key| IdempotencyRecord {
-            owner: owner.clone(),
-            key: key.to_owned(),
-            run_id: RunId::new(),
-            request_fingerprint: fingerprint(&valid),
-            expires_at: now + Duration::hours(IDEMPOTENCY_TTL_HOURS),
-        });
         let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
-        if let Some(record) = &record {
-            run.run_id = record.run_id;
-        }
 
-        if let CreateOutcome::AlreadyExists(earlier) = self.store.create(&run, record.as_ref()).await? {
-            if Some(&earlier.request_fingerprint) != record.as_ref().map(|r| &r.request_fingerprint) {
-                return Err(Error::IdempotencyKeyReused);
+        // Two conditional writes, no transaction: claim the key for this run id, then create the
+        // run. A retry that finds the key taken adopts the earlier run id, so a submission that
+        // crashed between the two writes is completed by its retry, and exactly one request
+        // (whichever creates the run) enqueues it.
+        if let Some(key) = idempotency_key {
+            let record = IdempotencyRecord {
+                owner: owner.clone(),
+                key: key.to_owned(),
+                run_id: run.run_id,
+                request_fingerprint: fingerprint,
+                expires_at: now + Duration::hours(IDEMPOTENCY_TTL_HOURS),
+            };
+            if let Some(earlier) = self.store.claim_idempotency_key(&record).await? {
+                if earlier.request_fingerprint != record.request_fingerprint {
+                    return Err(Error::IdempotencyKeyReused);
+                }
+                run.run_id = earlier.run_id;
             }
-            let run = self.store.get(earlier.run_id).await?.ok_or_else(|| Error::RunNotFound(earlier.run_id.to_string()))?;
+        }
+        if !self.store.create(&run).await? {
+            let run = self.store.get(run.run_id).await?.ok_or_else(|| Error::RunNotFound(run.run_id.to_string()))?;
             return Ok(Submitted { run, replayed: true });
         }
 

@@ -1,0 +1,114 @@
+//! A throwaway Postgres cluster: `initdb` into a fresh directory, `postgres` in the foreground as
+//! our child on a free port. PostgreSQL refuses to run as root, so as root it runs as `postgres`.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{Uid, User, chown};
+
+use crate::LocalError;
+use crate::process::{OwnedProcess, free_port, wait_until};
+
+pub struct PgCluster {
+    pub url: String,
+    pub port: u16,
+    data_dir: PathBuf,
+    process: OwnedProcess,
+}
+
+/// The server binaries: `$PG_BIN`, else `pg_config --bindir`, else the newest under /usr/lib/postgresql.
+fn bin_dir() -> Result<PathBuf, LocalError> {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    candidates.sort();
+    if let Some(dir) = candidates.into_iter().rev().find(|d| d.join("initdb").exists()) {
+        return Ok(dir);
+    }
+    let out = std::process::Command::new("pg_config").arg("--bindir").output();
+    match out {
+        Ok(out) if out.status.success() => Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())),
+        _ => Err(LocalError::Missing("PostgreSQL server binaries (initdb, postgres); set PG_BIN".into())),
+    }
+}
+
+impl PgCluster {
+    /// Creates a cluster under `parent` (a directory the `postgres` user can traverse).
+    pub async fn start(parent: &Path) -> Result<Self, LocalError> {
+        let bin = bin_dir()?;
+        let port = free_port()?;
+        std::fs::create_dir_all(parent).map_err(LocalError::io("create the state directory"))?;
+        let data_dir = parent.join(format!("pg-{port}"));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir(&data_dir).map_err(LocalError::io("create the Postgres data directory"))?;
+        let run_as = if Uid::effective().is_root() {
+            let user = User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or_else(|| LocalError::Missing("a `postgres` user to run PostgreSQL as (it refuses root)".into()))?;
+            chown(&data_dir, Some(user.uid), Some(user.gid)).map_err(|e| LocalError::Io {
+                what: "hand the data directory to postgres",
+                detail: e.to_string(),
+            })?;
+            Some(user)
+        } else {
+            None
+        };
+        let as_pg = |program: PathBuf| {
+            let mut command = std::process::Command::new(program);
+            if let Some(user) = &run_as {
+                command.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", &data_dir);
+            }
+            command
+        };
+
+        let mut initdb = as_pg(bin.join("initdb"));
+        initdb
+            .args(["-D"])
+            .arg(&data_dir)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let out = tokio::process::Command::from(initdb).output().await.map_err(LocalError::io("run initdb"))?;
+        if !out.status.success() {
+            return Err(LocalError::Spawn { name: "initdb", detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+        }
+
+        let mut postgres = as_pg(bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .arg("-k")
+            .arg(&data_dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data_dir.join("server.log")).map_err(LocalError::io("create server.log"))?);
+        // SIGINT is Postgres' "fast" shutdown: it does not wait for clients to disconnect.
+        let mut process = OwnedProcess::spawn("postgres", postgres, Signal::SIGINT)?;
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        wait_until("postgres to accept connections", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.is_ok() }
+        })
+        .await?;
+        process.check_alive()?;
+        tracing::info!(port, "postgres ready");
+        Ok(Self { url, port, data_dir, process })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    pub async fn stop(self) {
+        self.process.stop(Duration::from_secs(10)).await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

@@ -1,0 +1,163 @@
+//! One running stack: provisioned resources, the HTTP API on a local port, and the projector
+//! fed from the runs table's stream.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use shared::adapters::{PgRunProjection, postgres};
+use shared::config::Settings;
+use shared::domain::{ApiKey, Owner};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::LocalError;
+use crate::provision::provision;
+use crate::streams::feed_projector;
+use crate::template::{Physical, Resolver, Template};
+
+pub struct StackOptions {
+    pub aws_endpoint: String,
+    /// A database that exists; migrations are applied to it.
+    pub database_url: String,
+    /// Prefix of every resource name, so stacks can share one emulator.
+    pub stack_name: String,
+    pub http_port: u16,
+    pub template: PathBuf,
+    /// Template parameter overrides (DefaultRepositoryUrl, RepositoryAllowlist, …).
+    pub parameters: HashMap<String, String>,
+}
+
+pub struct LocalStack {
+    pub http_url: String,
+    pub http_addr: SocketAddr,
+    /// A key for the owner `local`.
+    pub api_key: String,
+    pub sdk: SdkConfig,
+    pub pool: PgPool,
+    pub settings: Settings,
+    pub resources: HashMap<String, Physical>,
+    keys: Arc<dyn shared::ports::ApiKeyStore>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// An SDK config aimed at the emulator with dummy credentials, independent of the environment.
+pub async fn local_aws_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .timeout_config(shared::adapters::aws::timeouts())
+        .credentials_provider(Credentials::new("local", "local", None, None, "claude-runner-local"))
+        .load()
+        .await
+}
+
+/// Creates `name` on the server at `server_url` (if needed) and returns its URL.
+pub async fn create_database(server_url: &str, name: &str) -> Result<String, LocalError> {
+    let pool = postgres::connect(server_url, 1).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| shared::Error::dependency("postgres", e))?;
+    if !exists {
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(LocalError::Missing(format!("a plain database name (got {name:?})")));
+        }
+        // Identifiers cannot be bound; the name was checked just above.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&pool)
+            .await
+            .map_err(|e| shared::Error::dependency("postgres create database", e))?;
+    }
+    pool.close().await;
+    let (base, _) = server_url.rsplit_once('/').ok_or_else(|| LocalError::Missing("a database in DATABASE_URL".into()))?;
+    Ok(format!("{base}/{name}"))
+}
+
+impl LocalStack {
+    pub async fn start(options: StackOptions) -> Result<Self, LocalError> {
+        let sdk = local_aws_config(&options.aws_endpoint).await;
+        let template = Template::load(&options.template)?;
+        let mut parameters: HashMap<String, String> = template
+            .parameter_names()
+            .into_iter()
+            .filter_map(|name| template.parameter_default(&name).map(|d| (name, d)))
+            .collect();
+        parameters.insert("DatabaseUrl".into(), options.database_url.clone());
+        parameters.extend(options.parameters.clone());
+
+        let resources = provision(&sdk, &template, &options.stack_name, &parameters).await?;
+        let resolver =
+            Resolver { stack_name: &options.stack_name, region: "us-east-1", physical: &resources, parameters: &parameters };
+        let api_env = template.function_environment("ApiFunction", &resolver)?;
+        let settings = Settings::from_vars(|name| api_env.get(name).cloned())?;
+
+        let pool = postgres::connect(&options.database_url, 5).await?;
+        postgres::migrate(&pool).await?;
+
+        let state = api::AppState::from_settings(&sdk, &settings).await?;
+        let keys = state.keys.clone();
+        let api_key = ApiKey::generate();
+        keys.register(&api_key.hash(), &Owner::new("local"), "local stack").await?;
+
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.http_port))
+            .await
+            .map_err(LocalError::io("bind the HTTP port"))?;
+        let http_addr = listener.local_addr().map_err(LocalError::io("read the HTTP address"))?;
+        let mut stop = shutdown.subscribe();
+        let router = api::router(state);
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "HTTP server failed");
+            }
+        }));
+
+        let projection = Arc::new(PgRunProjection::new(pool.clone()));
+        let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+        for source in template.event_sources("ProjectorFunction", "DynamoDB") {
+            let stream_arn = resolver.resolve(source.get("Stream").unwrap_or(&serde_yaml::Value::Null))?;
+            tasks.push(tokio::spawn(feed_projector(streams.clone(), stream_arn, projection.clone(), shutdown.subscribe())));
+        }
+
+        Ok(Self {
+            http_url: format!("http://{http_addr}"),
+            http_addr,
+            api_key: api_key.expose().to_owned(),
+            sdk,
+            pool,
+            settings,
+            resources,
+            keys,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// A new API key for `owner` (tests use it to act as another tenant).
+    pub async fn issue_key(&self, owner: &str) -> Result<String, LocalError> {
+        let key = ApiKey::generate();
+        self.keys.register(&key.hash(), &Owner::new(owner), "issued by the local stack").await?;
+        Ok(key.expose().to_owned())
+    }
+
+    /// Stops serving and waits for every task to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+        self.pool.close().await;
+    }
+}
