@@ -39,6 +39,9 @@ struct Args {
     /// Comma-separated allowlist of repository URLs or prefixes ending in '*'.
     #[arg(long, default_value = "")]
     repository_allowlist: String,
+    /// Start only moto and Postgres (the test runner shares them between tests).
+    #[arg(long)]
+    services_only: bool,
 }
 
 /// What this process started, stopped in reverse order whatever happens.
@@ -99,11 +102,22 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
         Some(url) => url.clone(),
         None => {
             let pg = PgCluster::start(&args.state_dir).await?;
-            let url = create_database(&pg.url, "claude_runner").await?;
+            let url =
+                if args.services_only { pg.url.clone() } else { create_database(&pg.url, "claude_runner").await? };
             started.postgres = Some(pg);
             url
         }
     };
+    if args.services_only {
+        let endpoints = serde_json::json!({
+            "aws_endpoint": aws_endpoint,
+            "database_url": database_url,
+            "pids": pids(started),
+        });
+        write_endpoints(&args.state_dir, &endpoints)?;
+        eprintln!("services up: moto {aws_endpoint}, postgres {database_url}");
+        return Ok(());
+    }
     let default_repository =
         args.default_repository.clone().unwrap_or_else(|| format!("file://{}", repo_root().display()));
     let stack = LocalStack::start(StackOptions {
@@ -127,19 +141,30 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
         "database_url": database_url,
         "default_repository": default_repository,
         "resources": stack.resources.iter().map(|(id, p)| (id.clone(), p.reference.clone())).collect::<HashMap<_, _>>(),
-        "pids": {
-            "local": std::process::id(),
-            "moto": started.emulator.as_ref().and_then(Emulator::pid),
-            "postgres": started.postgres.as_ref().and_then(PgCluster::pid),
-        },
+        "pids": pids(started),
     });
-    let path = args.state_dir.join("endpoints.json");
-    // 0600: the file holds an API key.
-    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
-    serde_json::to_writer_pretty(file, &endpoints)?;
+    let path = write_endpoints(&args.state_dir, &endpoints)?;
     print_banner(&stack, &aws_endpoint, &database_url, &path);
     started.stack = Some(stack);
     Ok(())
+}
+
+fn pids(started: &Started) -> serde_json::Value {
+    serde_json::json!({
+        "local": std::process::id(),
+        "moto": started.emulator.as_ref().and_then(Emulator::pid),
+        "postgres": started.postgres.as_ref().and_then(PgCluster::pid),
+    })
+}
+
+/// Writes endpoints.json atomically (readers poll for it) and private (it holds an API key).
+fn write_endpoints(state_dir: &Path, endpoints: &serde_json::Value) -> anyhow::Result<PathBuf> {
+    let path = state_dir.join("endpoints.json");
+    let partial = state_dir.join(".endpoints.json.partial");
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&partial)?;
+    serde_json::to_writer_pretty(file, endpoints)?;
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
 }
 
 fn print_banner(stack: &LocalStack, aws_endpoint: &str, database_url: &str, endpoints: &Path) {

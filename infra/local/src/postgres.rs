@@ -48,14 +48,11 @@ impl PgCluster {
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir(&data_dir).map_err(LocalError::io("create the Postgres data directory"))?;
         let run_as = if Uid::effective().is_root() {
-            let user = User::from_name("postgres")
-                .ok()
-                .flatten()
-                .ok_or_else(|| LocalError::Missing("a `postgres` user to run PostgreSQL as (it refuses root)".into()))?;
-            chown(&data_dir, Some(user.uid), Some(user.gid)).map_err(|e| LocalError::Io {
-                what: "hand the data directory to postgres",
-                detail: e.to_string(),
+            let user = User::from_name("postgres").ok().flatten().ok_or_else(|| {
+                LocalError::Missing("a `postgres` user to run PostgreSQL as (it refuses root)".into())
             })?;
+            chown(&data_dir, Some(user.uid), Some(user.gid))
+                .map_err(|e| LocalError::Io { what: "hand the data directory to postgres", detail: e.to_string() })?;
             Some(user)
         } else {
             None
@@ -77,7 +74,10 @@ impl PgCluster {
             .stderr(Stdio::piped());
         let out = tokio::process::Command::from(initdb).output().await.map_err(LocalError::io("run initdb"))?;
         if !out.status.success() {
-            return Err(LocalError::Spawn { name: "initdb", detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+            return Err(LocalError::Spawn {
+                name: "initdb",
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
         }
 
         let mut postgres = as_pg(bin.join("postgres"));

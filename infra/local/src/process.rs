@@ -19,7 +19,11 @@ pub struct OwnedProcess {
 impl OwnedProcess {
     /// Spawns `command` as the leader of a new process group. `kill_on_drop` is the backstop if
     /// `stop` is never reached (a panic).
-    pub fn spawn(name: &'static str, mut command: std::process::Command, stop_signal: Signal) -> Result<Self, LocalError> {
+    pub fn spawn(
+        name: &'static str,
+        mut command: std::process::Command,
+        stop_signal: Signal,
+    ) -> Result<Self, LocalError> {
         command.process_group(0);
         let child = Command::from(command)
             .kill_on_drop(true)
@@ -36,7 +40,9 @@ impl OwnedProcess {
     pub fn check_alive(&mut self) -> Result<(), LocalError> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(LocalError::Spawn { name: self.name, detail: format!("exited early with {status}") }),
+            Ok(Some(status)) => {
+                Err(LocalError::Spawn { name: self.name, detail: format!("exited early with {status}") })
+            }
             Err(e) => Err(LocalError::Spawn { name: self.name, detail: e.to_string() }),
         }
     }

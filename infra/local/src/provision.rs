@@ -54,12 +54,11 @@ pub async fn provision(
     parameters: &HashMap<String, String>,
 ) -> Result<HashMap<String, Physical>, LocalError> {
     let mut physical = HashMap::new();
-    let name_for = |props: &Value, name_key: &str, id: &str, physical: &HashMap<String, Physical>| {
-        match props.get(name_key) {
+    let name_for =
+        |props: &Value, name_key: &str, id: &str, physical: &HashMap<String, Physical>| match props.get(name_key) {
             Some(v) => Resolver { stack_name, region: REGION, physical, parameters }.resolve(v),
             None => Ok(format!("{stack_name}-{id}")),
-        }
-    };
+        };
 
     let dynamodb = aws::dynamodb(sdk);
     for (id, props) in template.resources_of("AWS::DynamoDB::Table") {
@@ -84,7 +83,9 @@ pub async fn provision(
                 GlobalSecondaryIndex::builder()
                     .index_name(text(index, "IndexName").unwrap_or_default())
                     .set_key_schema(Some(key_schema(index)?))
-                    .projection(Projection::builder().projection_type(ProjectionType::from(projection.as_str())).build())
+                    .projection(
+                        Projection::builder().projection_type(ProjectionType::from(projection.as_str())).build(),
+                    )
                     .build()
                     .map_err(|e| sdk_err("index")(e.to_string()))?,
             );
@@ -133,7 +134,9 @@ pub async fn provision(
             name.push_str(".fifo");
         }
         let mut create = sqs.create_queue().queue_name(&name);
-        for key in ["FifoQueue", "ContentBasedDeduplication", "VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds"] {
+        for key in
+            ["FifoQueue", "ContentBasedDeduplication", "VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds"]
+        {
             if let Some(v) = text(&props, key) {
                 create = create.attributes(QueueAttributeName::from(key), v);
             }

@@ -38,6 +38,7 @@ pub struct LocalStack {
     /// A key for the owner `local`.
     pub api_key: String,
     pub sdk: SdkConfig,
+    pub database_url: String,
     pub pool: PgPool,
     pub settings: Settings,
     pub resources: HashMap<String, Physical>,
@@ -76,7 +77,8 @@ pub async fn create_database(server_url: &str, name: &str) -> Result<String, Loc
             .map_err(|e| shared::Error::dependency("postgres create database", e))?;
     }
     pool.close().await;
-    let (base, _) = server_url.rsplit_once('/').ok_or_else(|| LocalError::Missing("a database in DATABASE_URL".into()))?;
+    let (base, _) =
+        server_url.rsplit_once('/').ok_or_else(|| LocalError::Missing("a database in DATABASE_URL".into()))?;
     Ok(format!("{base}/{name}"))
 }
 
@@ -93,8 +95,12 @@ impl LocalStack {
         parameters.extend(options.parameters.clone());
 
         let resources = provision(&sdk, &template, &options.stack_name, &parameters).await?;
-        let resolver =
-            Resolver { stack_name: &options.stack_name, region: "us-east-1", physical: &resources, parameters: &parameters };
+        let resolver = Resolver {
+            stack_name: &options.stack_name,
+            region: "us-east-1",
+            physical: &resources,
+            parameters: &parameters,
+        };
         let api_env = template.function_environment("ApiFunction", &resolver)?;
         let settings = Settings::from_vars(|name| api_env.get(name).cloned())?;
 
@@ -128,7 +134,12 @@ impl LocalStack {
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
         for source in template.event_sources("ProjectorFunction", "DynamoDB") {
             let stream_arn = resolver.resolve(source.get("Stream").unwrap_or(&serde_yaml::Value::Null))?;
-            tasks.push(tokio::spawn(feed_projector(streams.clone(), stream_arn, projection.clone(), shutdown.subscribe())));
+            tasks.push(tokio::spawn(feed_projector(
+                streams.clone(),
+                stream_arn,
+                projection.clone(),
+                shutdown.subscribe(),
+            )));
         }
 
         Ok(Self {
@@ -136,6 +147,7 @@ impl LocalStack {
             http_addr,
             api_key: api_key.expose().to_owned(),
             sdk,
+            database_url: options.database_url.clone(),
             pool,
             settings,
             resources,

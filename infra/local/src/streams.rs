@@ -55,7 +55,11 @@ pub async fn feed_projector(
     }
 }
 
-async fn discover_shards(client: &Client, stream_arn: &str, shards: &mut HashMap<String, ShardCursor>) -> Result<(), String> {
+async fn discover_shards(
+    client: &Client,
+    stream_arn: &str,
+    shards: &mut HashMap<String, ShardCursor>,
+) -> Result<(), String> {
     let description = client.describe_stream().stream_arn(stream_arn).send().await.map_err(|e| e.to_string())?;
     for shard in description.stream_description.and_then(|d| d.shards).unwrap_or_default() {
         if let Some(shard_id) = shard.shard_id {
@@ -96,17 +100,16 @@ async fn poll_shard(
     // No iterator: a new shard, or the last call failed. Resume after the last applied record.
     let iterator = match cursor.iterator.take() {
         Some(it) => it,
-        None => {
-            match &cursor.last_sequence {
-                Some(seq) => {
-                    open_iterator(client, stream_arn, shard_id, ShardIteratorType::AfterSequenceNumber, Some(seq.clone()))
-                        .await?
-                }
-                None => open_iterator(client, stream_arn, shard_id, ShardIteratorType::TrimHorizon, None).await?,
+        None => match &cursor.last_sequence {
+            Some(seq) => {
+                open_iterator(client, stream_arn, shard_id, ShardIteratorType::AfterSequenceNumber, Some(seq.clone()))
+                    .await?
             }
-        }
+            None => open_iterator(client, stream_arn, shard_id, ShardIteratorType::TrimHorizon, None).await?,
+        },
     };
-    let out = client.get_records().shard_iterator(&iterator).limit(BATCH_SIZE).send().await.map_err(|e| e.to_string())?;
+    let out =
+        client.get_records().shard_iterator(&iterator).limit(BATCH_SIZE).send().await.map_err(|e| e.to_string())?;
     let records = out.records.unwrap_or_default();
     if records.is_empty() {
         cursor.closed = out.next_shard_iterator.is_none();

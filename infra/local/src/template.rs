@@ -66,12 +66,15 @@ impl Template {
     }
 
     /// A function's environment: the Globals' variables overlaid with its own, resolved.
-    pub fn function_environment(&self, function: &str, resolver: &Resolver) -> Result<BTreeMap<String, String>, LocalError> {
-        let resource = self
-            .resources
-            .get(function)
-            .ok_or_else(|| LocalError::Template(format!("no resource {function}")))?;
-        let own = mapping(resource.get("Properties").and_then(|p| p.get("Environment")).and_then(|e| e.get("Variables")));
+    pub fn function_environment(
+        &self,
+        function: &str,
+        resolver: &Resolver,
+    ) -> Result<BTreeMap<String, String>, LocalError> {
+        let resource =
+            self.resources.get(function).ok_or_else(|| LocalError::Template(format!("no resource {function}")))?;
+        let own =
+            mapping(resource.get("Properties").and_then(|p| p.get("Environment")).and_then(|e| e.get("Variables")));
         let mut env = BTreeMap::new();
         for (name, value) in self.globals_env.iter().chain(own.iter()) {
             let name = name.as_str().ok_or_else(|| LocalError::Template("non-string variable name".into()))?;
@@ -84,7 +87,8 @@ impl Template {
 impl Template {
     /// The `Events` of `function` whose `Type` is `kind` (their `Properties`).
     pub fn event_sources(&self, function: &str, kind: &str) -> Vec<Value> {
-        let events = mapping(self.resources.get(function).and_then(|r| r.get("Properties")).and_then(|p| p.get("Events")));
+        let events =
+            mapping(self.resources.get(function).and_then(|r| r.get("Properties")).and_then(|p| p.get("Events")));
         events
             .values()
             .filter(|e| e.get("Type").and_then(Value::as_str) == Some(kind))

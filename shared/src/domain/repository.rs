@@ -21,11 +21,7 @@ impl RepositoryPolicy {
             return self.default.clone().ok_or(ValidationError::RepositoryRequired);
         };
         check_git_url(url)?;
-        if self.allows(url) {
-            Ok(url.to_owned())
-        } else {
-            Err(ValidationError::RepositoryNotAllowed(url.to_owned()))
-        }
+        if self.allows(url) { Ok(url.to_owned()) } else { Err(ValidationError::RepositoryNotAllowed(url.to_owned())) }
     }
 
     fn allows(&self, url: &str) -> bool {

@@ -65,10 +65,7 @@ impl RunRequest {
             return Err(ValidationError::EmptyMessage);
         }
         if self.message.len() > limits.max_message_bytes {
-            return Err(ValidationError::MessageTooLarge {
-                actual: self.message.len(),
-                max: limits.max_message_bytes,
-            });
+            return Err(ValidationError::MessageTooLarge { actual: self.message.len(), max: limits.max_message_bytes });
         }
         if self.message.contains('\0') {
             return Err(ValidationError::InvalidMessage);
@@ -78,17 +75,11 @@ impl RunRequest {
             None => workflow.config.max_turns.unwrap_or(DEFAULT_MAX_TURNS),
             Some(n) if (MIN_MAX_TURNS as i64..=MAX_MAX_TURNS as i64).contains(&n) => n as u32,
             Some(n) => {
-                return Err(ValidationError::InvalidMaxTurns {
-                    actual: n,
-                    min: MIN_MAX_TURNS,
-                    max: MAX_MAX_TURNS,
-                });
+                return Err(ValidationError::InvalidMaxTurns { actual: n, min: MIN_MAX_TURNS, max: MAX_MAX_TURNS });
             }
         };
-        let session_id = self
-            .session_id
-            .map(|s| Uuid::parse_str(&s).map_err(|_| ValidationError::InvalidSessionId))
-            .transpose()?;
+        let session_id =
+            self.session_id.map(|s| Uuid::parse_str(&s).map_err(|_| ValidationError::InvalidSessionId)).transpose()?;
         let repository_url = repositories.resolve(self.repository_url.as_deref())?;
         let metadata_json = match self.metadata {
             None | Some(serde_json::Value::Null) => None,
@@ -136,7 +127,10 @@ mod tests {
     }
 
     fn policy() -> RepositoryPolicy {
-        RepositoryPolicy::new(Some("https://git.example.com/acme/app.git".into()), vec!["https://git.example.com/acme/*".into()])
+        RepositoryPolicy::new(
+            Some("https://git.example.com/acme/app.git".into()),
+            vec!["https://git.example.com/acme/*".into()],
+        )
     }
 
     fn request(body: serde_json::Value) -> RunRequest {
@@ -210,7 +204,10 @@ mod tests {
     #[test]
     fn session_id_must_be_a_uuid() {
         let id = uuid::Uuid::new_v4();
-        assert_eq!(check(json!({"message": "m", "branch": "b", "session_id": id.to_string()})).unwrap().session_id, Some(id));
+        assert_eq!(
+            check(json!({"message": "m", "branch": "b", "session_id": id.to_string()})).unwrap().session_id,
+            Some(id)
+        );
         assert_eq!(
             check(json!({"message": "m", "branch": "b", "session_id": "not-a-uuid"})).unwrap_err().code(),
             "invalid_session_id"
@@ -222,7 +219,10 @@ mod tests {
         let ok = check(json!({"message": "m", "branch": "b", "metadata": {"ticket": "ABC-1"}})).unwrap();
         assert_eq!(ok.metadata_json.as_deref(), Some(r#"{"ticket":"ABC-1"}"#));
         for bad in [json!([1]), json!("s"), json!(3)] {
-            assert_eq!(check(json!({"message": "m", "branch": "b", "metadata": bad})).unwrap_err().code(), "invalid_metadata");
+            assert_eq!(
+                check(json!({"message": "m", "branch": "b", "metadata": bad})).unwrap_err().code(),
+                "invalid_metadata"
+            );
         }
         let big = json!({"message": "m", "branch": "b", "metadata": {"k": "v".repeat(MAX_METADATA_BYTES)}});
         assert_eq!(check(big).unwrap_err().code(), "metadata_too_large");
@@ -232,13 +232,15 @@ mod tests {
     fn repository_rules_apply() {
         let other = check(json!({"message": "m", "branch": "b", "repository_url": "https://evil.example.com/x.git"}));
         assert_eq!(other.unwrap_err().code(), "repository_not_allowed");
-        let allowed = check(json!({"message": "m", "branch": "b", "repository_url": "https://git.example.com/acme/lib.git"}));
+        let allowed =
+            check(json!({"message": "m", "branch": "b", "repository_url": "https://git.example.com/acme/lib.git"}));
         assert_eq!(allowed.unwrap().repository_url, "https://git.example.com/acme/lib.git");
     }
 
     #[test]
     fn unknown_fields_are_refused_when_parsing() {
-        let err = serde_json::from_value::<RunRequest>(json!({"message": "m", "branch": "b", "max_turn": 3})).unwrap_err();
+        let err =
+            serde_json::from_value::<RunRequest>(json!({"message": "m", "branch": "b", "max_turn": 3})).unwrap_err();
         assert!(err.to_string().contains("max_turn"));
     }
 
@@ -254,7 +256,9 @@ mod tests {
     fn shipped_workflows_feed_their_defaults() {
         let registry = WorkflowRegistry::builtin();
         let architect = registry.get("architect").unwrap();
-        let ok = request(json!({"message": "m", "branch": "b"})).validate(architect, &IntakeLimits::default(), &policy()).unwrap();
+        let ok = request(json!({"message": "m", "branch": "b"}))
+            .validate(architect, &IntakeLimits::default(), &policy())
+            .unwrap();
         assert_eq!(Some(ok.max_turns), architect.config.max_turns.or(Some(DEFAULT_MAX_TURNS)));
     }
 }

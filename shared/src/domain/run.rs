@@ -65,15 +65,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 7] = [
-        Self::Queued,
-        Self::Preparing,
-        Self::Running,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-        Self::TimedOut,
-    ];
+    pub const ALL: [RunStatus; 7] =
+        [Self::Queued, Self::Preparing, Self::Running, Self::Completed, Self::Failed, Self::Cancelled, Self::TimedOut];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -236,9 +229,7 @@ impl Run {
                 self.transition(RunStatus::Cancelled, at)?;
                 Ok(CancelOutcome::Cancelled)
             }
-            RunStatus::Preparing | RunStatus::Running if self.cancel_requested => {
-                Ok(CancelOutcome::AlreadyRequested)
-            }
+            RunStatus::Preparing | RunStatus::Running if self.cancel_requested => Ok(CancelOutcome::AlreadyRequested),
             RunStatus::Preparing | RunStatus::Running => {
                 self.cancel_requested = true;
                 self.touch(at);

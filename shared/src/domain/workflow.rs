@@ -102,7 +102,8 @@ impl WorkflowRegistry {
         let mut workflows = BTreeMap::new();
         for dir in BUILTIN.dirs() {
             let name = dir.path().file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            let read = |file: &str| dir.get_file(dir.path().join(file)).and_then(|f| f.contents_utf8()).map(str::to_owned);
+            let read =
+                |file: &str| dir.get_file(dir.path().join(file)).and_then(|f| f.contents_utf8()).map(str::to_owned);
             let workflow = Workflow::from_files(&name, read).expect("shipped workflows are checked by tests");
             workflows.insert(name, workflow);
         }
@@ -111,7 +112,8 @@ impl WorkflowRegistry {
 
     /// Workflows from a folder on disk (`WORKFLOWS_DIR`), for deployments with their own set.
     pub fn from_dir(root: &Path) -> Result<Self, WorkflowLoadError> {
-        let io_err = |name: &str, e: std::io::Error| WorkflowLoadError { name: name.to_owned(), problem: e.to_string() };
+        let io_err =
+            |name: &str, e: std::io::Error| WorkflowLoadError { name: name.to_owned(), problem: e.to_string() };
         let mut workflows = BTreeMap::new();
         for entry in std::fs::read_dir(root).map_err(|e| io_err("*", e))? {
             let entry = entry.map_err(|e| io_err("*", e))?;
@@ -138,7 +140,9 @@ impl WorkflowRegistry {
 impl Workflow {
     fn from_files(name: &str, read: impl Fn(&str) -> Option<String>) -> Result<Self, WorkflowLoadError> {
         let problem = |p: String| WorkflowLoadError { name: name.to_owned(), problem: p };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
             return Err(problem("names are lowercase letters, digits, '-' and '_'".into()));
         }
         let prompt = read("prompt.md").ok_or_else(|| problem("prompt.md is missing".into()))?;

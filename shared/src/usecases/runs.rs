@@ -6,8 +6,8 @@ use chrono::{Duration, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{
-    CancelOutcome, IntakeLimits, Owner, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus,
-    ValidRunRequest, ValidationError, WorkflowRegistry, validate_idempotency_key,
+    CancelOutcome, IntakeLimits, Owner, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus, ValidRunRequest,
+    ValidationError, WorkflowRegistry, validate_idempotency_key,
 };
 use crate::ports::{IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore};
 use crate::{Error, Result};
@@ -148,11 +148,9 @@ impl RunService {
         }
         let limit = match query.limit {
             None => DEFAULT_PAGE_SIZE,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-                .ok_or_else(|| ValidationError::InvalidQuery(format!("limit must be an integer from 1 to {MAX_PAGE_SIZE}")))?,
+            Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE_SIZE).contains(n)).ok_or_else(|| {
+                ValidationError::InvalidQuery(format!("limit must be an integer from 1 to {MAX_PAGE_SIZE}"))
+            })?,
         };
         let filter = RunFilter { status, workflow: query.workflow };
         self.store.list(owner, &filter, limit, query.cursor.as_deref()).await
