@@ -25,6 +25,9 @@ pub enum Error {
     Dependency { what: &'static str, detail: String },
     #[error("configuration: {0}")]
     Config(String),
+    /// The run cannot go on, for a reason its caller should see (`branch_not_found`, …).
+    #[error("{}: {}", .0.code, .0.message)]
+    RunFailed(crate::domain::RunError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +56,7 @@ impl Error {
             Self::Conflict => "concurrent_update",
             Self::QueueUnavailable(_) => "queue_unavailable",
             Self::Dependency { .. } => "dependency_failed",
-            Self::Config(_) => "internal_error",
+            Self::Config(_) | Self::RunFailed(_) => "internal_error",
         }
     }
 
@@ -64,8 +67,14 @@ impl Error {
             Self::UnknownWorkflow(_) | Self::RunNotFound(_) => ErrorKind::NotFound,
             Self::InvalidTransition(_) | Self::IdempotencyKeyReused | Self::Conflict => ErrorKind::Conflict,
             Self::QueueUnavailable(_) | Self::Dependency { .. } => ErrorKind::Unavailable,
-            Self::Config(_) => ErrorKind::Internal,
+            Self::Config(_) | Self::RunFailed(_) => ErrorKind::Internal,
         }
+    }
+}
+
+impl Error {
+    pub fn run_failed(code: &str, message: impl Into<String>) -> Self {
+        Self::RunFailed(crate::domain::RunError::new(code, message))
     }
 }
 

@@ -3,6 +3,7 @@
 //! events to use-case calls.
 
 pub mod adapters;
+pub mod claude;
 pub mod config;
 pub mod domain;
 mod error;

@@ -48,8 +48,7 @@ impl TestStack {
                     .map(PathBuf::from)
                     .unwrap_or_else(|_| repo_root().join(".tools/venv/bin/moto_server"));
                 let emulator = Emulator::start(&moto, None).await.expect("start moto (run `cargo xtask tools`)");
-                let state = repo_root().join(".local/test-own");
-                let postgres = PgCluster::start(&state).await.expect("start postgres");
+                let postgres = PgCluster::start().await.expect("start postgres");
                 (emulator.endpoint.clone(), postgres.url.clone(), Some(OwnServices { emulator, postgres }))
             }
         };

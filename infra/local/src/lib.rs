@@ -5,6 +5,7 @@
 //! [`LocalStack`] directly against an emulator and a Postgres server they share.
 
 mod emulator;
+pub mod model;
 mod postgres;
 mod process;
 mod provision;

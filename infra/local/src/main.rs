@@ -101,7 +101,7 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
     let database_url = match &args.database_url {
         Some(url) => url.clone(),
         None => {
-            let pg = PgCluster::start(&args.state_dir).await?;
+            let pg = PgCluster::start().await?;
             let url =
                 if args.services_only { pg.url.clone() } else { create_database(&pg.url, "claude_runner").await? };
             started.postgres = Some(pg);
@@ -154,6 +154,7 @@ fn pids(started: &Started) -> serde_json::Value {
         "local": std::process::id(),
         "moto": started.emulator.as_ref().and_then(Emulator::pid),
         "postgres": started.postgres.as_ref().and_then(PgCluster::pid),
+        "postgres_data_dir": started.postgres.as_ref().map(|pg| pg.data_dir().display().to_string()),
     })
 }
 

@@ -2,7 +2,7 @@
 //! our child on a free port. PostgreSQL refuses to run as root, so as root it runs as `postgres`.
 
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -39,14 +39,16 @@ fn bin_dir() -> Result<PathBuf, LocalError> {
 }
 
 impl PgCluster {
-    /// Creates a cluster under `parent` (a directory the `postgres` user can traverse).
-    pub async fn start(parent: &Path) -> Result<Self, LocalError> {
+    /// Creates a cluster in a fresh directory under the system temp dir: the `postgres` user
+    /// must be able to reach it, which a repository under /root or a 0700 temp dir would not allow.
+    pub async fn start() -> Result<Self, LocalError> {
         let bin = bin_dir()?;
         let port = free_port()?;
-        std::fs::create_dir_all(parent).map_err(LocalError::io("create the state directory"))?;
-        let data_dir = parent.join(format!("pg-{port}"));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        std::fs::create_dir(&data_dir).map_err(LocalError::io("create the Postgres data directory"))?;
+        let data_dir = tempfile::Builder::new()
+            .prefix("claude-runner-pg-")
+            .tempdir()
+            .map_err(LocalError::io("create the Postgres data directory"))?
+            .keep();
         let run_as = if Uid::effective().is_root() {
             let user = User::from_name("postgres").ok().flatten().ok_or_else(|| {
                 LocalError::Missing("a `postgres` user to run PostgreSQL as (it refuses root)".into())
@@ -101,6 +103,10 @@ impl PgCluster {
         process.check_alive()?;
         tracing::info!(port, "postgres ready");
         Ok(Self { url, port, data_dir, process })
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -79,8 +79,8 @@ fn stops_cleanly_on(signal: Signal) {
         .collect();
     assert!(pids.iter().all(|p| alive(*p)), "moto and postgres run while the stack is up");
     assert!(urls.iter().all(|u| port_open(u)), "every endpoint listens while the stack is up");
-    let state_marker = state_dir.to_string_lossy().into_owned();
-    assert!(!processes_mentioning(&state_marker).is_empty(), "postgres runs out of the state dir");
+    let pg_data = endpoints["pids"]["postgres_data_dir"].as_str().unwrap().to_owned();
+    assert!(!processes_mentioning(&pg_data).is_empty(), "postgres runs out of its data dir");
 
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -98,7 +98,8 @@ fn stops_cleanly_on(signal: Signal) {
     for url in &urls {
         assert!(!port_open(url), "{url} still listens after shutdown");
     }
-    assert_eq!(processes_mentioning(&state_marker), Vec::<String>::new(), "nothing started by the stack is left");
+    assert_eq!(processes_mentioning(&pg_data), Vec::<String>::new(), "nothing started by the stack is left");
+    assert!(!Path::new(&pg_data).exists(), "the throwaway cluster is deleted");
     assert!(!endpoints_path.exists(), "endpoints.json is removed with the stack");
 }
 

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::aws::describe;
-use crate::domain::{Owner, Run, RunId, ValidationError};
-use crate::ports::{IdempotencyRecord, Page, RunFilter, RunStore};
+use crate::domain::{Owner, Run, RunId, RunStatus, ValidationError};
+use crate::ports::{Heartbeat, IdempotencyRecord, Page, RunFilter, RunStore};
 use crate::{Error, Result};
 
 pub const OWNER_INDEX: &str = "by_owner";
@@ -134,6 +134,40 @@ impl RunStore for DynamoRunStore {
                 Err(Error::Conflict)
             }
             Err(err) => Err(Error::dependency("dynamodb update run", describe(&err))),
+        }
+    }
+
+    async fn heartbeat(&self, run_id: RunId, executor: &str, lease_until: DateTime<Utc>) -> Result<Option<Heartbeat>> {
+        // serde_dynamo writes timestamps as RFC 3339 strings; keep the same format.
+        let until = serde_json::to_value(lease_until).map_err(|e| Error::dependency("encode lease", e))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.runs_table)
+            .key("run_id", AttributeValue::S(run_id.to_string()))
+            .update_expression("SET lease_expires_at = :until")
+            .condition_expression("lease_owner = :me AND #status IN (:preparing, :running)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":until", AttributeValue::S(until.as_str().unwrap_or_default().to_owned()))
+            .expression_attribute_values(":me", AttributeValue::S(executor.to_owned()))
+            .expression_attribute_values(":preparing", AttributeValue::S(RunStatus::Preparing.as_str().to_owned()))
+            .expression_attribute_values(":running", AttributeValue::S(RunStatus::Running.as_str().to_owned()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let cancel_requested = out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get("cancel_requested"))
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false);
+                Ok(Some(Heartbeat { cancel_requested }))
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(err) => Err(Error::dependency("dynamodb heartbeat", describe(&err))),
         }
     }
 

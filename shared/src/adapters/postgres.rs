@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::domain::Run;
-use crate::ports::RunProjection;
+use crate::domain::{Frame, Run};
+use crate::ports::{FrameSink, RunProjection};
 use crate::{Error, Result};
 
 /// The migrations in `migrations/`, embedded at build time.
@@ -87,5 +87,72 @@ impl RunProjection for PgRunProjection {
         .await
         .map_err(|e| Error::dependency("postgres upsert run", e))?;
         Ok(result.rows_affected() > 0)
+    }
+}
+
+/// Frames in `claude_cli_outputs`, one multi-row insert per batch. Replayed batches are ignored
+/// by the unique `(run_id, sequence_number)`.
+pub struct PgFrameStore {
+    pool: PgPool,
+}
+
+impl PgFrameStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl FrameSink for PgFrameStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn publish(&self, frames: &[Frame]) -> Result<()> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let mut run_ids = Vec::with_capacity(frames.len());
+        let mut seqs = Vec::with_capacity(frames.len());
+        let mut kinds = Vec::with_capacity(frames.len());
+        let mut subtypes = Vec::with_capacity(frames.len());
+        let mut stamps = Vec::with_capacity(frames.len());
+        let mut data = Vec::with_capacity(frames.len());
+        let mut sizes = Vec::with_capacity(frames.len());
+        let mut truncated = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let json = frame.data_json();
+            let text = json.to_string();
+            run_ids.push(frame.run_id.as_uuid());
+            seqs.push(frame.seq as i64);
+            kinds.push(frame.kind.clone());
+            subtypes.push(frame.subtype.clone());
+            stamps.push(frame.ts);
+            sizes.push(text.len() as i32);
+            // Postgres' jsonb cannot hold \u0000; such frames keep their text with the escape
+            // spelled out rather than being lost.
+            data.push(if text.contains("\\u0000") { text.replace("\\u0000", "\\\\u0000") } else { text });
+            truncated.push(frame.is_truncated());
+        }
+        sqlx::query(
+            r#"
+            INSERT INTO claude_cli_outputs (run_id, sequence_number, output_type, subtype, ts, data, byte_size, truncated)
+            SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[]::jsonb[],
+                                 $7::int[], $8::bool[])
+            ON CONFLICT (run_id, sequence_number) DO NOTHING
+            "#,
+        )
+        .bind(&run_ids)
+        .bind(&seqs)
+        .bind(&kinds)
+        .bind(&subtypes)
+        .bind(&stamps)
+        .bind(&data)
+        .bind(&sizes)
+        .bind(&truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::dependency("postgres insert frames", e))?;
+        Ok(())
     }
 }

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -31,6 +33,32 @@ impl ObjectStore for S3ObjectStore {
             .await
             .map_err(|e| Error::dependency("s3 put", describe(&e)))?;
         Ok(())
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<()> {
+        let body = ByteStream::from_path(path).await.map_err(|e| Error::dependency("s3 read file", e))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::dependency("s3 put file", describe(&e)))?;
+        Ok(())
+    }
+
+    async fn get_file(&self, key: &str, path: &Path) -> Result<bool> {
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(false),
+            Err(err) => return Err(Error::dependency("s3 get", describe(&err))),
+        };
+        let mut file = tokio::fs::File::create(path).await.map_err(|e| Error::dependency("create file", e))?;
+        let mut body = out.body.into_async_read();
+        tokio::io::copy(&mut body, &mut file).await.map_err(|e| Error::dependency("s3 download", e))?;
+        Ok(true)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {

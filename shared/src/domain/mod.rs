@@ -1,6 +1,7 @@
 //! Types and rules. No I/O happens here.
 
 mod branch;
+mod frame;
 mod owner;
 mod repository;
 mod request;
@@ -9,12 +10,13 @@ mod validation;
 mod workflow;
 
 pub use branch::{BranchName, MAX_BRANCH_BYTES};
+pub use frame::{Frame, FrameData};
 pub use owner::{API_KEY_PREFIX, ApiKey, KeyHash, Owner};
 pub use repository::RepositoryPolicy;
 pub use request::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURNS, IntakeLimits, MAX_MAX_TURNS, MIN_MAX_TURNS, RunRequest,
     ValidRunRequest, validate_idempotency_key,
 };
-pub use run::{CancelOutcome, Run, RunError, RunId, RunStatus, TransitionError};
+pub use run::{CancelOutcome, DiffStats, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError};
 pub use validation::ValidationError;
 pub use workflow::{PermissionMode, Workflow, WorkflowConfig, WorkflowLoadError, WorkflowRegistry};

@@ -28,6 +28,9 @@ pub struct RunRequest {
     pub repository_url: Option<String>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
+    /// Overrides the workflow's `auto_commit`.
+    #[serde(default)]
+    pub auto_commit: Option<bool>,
 }
 
 /// Limits that a deployment configures.
@@ -52,6 +55,7 @@ pub struct ValidRunRequest {
     pub session_id: Option<Uuid>,
     pub repository_url: String,
     pub metadata_json: Option<String>,
+    pub auto_commit: Option<bool>,
 }
 
 impl RunRequest {
@@ -100,6 +104,7 @@ impl RunRequest {
             session_id,
             repository_url,
             metadata_json,
+            auto_commit: self.auto_commit,
         })
     }
 }

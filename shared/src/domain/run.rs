@@ -148,6 +148,9 @@ pub struct Run {
     pub metadata_json: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The request's override of the workflow's `auto_commit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_commit: Option<bool>,
     pub status: RunStatus,
     #[serde(default)]
     pub cancel_requested: bool,
@@ -168,6 +171,63 @@ pub struct Run {
     pub cost_usd: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_turns: Option<u32>,
+    /// The executor holding the run and until when; renewed by heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// How many times an executor claimed the run.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The CLI's `usage` object from its `result` frame, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Commits the run added to its branch, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_stats: Option<DiffStats>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffStats {
+    pub files_changed: u32,
+    pub insertions: u32,
+    pub deletions: u32,
+}
+
+/// How a run ended, as the executor saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    pub status: RunStatus,
+    pub result_summary: Option<String>,
+    pub error: Option<RunError>,
+    pub session_id: Option<Uuid>,
+    pub cost_usd: Option<f64>,
+    pub num_turns: Option<u32>,
+    pub usage_json: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+}
+
+impl RunOutcome {
+    pub fn failed(error: RunError) -> Self {
+        Self {
+            status: RunStatus::Failed,
+            result_summary: None,
+            error: Some(error),
+            session_id: None,
+            cost_usd: None,
+            num_turns: None,
+            usage_json: None,
+            duration_ms: None,
+            exit_code: None,
+        }
+    }
 }
 
 impl Run {
@@ -183,6 +243,7 @@ impl Run {
             max_turns: request.max_turns,
             session_id: request.session_id,
             metadata_json: request.metadata_json,
+            auto_commit: request.auto_commit,
             idempotency_key,
             status: RunStatus::Queued,
             cancel_requested: false,
@@ -195,7 +256,52 @@ impl Run {
             error: None,
             cost_usd: None,
             num_turns: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            attempts: 0,
+            usage_json: None,
+            duration_ms: None,
+            exit_code: None,
+            commits: Vec::new(),
+            diff_stats: None,
         }
+    }
+
+    /// An executor takes the run: `queued → preparing`, under a lease it must keep renewing.
+    pub fn claim(
+        &mut self,
+        executor: &str,
+        lease_until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.transition(RunStatus::Preparing, at)?;
+        self.lease_owner = Some(executor.to_owned());
+        self.lease_expires_at = Some(lease_until);
+        self.attempts += 1;
+        Ok(())
+    }
+
+    /// True when a live run's executor has stopped renewing its lease.
+    pub fn lease_expired(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.status, RunStatus::Preparing | RunStatus::Running)
+            && self.lease_expires_at.is_none_or(|until| until < now)
+    }
+
+    /// Ends the run with everything the executor learned. The session id is kept even when the
+    /// CLI failed, so a caller can still resume the conversation.
+    pub fn finish(&mut self, outcome: RunOutcome, at: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.transition(outcome.status, at)?;
+        self.result_summary = outcome.result_summary;
+        self.error = outcome.error;
+        self.session_id = outcome.session_id.or(self.session_id);
+        self.cost_usd = outcome.cost_usd;
+        self.num_turns = outcome.num_turns;
+        self.usage_json = outcome.usage_json;
+        self.duration_ms = outcome.duration_ms;
+        self.exit_code = outcome.exit_code;
+        self.lease_owner = None;
+        self.lease_expires_at = None;
+        Ok(())
     }
 
     /// Moves the run to `next`, stamping the times that belong to it.
@@ -269,6 +375,7 @@ mod tests {
             max_turns: 2,
             session_id: None,
             metadata_json: None,
+            auto_commit: None,
             idempotency_key: None,
             status,
             cancel_requested: false,
@@ -281,6 +388,14 @@ mod tests {
             error: None,
             cost_usd: None,
             num_turns: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            attempts: 0,
+            usage_json: None,
+            duration_ms: None,
+            exit_code: None,
+            commits: Vec::new(),
+            diff_stats: None,
         }
     }
 
@@ -380,6 +495,47 @@ mod tests {
             let mut run = run_in(status);
             assert_eq!(run.request_cancel(Utc::now()), Err(TransitionError { from: status, to: Cancelled }));
         }
+    }
+
+    #[test]
+    fn claiming_takes_a_lease_and_counts_the_attempt() {
+        let now = Utc::now();
+        let mut run = run_in(Queued);
+        run.claim("exec-1", now + chrono::Duration::seconds(30), now).unwrap();
+        assert_eq!(run.status, Preparing);
+        assert_eq!(run.lease_owner.as_deref(), Some("exec-1"));
+        assert_eq!(run.attempts, 1);
+        assert!(!run.lease_expired(now));
+        assert!(run.lease_expired(now + chrono::Duration::seconds(31)));
+        let mut taken = run_in(Running);
+        assert!(taken.claim("exec-2", now, now).is_err(), "a claimed run cannot be claimed again");
+    }
+
+    #[test]
+    fn finishing_records_the_outcome_and_drops_the_lease() {
+        let now = Utc::now();
+        let mut run = run_in(Running);
+        run.lease_owner = Some("exec".into());
+        let session = Uuid::now_v7();
+        let outcome = RunOutcome {
+            status: Completed,
+            result_summary: Some("done".into()),
+            error: None,
+            session_id: Some(session),
+            cost_usd: Some(0.25),
+            num_turns: Some(3),
+            usage_json: Some("{}".into()),
+            duration_ms: Some(1200),
+            exit_code: Some(0),
+        };
+        run.finish(outcome, now).unwrap();
+        assert_eq!((run.status, run.session_id, run.num_turns), (Completed, Some(session), Some(3)));
+        assert!(run.lease_owner.is_none() && run.finished_at.is_some());
+        assert!(!run.lease_expired(now), "a finished run has no lease to expire");
+        let mut queued = run_in(Queued);
+        assert!(queued.finish(RunOutcome::failed(RunError::new("x", "y")), now).is_ok(), "queued may fail");
+        let mut done = run_in(Completed);
+        assert!(done.finish(RunOutcome::failed(RunError::new("x", "y")), now).is_err());
     }
 
     #[test]

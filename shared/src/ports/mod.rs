@@ -5,8 +5,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use crate::Result;
-use crate::domain::{KeyHash, Owner, Run, RunId, RunStatus};
+use crate::claude::CliInvocation;
+use crate::domain::{DiffStats, Frame, KeyHash, Owner, Run, RunId, RunStatus, Workflow};
 
 /// The remembered answer to an `Idempotency-Key`: which run it created, and a fingerprint of
 /// the request so a different request under the same key is refused instead of replayed.
@@ -44,6 +48,15 @@ pub trait RunStore: Send + Sync {
     async fn update(&self, run: &Run, expected_version: u64) -> Result<()>;
     /// The owner's runs, newest first.
     async fn list(&self, owner: &Owner, filter: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Run>>;
+    /// Extends the lease of `executor` (without bumping the version, so a concurrent cancel is
+    /// never lost) and reports whether a cancel was requested. `None` if the lease is no longer
+    /// this executor's or the run is no longer live.
+    async fn heartbeat(&self, run_id: RunId, executor: &str, lease_until: DateTime<Utc>) -> Result<Option<Heartbeat>>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub cancel_requested: bool,
 }
 
 /// What goes on the runs queue: just enough to find the run. FIFO group = session lineage.
@@ -68,6 +81,10 @@ pub trait ApiKeyStore: Send + Sync {
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
+    /// Uploads a file without reading it into memory.
+    async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<()>;
+    /// Downloads to a file without holding it in memory; `false` if there is no such object.
+    async fn get_file(&self, key: &str, path: &Path) -> Result<bool>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     async fn delete(&self, key: &str) -> Result<()>;
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
@@ -79,4 +96,75 @@ pub trait RunProjection: Send + Sync {
     /// Applies this version of the run unless a newer (or the same) one is already there.
     /// Returns whether anything changed.
     async fn apply(&self, run: &Run) -> Result<bool>;
+}
+
+/// Where frames go as they are produced (Postgres, WebSocket fan-out, …). Called with batches in
+/// `seq` order; must tolerate a batch delivered twice.
+#[async_trait]
+pub trait FrameSink: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn publish(&self, frames: &[Frame]) -> Result<()>;
+}
+
+/// A prepared, isolated workspace for one run.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    /// The run's private directory (mode 0700); everything below is removed by cleanup.
+    pub root: PathBuf,
+    /// The checkout the CLI works in.
+    pub work_dir: PathBuf,
+    /// The CLI's own `CLAUDE_CONFIG_DIR` (transcripts land here).
+    pub config_dir: PathBuf,
+    pub home_dir: PathBuf,
+    pub tmp_dir: PathBuf,
+    pub mcp_config: Option<PathBuf>,
+    /// HEAD right after the clone: the base for the commits and diff stats of the run.
+    pub base_commit: String,
+    /// Secret values installed into the workspace; never to appear in a frame or a log.
+    pub secrets: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishedChanges {
+    pub commits: Vec<String>,
+    pub diff_stats: Option<DiffStats>,
+}
+
+/// Creates, publishes, archives and removes workspaces. Failures a caller should see come back
+/// as `Error::RunFailed` with their code (`branch_not_found`, `repository_unavailable`,
+/// `push_rejected`).
+#[async_trait]
+pub trait Workspaces: Send + Sync {
+    async fn prepare(&self, run: &Run, workflow: &Workflow) -> Result<Workspace>;
+    /// Commits anything the CLI left uncommitted and pushes the branch, when there is anything.
+    async fn publish_changes(&self, workspace: &Workspace, run: &Run, commit: bool) -> Result<PublishedChanges>;
+    /// The checkout as tar + zstd, written to a file inside the workspace root.
+    async fn archive(&self, workspace: &Workspace) -> Result<PathBuf>;
+    /// Removes the workspace (bounded retries; a failure is logged, not returned).
+    async fn cleanup(&self, workspace: &Workspace, run_id: RunId);
+}
+
+/// One line of CLI output. `total_bytes` above `bytes.len()` means the line was cut at the cap.
+#[derive(Clone, Debug)]
+pub struct OutputLine {
+    pub bytes: Vec<u8>,
+    pub total_bytes: usize,
+}
+
+#[async_trait]
+pub trait AgentCli: Send + Sync {
+    async fn start(&self, workspace: &Workspace, invocation: &CliInvocation) -> Result<Box<dyn AgentProcess>>;
+}
+
+/// A started CLI process (and its process group).
+#[async_trait]
+pub trait AgentProcess: Send {
+    /// The next stdout line; `None` at end of output.
+    async fn next_line(&mut self) -> Result<Option<OutputLine>>;
+    /// SIGTERM to the whole group, SIGKILL after `grace`; returns once nothing is left.
+    async fn stop(&mut self, grace: Duration);
+    /// Waits for the exit; `None` when killed by a signal.
+    async fn wait(&mut self) -> Option<i32>;
+    fn stderr_tail(&self) -> String;
+    fn process_group(&self) -> Option<i32>;
 }

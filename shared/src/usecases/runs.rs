@@ -188,6 +188,7 @@ fn fingerprint(request: &ValidRunRequest) -> String {
         request.session_id,
         request.repository_url,
         request.metadata_json,
+        request.auto_commit,
     ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }

@@ -1,0 +1,360 @@
+//! Workspaces on local disk, with the `git` binary (what users' credential helpers and hooks
+//! expect; no library pushes as reliably). One private directory per run; a mirror per
+//! repository makes every clone after the first a cheap local one.
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+use crate::domain::{DiffStats, Run, RunId, Workflow};
+use crate::ports::{ObjectStore, PublishedChanges, Workspace, Workspaces};
+use crate::{Error, Result};
+
+const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
+const CLEANUP_ATTEMPTS: u32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct WorkspaceConfig {
+    /// Parent of every run's directory.
+    pub root: PathBuf,
+    /// Where repository mirrors live; `None` clones straight from the remote every time.
+    pub cache_dir: Option<PathBuf>,
+    pub author_name: String,
+    pub author_email: String,
+    /// `.env` contents installed into every workspace (git-excluded, values redacted from frames).
+    pub dotenv: Option<String>,
+}
+
+pub struct GitWorkspaces {
+    config: WorkspaceConfig,
+    /// Seeds a missing mirror from `cache/repos/<hash>.bundle` when present.
+    bundles: Option<Arc<dyn ObjectStore>>,
+    mirror_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+struct GitFailure {
+    code: Option<i32>,
+    stderr: String,
+}
+
+impl GitWorkspaces {
+    pub fn new(config: WorkspaceConfig, bundles: Option<Arc<dyn ObjectStore>>) -> Self {
+        Self { config, bundles, mirror_locks: Mutex::new(HashMap::new()) }
+    }
+
+    async fn git(dir: Option<&Path>, args: &[&str], timeout: Duration) -> std::result::Result<String, GitFailure> {
+        let mut command = Command::new("git");
+        if let Some(dir) = dir {
+            command.arg("-C").arg(dir);
+        }
+        command
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let output = match tokio::time::timeout(timeout, command.output()).await {
+            Err(_) => {
+                return Err(GitFailure { code: None, stderr: format!("git {} timed out after {timeout:?}", args[0]) });
+            }
+            Ok(Err(e)) => return Err(GitFailure { code: None, stderr: format!("could not run git: {e}") }),
+            Ok(Ok(output)) => output,
+        };
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(GitFailure {
+                code: output.status.code(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    fn unavailable(url: &str, failure: GitFailure) -> Error {
+        Error::run_failed("repository_unavailable", format!("{url}: {}", failure.stderr))
+    }
+
+    fn internal(what: &str, failure: GitFailure) -> Error {
+        Error::dependency("git", format!("{what}: {}", failure.stderr))
+    }
+
+    /// The local mirror of `url`, created (or seeded from a bundle) if missing, then fetched.
+    async fn mirror(&self, cache: &Path, url: &str) -> Result<PathBuf> {
+        let hash = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
+        let lock = self.mirror_locks.lock().await.entry(hash.clone()).or_default().clone();
+        let _guard = lock.lock().await;
+        let mirror = cache.join(format!("{hash}.git"));
+        if mirror.join("HEAD").exists() {
+            Self::git(Some(&mirror), &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT)
+                .await
+                .map_err(|f| Self::unavailable(url, f))?;
+            return Ok(mirror);
+        }
+        std::fs::create_dir_all(cache).map_err(|e| Error::dependency("create the repository cache", e))?;
+        let _ = std::fs::remove_dir_all(&mirror);
+        let mirror_arg = mirror.to_string_lossy().into_owned();
+        if let Some(bundle) = self.seed_bundle(&hash, cache).await {
+            let bundle_arg = bundle.to_string_lossy().into_owned();
+            let seeded =
+                Self::git(None, &["clone", "--mirror", "--quiet", &bundle_arg, &mirror_arg], CLONE_TIMEOUT).await;
+            let _ = std::fs::remove_file(&bundle);
+            if seeded.is_ok() {
+                Self::git(Some(&mirror), &["remote", "set-url", "origin", url], LOCAL_TIMEOUT)
+                    .await
+                    .map_err(|f| Self::internal("point the mirror at its remote", f))?;
+                Self::git(Some(&mirror), &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT)
+                    .await
+                    .map_err(|f| Self::unavailable(url, f))?;
+                return Ok(mirror);
+            }
+            let _ = std::fs::remove_dir_all(&mirror);
+        }
+        Self::git(None, &["clone", "--mirror", "--quiet", "--", url, &mirror_arg], CLONE_TIMEOUT)
+            .await
+            .map_err(|f| Self::unavailable(url, f))?;
+        Ok(mirror)
+    }
+
+    async fn seed_bundle(&self, hash: &str, cache: &Path) -> Option<PathBuf> {
+        let objects = self.bundles.as_ref()?;
+        let path = cache.join(format!("{hash}.bundle"));
+        match objects.get_file(&format!("cache/repos/{hash}.bundle"), &path).await {
+            Ok(true) => Some(path),
+            Ok(false) => None,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the repository bundle failed; cloning from the remote");
+                None
+            }
+        }
+    }
+
+    fn private_dir(path: &Path) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| Error::dependency("create the workspace", format!("{}: {e}", path.display())))
+    }
+}
+
+#[async_trait]
+impl Workspaces for GitWorkspaces {
+    async fn prepare(&self, run: &Run, workflow: &Workflow) -> Result<Workspace> {
+        Self::private_dir(&self.config.root)?;
+        let root = self.config.root.join(run.run_id.to_string());
+        // A retry after a crash finds the old directory: start clean.
+        if root.exists() {
+            let _ = tokio::fs::remove_dir_all(&root).await;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root)
+            .map_err(|e| Error::dependency("create the workspace", format!("{}: {e}", root.display())))?;
+        let workspace = Workspace {
+            work_dir: root.join("work"),
+            config_dir: root.join("claude"),
+            home_dir: root.join("home"),
+            tmp_dir: root.join("tmp"),
+            mcp_config: workflow.mcp_config.as_ref().map(|_| root.join("mcp.json")),
+            root: root.clone(),
+            base_commit: String::new(),
+            secrets: Vec::new(),
+        };
+        for dir in [&workspace.config_dir, &workspace.home_dir, &workspace.tmp_dir] {
+            Self::private_dir(dir)?;
+        }
+        let url = run.repository_url.as_str();
+        let source = match &self.config.cache_dir {
+            Some(cache) => self.mirror(cache, url).await?.to_string_lossy().into_owned(),
+            None => url.to_owned(),
+        };
+        let branch_ref = format!("refs/heads/{}", run.branch);
+        let heads = Self::git(None, &["ls-remote", "--heads", "--", &source, &branch_ref], FETCH_TIMEOUT)
+            .await
+            .map_err(|f| Self::unavailable(url, f))?;
+        if heads.trim().is_empty() {
+            return Err(Error::run_failed(
+                "branch_not_found",
+                format!("branch {} does not exist in {url}", run.branch),
+            ));
+        }
+        let work = workspace.work_dir.to_string_lossy().into_owned();
+        let mut clone = vec!["clone", "--quiet", "--single-branch", "--no-tags", "--branch", run.branch.as_str()];
+        if self.config.cache_dir.is_none() {
+            clone.extend(["--depth", "1"]);
+        }
+        clone.extend(["--", source.as_str(), work.as_str()]);
+        Self::git(None, &clone, CLONE_TIMEOUT).await.map_err(|f| Self::unavailable(url, f))?;
+        let work_dir = workspace.work_dir.as_path();
+        if self.config.cache_dir.is_some() {
+            Self::git(Some(work_dir), &["remote", "set-url", "origin", url], LOCAL_TIMEOUT)
+                .await
+                .map_err(|f| Self::internal("set the remote", f))?;
+        }
+        for (key, value) in [("user.name", &self.config.author_name), ("user.email", &self.config.author_email)] {
+            Self::git(Some(work_dir), &["config", key, value], LOCAL_TIMEOUT)
+                .await
+                .map_err(|f| Self::internal("set the git identity", f))?;
+        }
+        let base_commit = Self::git(Some(work_dir), &["rev-parse", "HEAD"], LOCAL_TIMEOUT)
+            .await
+            .map_err(|f| Self::internal("read HEAD", f))?
+            .trim()
+            .to_owned();
+
+        let mut secrets = Vec::new();
+        if let Some(dotenv) = &self.config.dotenv {
+            std::fs::write(workspace.work_dir.join(".env"), dotenv).map_err(|e| Error::dependency("write .env", e))?;
+            // Never committed, whatever the repository's .gitignore says.
+            let exclude = workspace.work_dir.join(".git/info/exclude");
+            let mut excluded = std::fs::read_to_string(&exclude).unwrap_or_default();
+            excluded.push_str("\n/.env\n");
+            std::fs::write(&exclude, excluded).map_err(|e| Error::dependency("exclude .env", e))?;
+            secrets.extend(dotenv_values(dotenv));
+        }
+        if let (Some(path), Some(text)) = (&workspace.mcp_config, &workflow.mcp_config) {
+            std::fs::write(path, text).map_err(|e| Error::dependency("write the MCP config", e))?;
+        }
+        Ok(Workspace { base_commit, secrets, ..workspace })
+    }
+
+    async fn publish_changes(&self, workspace: &Workspace, run: &Run, commit: bool) -> Result<PublishedChanges> {
+        if !commit {
+            return Ok(PublishedChanges::default());
+        }
+        let dir = workspace.work_dir.as_path();
+        Self::git(Some(dir), &["add", "--all"], LOCAL_TIMEOUT).await.map_err(|f| Self::internal("stage changes", f))?;
+        let staged = Self::git(Some(dir), &["diff", "--cached", "--quiet"], LOCAL_TIMEOUT).await;
+        match staged {
+            Ok(_) => {}
+            Err(GitFailure { code: Some(1), .. }) => {
+                let first_line = run.message.lines().next().unwrap_or_default();
+                let subject: String = first_line.chars().take(72).collect();
+                let message = format!(
+                    "{}: {subject}\n\nclaude-runner workflow `{}`, run {}.\n",
+                    run.workflow, run.workflow, run.run_id
+                );
+                Self::git(Some(dir), &["commit", "--quiet", "--no-verify", "-m", &message], LOCAL_TIMEOUT)
+                    .await
+                    .map_err(|f| Self::internal("commit", f))?;
+            }
+            Err(f) => return Err(Self::internal("inspect changes", f)),
+        }
+        let range = format!("{}..HEAD", workspace.base_commit);
+        let commits: Vec<String> = Self::git(Some(dir), &["rev-list", "--reverse", &range], LOCAL_TIMEOUT)
+            .await
+            .map_err(|f| Self::internal("list commits", f))?
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if commits.is_empty() {
+            return Ok(PublishedChanges::default());
+        }
+        let refspec = format!("HEAD:refs/heads/{}", run.branch);
+        if let Err(failure) = Self::git(Some(dir), &["push", "--quiet", "origin", &refspec], CLONE_TIMEOUT).await {
+            let rejected = ["[rejected]", "non-fast-forward", "fetch first", "[remote rejected]"]
+                .iter()
+                .any(|marker| failure.stderr.contains(marker));
+            let code = if rejected { "push_rejected" } else { "push_failed" };
+            return Err(Error::run_failed(code, format!("pushing {} failed: {}", run.branch, failure.stderr)));
+        }
+        let stat = Self::git(Some(dir), &["diff", "--shortstat", &workspace.base_commit, "HEAD"], LOCAL_TIMEOUT)
+            .await
+            .map_err(|f| Self::internal("diff stats", f))?;
+        Ok(PublishedChanges { commits, diff_stats: Some(parse_shortstat(&stat)) })
+    }
+
+    async fn archive(&self, workspace: &Workspace) -> Result<PathBuf> {
+        let target = workspace.root.join("workspace.tar.zst");
+        let (source, output) = (workspace.work_dir.clone(), target.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let file = std::fs::File::create(&output)?;
+            let encoder = zstd::Encoder::new(file, 3)?.auto_finish();
+            let mut tar = tar::Builder::new(encoder);
+            // Links are archived as links, never followed out of the workspace.
+            tar.follow_symlinks(false);
+            tar.append_dir_all(".", &source)?;
+            tar.into_inner()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::dependency("archive the workspace", e))?
+        .map_err(|e| Error::dependency("archive the workspace", e))?;
+        Ok(target)
+    }
+
+    async fn cleanup(&self, workspace: &Workspace, run_id: RunId) {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=CLEANUP_ATTEMPTS {
+            match tokio::fs::remove_dir_all(&workspace.root).await {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if attempt == CLEANUP_ATTEMPTS => {
+                    tracing::error!(%run_id, path = %workspace.root.display(), error = %e, "workspace could not be removed");
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
+    }
+}
+
+/// The values of `KEY=VALUE` lines (quotes stripped), which must never reach a frame.
+fn dotenv_values(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("export ").unwrap_or(line.trim()).split_once('='))
+        .map(|(_, value)| value.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
+        .filter(|value| !value.is_empty())
+        .collect()
+}
+
+/// `" 3 files changed, 10 insertions(+), 2 deletions(-)"` → numbers.
+fn parse_shortstat(text: &str) -> DiffStats {
+    let mut stats = DiffStats::default();
+    for part in text.split(',') {
+        let mut words = part.split_whitespace();
+        let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse().ok()), words.next()) else { continue };
+        match what {
+            w if w.starts_with("file") => stats.files_changed = n,
+            w if w.starts_with("insertion") => stats.insertions = n,
+            w if w.starts_with("deletion") => stats.deletions = n,
+            _ => {}
+        }
+    }
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortstat_parses_every_form() {
+        assert_eq!(
+            parse_shortstat(" 3 files changed, 10 insertions(+), 2 deletions(-)\n"),
+            DiffStats { files_changed: 3, insertions: 10, deletions: 2 }
+        );
+        assert_eq!(
+            parse_shortstat(" 1 file changed, 1 insertion(+)"),
+            DiffStats { files_changed: 1, insertions: 1, deletions: 0 }
+        );
+        assert_eq!(parse_shortstat(""), DiffStats::default());
+    }
+
+    #[test]
+    fn dotenv_values_are_found_for_redaction() {
+        let values = dotenv_values("# comment\nAPI_TOKEN=abc123\nexport DB=\"postgres://x\"\nEMPTY=\n");
+        assert_eq!(values, vec!["abc123", "postgres://x"]);
+    }
+}

@@ -1,0 +1,501 @@
+//! Executing a run: claim it under a lease, prepare a workspace, run the CLI under its
+//! watchdogs while frames stream out, publish and archive what it did, finish the run.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::frames::FrameRecorder;
+use crate::claude::{CliInvocation, CliSummary, SessionMode, encoded_project_dir};
+use crate::domain::{Frame, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError, WorkflowRegistry};
+use crate::ports::{AgentCli, FrameSink, ObjectStore, PublishedChanges, RunStore, Workspace, Workspaces};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct ExecutorSettings {
+    /// Names this executor in leases.
+    pub executor_id: String,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// No CLI output for this long ends the run as `timed_out`.
+    pub idle_timeout: Duration,
+    /// Ceiling on any run's total time, whatever its workflow asks (Lambda stops at 15 min).
+    pub max_run_time: Duration,
+    pub stop_grace: Duration,
+    pub frame_flush: Duration,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            executor_id: format!("executor-{}", Uuid::new_v4()),
+            lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_run_time: Duration::from_secs(840),
+            stop_grace: Duration::from_secs(5),
+            frame_flush: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What to do with the queue message that asked for the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handled (executed, or nothing to do): delete the message.
+    Done,
+    /// Another executor holds a live lease: let the message come back later.
+    Retry,
+}
+
+pub struct RunExecutor {
+    store: Arc<dyn RunStore>,
+    workflows: Arc<WorkflowRegistry>,
+    workspaces: Arc<dyn Workspaces>,
+    cli: Arc<dyn AgentCli>,
+    objects: Arc<dyn ObjectStore>,
+    sinks: Vec<Arc<dyn FrameSink>>,
+    settings: ExecutorSettings,
+}
+
+enum Claim {
+    Claimed(Run),
+    Nothing,
+    HeldElsewhere,
+}
+
+/// Why the CLI loop stopped.
+enum Ended {
+    Exited,
+    Idle,
+    OutOfTime(Duration),
+    Cancelled,
+    LeaseLost,
+}
+
+impl RunExecutor {
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        workflows: Arc<WorkflowRegistry>,
+        workspaces: Arc<dyn Workspaces>,
+        cli: Arc<dyn AgentCli>,
+        objects: Arc<dyn ObjectStore>,
+        sinks: Vec<Arc<dyn FrameSink>>,
+        settings: ExecutorSettings,
+    ) -> Self {
+        Self { store, workflows, workspaces, cli, objects, sinks, settings }
+    }
+
+    pub async fn execute(&self, run_id: RunId) -> Result<Delivery> {
+        let mut run = match self.claim(run_id).await? {
+            Claim::Claimed(run) => run,
+            Claim::Nothing => return Ok(Delivery::Done),
+            Claim::HeldElsewhere => return Ok(Delivery::Retry),
+        };
+        tracing::info!(%run_id, workflow = %run.workflow, attempt = run.attempts, "claimed");
+        let (cancel_tx, cancel_rx) = watch::channel(Stop::No);
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store.clone(),
+            run_id,
+            self.settings.executor_id.clone(),
+            self.settings.lease,
+            self.settings.heartbeat,
+            cancel_tx,
+        ));
+        let result = self.run_claimed(&mut run, cancel_rx).await;
+        heartbeat.abort();
+        if let Err(err) = &result {
+            // Infrastructure failure after the claim: end the run rather than leave it leased.
+            tracing::error!(%run_id, error = %err, "execution failed");
+            let error = RunError::new("executor_error", err.to_string());
+            let _ = self.save(&mut run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+        }
+        result.map(|()| Delivery::Done)
+    }
+
+    async fn claim(&self, run_id: RunId) -> Result<Claim> {
+        for _ in 0..5 {
+            let Some(mut run) = self.store.get(run_id).await? else {
+                tracing::warn!(%run_id, "message for an unknown run; dropped");
+                return Ok(Claim::Nothing);
+            };
+            let expected = run.version;
+            let now = Utc::now();
+            match run.status {
+                RunStatus::Queued => {}
+                // The executor died before the CLI started: take the run over from the start.
+                RunStatus::Preparing if run.lease_expired(now) => {
+                    tracing::warn!(%run_id, lost = ?run.lease_owner, "taking over a run whose executor was lost");
+                    run.transition(RunStatus::Queued, now)?;
+                }
+                // The CLI was running when its executor died; its effects are unknown, so end it.
+                RunStatus::Running if run.lease_expired(now) => {
+                    let error =
+                        RunError::new("executor_lost", "the executor running this run stopped renewing its lease");
+                    run.finish(RunOutcome::failed(error), now)?;
+                    match self.store.update(&run, expected).await {
+                        Ok(()) | Err(Error::Conflict) => return Ok(Claim::Nothing),
+                        Err(err) => return Err(err),
+                    }
+                }
+                RunStatus::Preparing | RunStatus::Running => return Ok(Claim::HeldElsewhere),
+                _ => return Ok(Claim::Nothing),
+            }
+            run.claim(&self.settings.executor_id, now + self.settings.lease, now)?;
+            match self.store.update(&run, expected).await {
+                Ok(()) => return Ok(Claim::Claimed(run)),
+                Err(Error::Conflict) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Claim::HeldElsewhere)
+    }
+
+    /// Applies `change` and writes it conditionally; on a concurrent write (a cancel request)
+    /// re-reads and applies it again.
+    async fn save(&self, run: &mut Run, change: impl Fn(&mut Run) -> Result<(), TransitionError>) -> Result<()> {
+        for _ in 0..5 {
+            let expected = run.version;
+            let mut next = run.clone();
+            change(&mut next)?;
+            match self.store.update(&next, expected).await {
+                Ok(()) => {
+                    *run = next;
+                    return Ok(());
+                }
+                Err(Error::Conflict) => {
+                    *run =
+                        self.store.get(run.run_id).await?.ok_or_else(|| Error::RunNotFound(run.run_id.to_string()))?;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    async fn run_claimed(&self, run: &mut Run, stop: watch::Receiver<Stop>) -> Result<()> {
+        let Some(workflow) = self.workflows.get(&run.workflow).cloned() else {
+            let error = RunError::new("unknown_workflow", format!("workflow {} is not deployed here", run.workflow));
+            return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+        };
+        let workspace = match self.workspaces.prepare(run, &workflow).await {
+            Ok(ws) => ws,
+            Err(err) => {
+                let error = match err {
+                    Error::RunFailed(e) => e,
+                    other => RunError::new("workspace_failed", other.to_string()),
+                };
+                tracing::warn!(run_id = %run.run_id, code = %error.code, "workspace preparation failed");
+                return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+            }
+        };
+        let result = self.run_in_workspace(run, &workflow, &workspace, stop).await;
+        self.workspaces.cleanup(&workspace, run.run_id).await;
+        result
+    }
+
+    async fn run_in_workspace(
+        &self,
+        run: &mut Run,
+        workflow: &crate::domain::Workflow,
+        workspace: &Workspace,
+        mut stop: watch::Receiver<Stop>,
+    ) -> Result<()> {
+        let session = match run.session_id {
+            Some(id) => match self.restore_transcript(id, workspace).await {
+                Ok(()) => SessionMode::Resume(id),
+                Err(Error::RunFailed(error)) => {
+                    return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+                }
+                Err(other) => return Err(other),
+            },
+            None => SessionMode::New(Uuid::new_v4()),
+        };
+        if *stop.borrow() != Stop::No {
+            return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
+        }
+        let new_session = match session {
+            SessionMode::New(id) => Some(id),
+            SessionMode::Resume(_) => None,
+        };
+        // The caller learns the session id as soon as the CLI starts.
+        self.save(run, |r| {
+            r.transition(RunStatus::Running, Utc::now())?;
+            if new_session.is_some() {
+                r.session_id = new_session;
+            }
+            Ok(())
+        })
+        .await?;
+
+        let invocation =
+            CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone());
+        let log_path = workspace.root.join("output.ndjson");
+        let recorder = FrameRecorder::start(self.sinks.clone(), log_path.clone(), self.settings.frame_flush).await?;
+        let mut process = match self.cli.start(workspace, &invocation).await {
+            Ok(p) => p,
+            Err(err) => {
+                recorder.finish().await?;
+                let error = RunError::new("cli_start_failed", err.to_string());
+                return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+            }
+        };
+        let time_limit = Duration::from_secs(workflow.config.timeout_seconds).min(self.settings.max_run_time);
+        let deadline = tokio::time::Instant::now() + time_limit;
+        let mut summary = CliSummary::default();
+        let mut seq = 0u64;
+        let ended = loop {
+            tokio::select! {
+                line = tokio::time::timeout(self.settings.idle_timeout, process.next_line()) => match line {
+                    Err(_) => break Ended::Idle,
+                    Ok(Ok(Some(line))) => {
+                        seq += 1;
+                        let bytes = redact(line.bytes, &workspace.secrets);
+                        let frame = Frame::from_line(run.run_id, seq, &bytes, line.total_bytes.max(bytes.len()), Utc::now());
+                        if let crate::domain::FrameData::Json(data) = &frame.data {
+                            summary.observe(&frame.kind, frame.subtype.as_deref(), data);
+                        }
+                        recorder.record(frame, bytes.len()).await;
+                    }
+                    Ok(Ok(None)) => break Ended::Exited,
+                    Ok(Err(err)) => {
+                        tracing::error!(run_id = %run.run_id, error = %err, "reading CLI output failed");
+                        break Ended::Exited;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => break Ended::OutOfTime(time_limit),
+                reason = stop.wait_for(|s| *s != Stop::No) => {
+                    break match reason.map(|r| *r) { Ok(Stop::LeaseLost) => Ended::LeaseLost, _ => Ended::Cancelled };
+                }
+            }
+        };
+        // Always stop the group: even after a clean exit, a tool may have left children behind.
+        process.stop(self.settings.stop_grace).await;
+        summary.exit_code = process.wait().await;
+        summary.stderr_tail = redact_text(&process.stderr_tail(), &workspace.secrets);
+        summary.frames = seq;
+        let report = recorder.finish().await?;
+        if report.failed_batches > 0 {
+            tracing::error!(run_id = %run.run_id, failed = report.failed_batches, "some frame batches did not reach every sink");
+        }
+        if let Err(err) = self
+            .objects
+            .put_file(&format!("runs/{}/output.ndjson", run.run_id), &log_path, "application/x-ndjson")
+            .await
+        {
+            tracing::error!(run_id = %run.run_id, error = %err, "uploading the frame log failed");
+        }
+
+        if !matches!(ended, Ended::Exited) {
+            return self.finish_stopped(run, ended, summary).await;
+        }
+        let mut outcome = summary.outcome();
+        let mut changes = PublishedChanges::default();
+        if outcome.status == RunStatus::Completed {
+            let commit = run.auto_commit.unwrap_or(workflow.config.auto_commit);
+            match self.workspaces.publish_changes(workspace, run, commit).await {
+                Ok(published) => changes = published,
+                Err(err) => {
+                    let error = match err {
+                        Error::RunFailed(e) => e,
+                        other => RunError::new("publish_failed", other.to_string()),
+                    };
+                    outcome.status = RunStatus::Failed;
+                    outcome.error = Some(error);
+                }
+            }
+        }
+        self.keep_artifacts(run.run_id, outcome.session_id, workspace).await;
+        tracing::info!(run_id = %run.run_id, status = %outcome.status, frames = seq, "run finished");
+        self.save(run, |r| {
+            r.finish(outcome.clone(), Utc::now())?;
+            r.commits = changes.commits.clone();
+            r.diff_stats = changes.diff_stats;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_stopped(&self, run: &mut Run, ended: Ended, summary: CliSummary) -> Result<()> {
+        let mut outcome = summary.outcome();
+        outcome.result_summary = None;
+        (outcome.status, outcome.error) = match ended {
+            Ended::Cancelled => (RunStatus::Cancelled, None),
+            Ended::Idle => (
+                RunStatus::TimedOut,
+                Some(RunError::new(
+                    "idle_timeout",
+                    format!("no output for {} s", self.settings.idle_timeout.as_secs()),
+                )),
+            ),
+            Ended::OutOfTime(limit) => (
+                RunStatus::TimedOut,
+                Some(RunError::new("run_timeout", format!("the run exceeded {} s", limit.as_secs()))),
+            ),
+            Ended::LeaseLost => (
+                RunStatus::Failed,
+                Some(RunError::new("lease_lost", "another executor took the run over; this one stopped")),
+            ),
+            Ended::Exited => unreachable!("a CLI that exited is finished from its result frame"),
+        };
+        tracing::info!(run_id = %run.run_id, status = %outcome.status, "run stopped");
+        self.save(run, |r| r.finish(outcome.clone(), Utc::now())).await
+    }
+
+    /// Workspace archive and session transcript to S3. Best effort: a failure here is logged and
+    /// does not change the run's outcome.
+    async fn keep_artifacts(&self, run_id: RunId, session_id: Option<Uuid>, workspace: &Workspace) {
+        match self.workspaces.archive(workspace).await {
+            Ok(path) => {
+                let key = format!("runs/{run_id}/workspace.tar.zst");
+                if let Err(err) = self.objects.put_file(&key, &path, "application/zstd").await {
+                    tracing::error!(%run_id, error = %err, "uploading the workspace archive failed");
+                }
+            }
+            Err(err) => tracing::error!(%run_id, error = %err, "archiving the workspace failed"),
+        }
+        let Some(session_id) = session_id else { return };
+        let project = encoded_project_dir(&workspace.config_dir, &workspace.work_dir);
+        let transcript = project.join(format!("{session_id}.jsonl"));
+        let mut uploads = vec![(transcript, format!("sessions/{session_id}/transcript.jsonl"))];
+        let folder = project.join(session_id.to_string());
+        for file in files_under(&folder) {
+            if let Ok(relative) = file.strip_prefix(&folder) {
+                uploads.push((file.clone(), format!("sessions/{session_id}/files/{}", relative.display())));
+            }
+        }
+        for (path, key) in uploads {
+            if !path.exists() {
+                tracing::warn!(%run_id, path = %path.display(), "transcript file not found");
+                continue;
+            }
+            if let Err(err) = self.objects.put_file(&key, &path, "application/octet-stream").await {
+                tracing::error!(%run_id, %key, error = %err, "uploading the transcript failed");
+            }
+        }
+    }
+
+    /// Puts a session's transcript where the CLI looks for it: under *this* run's config dir and
+    /// *this* workspace's encoded cwd.
+    async fn restore_transcript(&self, session_id: Uuid, workspace: &Workspace) -> Result<()> {
+        let project = encoded_project_dir(&workspace.config_dir, &workspace.work_dir);
+        tokio::fs::create_dir_all(&project).await.map_err(|e| Error::dependency("create the project dir", e))?;
+        let prefix = format!("sessions/{session_id}/");
+        let key = format!("{prefix}transcript.jsonl");
+        if !self.objects.get_file(&key, &project.join(format!("{session_id}.jsonl"))).await? {
+            return Err(Error::run_failed(
+                "transcript_missing",
+                format!("the transcript of session {session_id} is not in the artifact store"),
+            ));
+        }
+        for object in self.objects.list(&format!("{prefix}files/")).await? {
+            let relative = &object[prefix.len() + "files/".len()..];
+            if relative.split('/').any(|part| part == ".." || part.is_empty()) {
+                continue;
+            }
+            let target = project.join(session_id.to_string()).join(relative);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(|e| Error::dependency("restore session files", e))?;
+            }
+            self.objects.get_file(&object, &target).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    No,
+    Cancel,
+    LeaseLost,
+}
+
+/// Renews the lease and polls for a cancel request, until aborted.
+async fn heartbeat(
+    store: Arc<dyn RunStore>,
+    run_id: RunId,
+    executor: String,
+    lease: Duration,
+    every: Duration,
+    stop: watch::Sender<Stop>,
+) {
+    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+    loop {
+        tokio::time::sleep(every).await;
+        match store.heartbeat(run_id, &executor, Utc::now() + lease).await {
+            Ok(Some(beat)) if beat.cancel_requested => {
+                let _ = stop.send(Stop::Cancel);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(%run_id, "lease lost");
+                let _ = stop.send(Stop::LeaseLost);
+                return;
+            }
+            Err(err) => tracing::warn!(%run_id, error = %err, "heartbeat failed; retrying"),
+        }
+    }
+}
+
+/// Replaces every secret value in a line; values shorter than 6 bytes are too likely to be
+/// ordinary words to redact safely.
+fn redact(line: Vec<u8>, secrets: &[String]) -> Vec<u8> {
+    let mut line = line;
+    for secret in secrets.iter().filter(|s| s.len() >= 6) {
+        let needle = secret.as_bytes();
+        if line.windows(needle.len()).any(|w| w == needle) {
+            let mut out = Vec::with_capacity(line.len());
+            let mut i = 0;
+            while i < line.len() {
+                if line[i..].starts_with(needle) {
+                    out.extend_from_slice(b"[REDACTED]");
+                    i += needle.len();
+                } else {
+                    out.push(line[i]);
+                    i += 1;
+                }
+            }
+            line = out;
+        }
+    }
+    line
+}
+
+fn redact_text(text: &str, secrets: &[String]) -> String {
+    String::from_utf8_lossy(&redact(text.as_bytes().to_vec(), secrets)).into_owned()
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_wherever_they_appear() {
+        let secrets = vec!["s3cr3t-value".to_owned(), "abc".to_owned()];
+        let line = br#"{"content":"TOKEN=s3cr3t-value and s3cr3t-value; abc"}"#.to_vec();
+        let out = String::from_utf8(redact(line, &secrets)).unwrap();
+        assert_eq!(out, r#"{"content":"TOKEN=[REDACTED] and [REDACTED]; abc"}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "still JSON");
+    }
+}
