@@ -23,6 +23,14 @@ CREATE TABLE claude_cli_runs (
     error_message    text,
     cost_usd         double precision,
     num_turns        integer,
+    usage            jsonb,
+    duration_ms      bigint,
+    exit_code        integer,
+    attempts         integer     NOT NULL DEFAULT 0,
+    commits          text[]      NOT NULL DEFAULT '{}',
+    files_changed    integer,
+    insertions       integer,
+    deletions        integer,
     projected_at     timestamptz NOT NULL DEFAULT now()
 );
 

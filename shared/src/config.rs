@@ -68,3 +68,63 @@ impl Settings {
 pub fn database_url() -> Result<String> {
     required("DATABASE_URL")
 }
+
+/// The executor's settings: where workspaces go, how the CLI is reached, the watchdogs.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    pub database_url: String,
+    pub workspace_root: std::path::PathBuf,
+    pub repo_cache_dir: Option<std::path::PathBuf>,
+    pub cli: crate::adapters::ClaudeCliConfig,
+    pub run: crate::usecases::ExecutorSettings,
+    pub author_name: String,
+    pub author_email: String,
+    pub workspace_dotenv: Option<String>,
+}
+
+impl ExecutorConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| env::var(name).ok())
+    }
+
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let optional = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let number = |name: &str, default: u64| -> Result<u64> {
+            match optional(name) {
+                Some(v) => v.trim().parse().map_err(|_| Error::Config(format!("{name} is not a number: {v}"))),
+                None => Ok(default),
+            }
+        };
+        let seconds = |name: &str, default: u64| number(name, default).map(std::time::Duration::from_secs);
+        let defaults = crate::usecases::ExecutorSettings::default();
+        let cli_defaults = crate::adapters::ClaudeCliConfig::default();
+        let run = crate::usecases::ExecutorSettings {
+            executor_id: optional("EXECUTOR_ID").unwrap_or(defaults.executor_id),
+            lease: seconds("LEASE_SECONDS", 60)?,
+            heartbeat: seconds("HEARTBEAT_SECONDS", 10)?,
+            idle_timeout: seconds("IDLE_TIMEOUT_SECONDS", 300)?,
+            max_run_time: seconds("MAX_RUN_SECONDS", 840)?,
+            stop_grace: seconds("STOP_GRACE_SECONDS", 5)?,
+            frame_flush: std::time::Duration::from_millis(number("FRAME_FLUSH_MS", 100)?),
+        };
+        if run.heartbeat >= run.lease {
+            return Err(Error::Config("HEARTBEAT_SECONDS must be shorter than LEASE_SECONDS".into()));
+        }
+        Ok(Self {
+            database_url: optional("DATABASE_URL").ok_or_else(|| Error::Config("DATABASE_URL is not set".into()))?,
+            workspace_root: optional("WORKSPACE_ROOT").unwrap_or("/tmp/claude-runner/work".into()).into(),
+            repo_cache_dir: optional("REPO_CACHE_DIR").map(Into::into),
+            cli: crate::adapters::ClaudeCliConfig {
+                bin: optional("CLAUDE_BIN").map(Into::into).unwrap_or(cli_defaults.bin),
+                base_url: optional("ANTHROPIC_BASE_URL"),
+                api_key: optional("ANTHROPIC_API_KEY"),
+                max_frame_bytes: number("MAX_FRAME_BYTES", cli_defaults.max_frame_bytes as u64)? as usize,
+                ..cli_defaults
+            },
+            run,
+            author_name: optional("GIT_AUTHOR_NAME").unwrap_or("claude-runner".into()),
+            author_email: optional("GIT_AUTHOR_EMAIL").unwrap_or("claude-runner@localhost".into()),
+            workspace_dotenv: optional("WORKSPACE_DOTENV"),
+        })
+    }
+}

@@ -66,6 +66,7 @@ impl TestStack {
             http_port: 0,
             template: repo_root().join("template.yaml"),
             parameters: params,
+            executor: None,
         })
         .await
         .expect("start the local stack");

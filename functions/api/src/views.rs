@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::domain::{Run, RunError, RunId, RunStatus};
+use shared::domain::{DiffStats, Run, RunError, RunId, RunStatus};
 use uuid::Uuid;
 
 /// Absolute URLs for links, from the Host the caller used.
@@ -68,6 +68,12 @@ pub struct RunView {
     metadata: Option<serde_json::Value>,
     cancel_requested: bool,
     updated_at: DateTime<Utc>,
+    attempts: u32,
+    usage: Option<serde_json::Value>,
+    duration_ms: Option<u64>,
+    exit_code: Option<i32>,
+    commits: Vec<String>,
+    diff_stats: Option<DiffStats>,
 }
 
 /// A run in a listing: what a dashboard row needs.
@@ -116,6 +122,12 @@ impl From<&Run> for RunView {
             metadata: run.metadata_json.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             cancel_requested: run.cancel_requested,
             updated_at: run.updated_at,
+            attempts: run.attempts,
+            usage: run.usage_json.as_deref().and_then(|u| serde_json::from_str(u).ok()),
+            duration_ms: run.duration_ms,
+            exit_code: run.exit_code,
+            commits: run.commits.clone(),
+            diff_stats: run.diff_stats,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`LocalStack`] directly against an emulator and a Postgres server they share.
 
 mod emulator;
+mod event_source;
 pub mod model;
 mod postgres;
 mod process;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 pub use emulator::Emulator;
 pub use postgres::PgCluster;
-pub use stack::{LocalStack, StackOptions, create_database, local_aws_config};
+pub use stack::{ExecutorOptions, LocalStack, StackOptions, create_database, local_aws_config};
 pub use template::Physical;
 
 #[derive(Debug, thiserror::Error)]

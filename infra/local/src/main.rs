@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use local::{Emulator, LocalStack, PgCluster, StackOptions, create_database};
+use local::model::ScriptedModel;
+use local::{Emulator, ExecutorOptions, LocalStack, PgCluster, StackOptions, create_database};
 
 fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -33,7 +34,8 @@ struct Args {
     moto_server: PathBuf,
     #[arg(long, default_value_os_t = repo_root().join("template.yaml"))]
     template: PathBuf,
-    /// Repository runs use when they name none (default: this clone).
+    /// Repository runs use when they name none (default: a bare copy of this clone under the
+    /// state dir, so runs push somewhere harmless).
     #[arg(long)]
     default_repository: Option<String>,
     /// Comma-separated allowlist of repository URLs or prefixes ending in '*'.
@@ -42,11 +44,18 @@ struct Args {
     /// Start only moto and Postgres (the test runner shares them between tests).
     #[arg(long)]
     services_only: bool,
+    /// The Claude CLI the executor runs.
+    #[arg(long, env = "CLAUDE_BIN", default_value_os_t = repo_root().join(".tools/npm/node_modules/.bin/claude"))]
+    claude_bin: PathBuf,
+    /// Runs executed at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
 }
 
 /// What this process started, stopped in reverse order whatever happens.
 #[derive(Default)]
 struct Started {
+    model: Option<ScriptedModel>,
     emulator: Option<Emulator>,
     postgres: Option<PgCluster>,
     stack: Option<LocalStack>,
@@ -62,6 +71,9 @@ impl Started {
         }
         if let Some(emulator) = self.emulator {
             emulator.stop().await;
+        }
+        if let Some(model) = self.model {
+            model.stop();
         }
     }
 }
@@ -118,8 +130,35 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
         eprintln!("services up: moto {aws_endpoint}, postgres {database_url}");
         return Ok(());
     }
-    let default_repository =
-        args.default_repository.clone().unwrap_or_else(|| format!("file://{}", repo_root().display()));
+    // With a real key the executor talks to Anthropic; without one, to the offline model.
+    let (model_url, api_key, model_label) = match std::env::var("ANTHROPIC_API_KEY").ok().filter(|k| !k.is_empty()) {
+        Some(key) => (
+            std::env::var("ANTHROPIC_BASE_URL").unwrap_or_default(),
+            key,
+            "Anthropic API (ANTHROPIC_API_KEY)".to_owned(),
+        ),
+        None => {
+            let model = ScriptedModel::offline_demo().await?;
+            let url = model.url();
+            started.model = Some(model);
+            (
+                url.clone(),
+                "offline".to_owned(),
+                format!("OFFLINE MODEL at {url} (scripted; set ANTHROPIC_API_KEY for real runs)"),
+            )
+        }
+    };
+    let state_dir = args.state_dir.canonicalize().unwrap_or(args.state_dir.clone());
+    let executor_env = HashMap::from([
+        ("CLAUDE_BIN".to_owned(), args.claude_bin.display().to_string()),
+        ("ANTHROPIC_BASE_URL".to_owned(), model_url),
+        ("WORKSPACE_ROOT".to_owned(), state_dir.join("workspaces").display().to_string()),
+        ("REPO_CACHE_DIR".to_owned(), state_dir.join("repo-cache").display().to_string()),
+    ]);
+    let default_repository = match &args.default_repository {
+        Some(url) => url.clone(),
+        None => sandbox_repository(&state_dir)?,
+    };
     let stack = LocalStack::start(StackOptions {
         aws_endpoint: aws_endpoint.clone(),
         database_url: database_url.clone(),
@@ -129,7 +168,9 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
         parameters: HashMap::from([
             ("DefaultRepositoryUrl".to_owned(), default_repository.clone()),
             ("RepositoryAllowlist".to_owned(), args.repository_allowlist.clone()),
+            ("AnthropicApiKey".to_owned(), api_key),
         ]),
+        executor: Some(ExecutorOptions { environment: executor_env, concurrency: args.concurrency }),
     })
     .await?;
 
@@ -144,9 +185,24 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
         "pids": pids(started),
     });
     let path = write_endpoints(&args.state_dir, &endpoints)?;
-    print_banner(&stack, &aws_endpoint, &database_url, &path);
+    print_banner(&stack, &aws_endpoint, &database_url, &path, &model_label);
     started.stack = Some(stack);
     Ok(())
+}
+
+/// A bare copy of this clone that local runs clone from and push to.
+fn sandbox_repository(state_dir: &Path) -> anyhow::Result<String> {
+    let sandbox = state_dir.join("sandbox.git");
+    if !sandbox.join("HEAD").exists() {
+        let status = std::process::Command::new("git")
+            .args(["clone", "--bare", "--quiet"])
+            .arg(repo_root())
+            .arg(&sandbox)
+            .status()
+            .context("run git")?;
+        anyhow::ensure!(status.success(), "could not create the sandbox repository {}", sandbox.display());
+    }
+    Ok(format!("file://{}", sandbox.display()))
 }
 
 fn pids(started: &Started) -> serde_json::Value {
@@ -168,7 +224,7 @@ fn write_endpoints(state_dir: &Path, endpoints: &serde_json::Value) -> anyhow::R
     Ok(path)
 }
 
-fn print_banner(stack: &LocalStack, aws_endpoint: &str, database_url: &str, endpoints: &Path) {
+fn print_banner(stack: &LocalStack, aws_endpoint: &str, database_url: &str, endpoints: &Path, model: &str) {
     let http = &stack.http_url;
     let key = &stack.api_key;
     println!(
@@ -178,6 +234,7 @@ claude-runner local stack is up
   API key      {key}
   AWS (moto)   {aws_endpoint}
   Postgres     {database_url}
+  Model        {model}
   written to   {endpoints}
 
 Submit a run and read it back:

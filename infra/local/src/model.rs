@@ -55,6 +55,8 @@ struct Script {
     requests: Vec<Value>,
     /// What answers once the script is used up.
     fallback: Option<Turn>,
+    /// Answer like a tiny agent instead (the local stack's offline model).
+    demo: bool,
 }
 
 pub struct ScriptedModel {
@@ -83,6 +85,14 @@ impl ScriptedModel {
                 .await;
         });
         Ok(Self { addr, script, stop })
+    }
+
+    /// The local stack's offline model: for each request it writes a note about the task into
+    /// the workspace with the real `Write` tool, then reports what it did.
+    pub async fn offline_demo() -> Result<Self, LocalError> {
+        let model = Self::start(Vec::new()).await?;
+        model.script.lock().expect("script lock").demo = true;
+        Ok(model)
     }
 
     /// The value for `ANTHROPIC_BASE_URL`.
@@ -130,7 +140,12 @@ async fn messages(State(script): State<Arc<Mutex<Script>>>, Json(body): Json<Val
         let mut script = script.lock().expect("script lock");
         script.requests.push(body.clone());
         if agent_loop {
-            script.turns.pop_front().or_else(|| script.fallback.clone()).unwrap_or_else(|| Turn::text("Done."))
+            let next = script.turns.pop_front().or_else(|| script.fallback.clone());
+            match next {
+                Some(turn) => turn,
+                None if script.demo => demo_turn(&body),
+                None => Turn::text("Done."),
+            }
         } else {
             Turn::text("ok")
         }
@@ -200,6 +215,34 @@ async fn answer(mut turn: Turn, request: &Value) -> Response {
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from(body))
         .expect("static response")
+}
+
+/// The offline model's move: write a note on the first turn, then finish.
+fn demo_turn(request: &Value) -> Turn {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let has_tool_result = messages
+        .iter()
+        .any(|m| m["content"].as_array().is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result")));
+    if has_tool_result {
+        return Turn::text(
+            "[offline model] I wrote CLAUDE_RUNNER_OFFLINE.md describing the task. \
+             Set ANTHROPIC_API_KEY before `cargo xtask up` to run the real model.",
+        );
+    }
+    let task = messages
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| match &m["content"] {
+            Value::String(text) => Some(text.clone()),
+            Value::Array(blocks) => blocks.iter().rev().find_map(|b| b["text"].as_str().map(str::to_owned)),
+            _ => None,
+        })
+        .last()
+        .unwrap_or_default();
+    let note = format!(
+        "# Offline model run\n\nThis file was written by claude-runner's offline model (no ANTHROPIC_API_KEY was set).\n\n## Task\n\n{task}\n"
+    );
+    Turn::write("CLAUDE_RUNNER_OFFLINE.md", &note)
 }
 
 fn uuid_like() -> String {

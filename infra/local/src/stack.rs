@@ -9,13 +9,14 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use shared::adapters::{PgRunProjection, postgres};
-use shared::config::Settings;
+use shared::config::{ExecutorConfig, Settings};
 use shared::domain::{ApiKey, Owner};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::LocalError;
+use crate::event_source::poll_runs_queue;
 use crate::provision::provision;
 use crate::streams::feed_projector;
 use crate::template::{Physical, Resolver, Template};
@@ -30,6 +31,16 @@ pub struct StackOptions {
     pub template: PathBuf,
     /// Template parameter overrides (DefaultRepositoryUrl, RepositoryAllowlist, …).
     pub parameters: HashMap<String, String>,
+    /// Run the executor on the runs queue, with these variables over the template's
+    /// (`CLAUDE_BIN`, `ANTHROPIC_BASE_URL`, `WORKSPACE_ROOT`, watchdog settings, …).
+    pub executor: Option<ExecutorOptions>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ExecutorOptions {
+    pub environment: HashMap<String, String>,
+    /// Runs executed at once (Lambda's concurrency; FIFO groups still run one at a time).
+    pub concurrency: usize,
 }
 
 pub struct LocalStack {
@@ -142,6 +153,21 @@ impl LocalStack {
             )));
         }
 
+        if let Some(options) = &options.executor {
+            let mut env = template.function_environment("ExecutorFunction", &resolver)?;
+            env.extend(options.environment.clone());
+            let executor_config = ExecutorConfig::from_vars(|name| env.get(name).cloned())?;
+            let executor_settings = Settings::from_vars(|name| env.get(name).cloned())?;
+            let executor = executor::build(&sdk, &executor_settings, &executor_config, Vec::new()).await?;
+            tasks.push(tokio::spawn(poll_runs_queue(
+                aws_sdk_sqs::Client::new(&sdk),
+                settings.runs_queue_url.clone(),
+                Arc::new(executor),
+                options.concurrency,
+                shutdown.subscribe(),
+            )));
+        }
+
         Ok(Self {
             http_url: format!("http://{http_addr}"),
             http_addr,
@@ -168,7 +194,8 @@ impl LocalStack {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+            // The queue poller drains in-flight runs for up to 10 s itself.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(20), task).await;
         }
         self.pool.close().await;
     }

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "up" => up(&rest),
         "test" => test(&rest),
-        "tools" => tools().map(|_| ()),
+        "tools" => tools().and_then(|_| claude_cli()).map(|_| ()),
         _ => {
             eprintln!("usage: cargo xtask <up|test|tools> [ARGS]");
             return ExitCode::from(2);
@@ -75,8 +75,27 @@ fn tools() -> Result<PathBuf> {
     Ok(venv)
 }
 
+/// Installs the pinned Claude CLI into `.tools/npm` (the package ships a native binary; Node is
+/// needed only to install it).
+fn claude_cli() -> Result<PathBuf> {
+    let root = root();
+    let prefix = root.join(".tools/npm");
+    let wanted = std::fs::read_to_string(root.join("infra/tools/package.json")).context("read package.json")?;
+    let bin = prefix.join("node_modules/.bin/claude");
+    if std::fs::read_to_string(prefix.join("package.json")).ok().as_deref() == Some(wanted.as_str()) && bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: installing the pinned Claude CLI into {}", prefix.display());
+    std::fs::create_dir_all(&prefix)?;
+    std::fs::write(prefix.join("package.json"), &wanted)?;
+    run(Command::new("npm").args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"]).arg(&prefix))?;
+    run(Command::new(&bin).arg("--version").stdout(Stdio::null()))?;
+    Ok(bin)
+}
+
 fn up(args: &[String]) -> Result<()> {
     tools()?;
+    claude_cli()?;
     run(cargo().args(["build", "--quiet", "-p", "local", "--bin", "claude-runner-local"]))?;
     // exec: Ctrl-C and SIGTERM reach the stack directly, and it cleans up what it started.
     let err = Command::new(root().join("target/debug/claude-runner-local")).args(args).exec();
@@ -159,6 +178,7 @@ impl Services {
 
 fn test(args: &[String]) -> Result<()> {
     let venv = tools()?;
+    let claude = claude_cli()?;
     check_template(&venv)?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["build", "--quiet", "-p", "local", "--bin", "claude-runner-local"]))?;
@@ -169,7 +189,8 @@ fn test(args: &[String]) -> Result<()> {
         .args(args)
         .env("CLAUDE_RUNNER_TEST_AWS_ENDPOINT", &aws_endpoint)
         .env("CLAUDE_RUNNER_TEST_DATABASE_URL", &database_url)
-        .env("CLAUDE_RUNNER_MOTO_SERVER", venv.join("bin/moto_server")));
+        .env("CLAUDE_RUNNER_MOTO_SERVER", venv.join("bin/moto_server"))
+        .env("CLAUDE_RUNNER_TEST_CLAUDE_BIN", &claude));
     services.stop();
     result
 }

@@ -143,6 +143,15 @@ struct RunningCli {
     max_line: usize,
 }
 
+impl Drop for RunningCli {
+    /// A run abandoned mid-way (its task aborted) still takes its whole process group with it.
+    fn drop(&mut self) {
+        if let (Some(pgid), Ok(None)) = (self.pgid, self.child.try_wait()) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
 #[async_trait]
 impl AgentProcess for RunningCli {
     async fn next_line(&mut self) -> Result<Option<OutputLine>> {

@@ -43,8 +43,10 @@ impl RunProjection for PgRunProjection {
             INSERT INTO claude_cli_runs (
                 run_id, owner, workflow, branch, repository_url, message, max_turns, session_id,
                 metadata, status, cancel_requested, version, created_at, updated_at, started_at,
-                finished_at, result_summary, error_code, error_message, cost_usd, num_turns
-            ) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)
+                finished_at, result_summary, error_code, error_message, cost_usd, num_turns,
+                usage, duration_ms, exit_code, attempts, commits, files_changed, insertions, deletions
+            ) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,
+                      $22::jsonb,$23,$24,$25,$26,$27,$28,$29)
             ON CONFLICT (run_id) DO UPDATE SET
                 status = EXCLUDED.status,
                 cancel_requested = EXCLUDED.cancel_requested,
@@ -58,6 +60,14 @@ impl RunProjection for PgRunProjection {
                 cost_usd = EXCLUDED.cost_usd,
                 num_turns = EXCLUDED.num_turns,
                 session_id = EXCLUDED.session_id,
+                usage = EXCLUDED.usage,
+                duration_ms = EXCLUDED.duration_ms,
+                exit_code = EXCLUDED.exit_code,
+                attempts = EXCLUDED.attempts,
+                commits = EXCLUDED.commits,
+                files_changed = EXCLUDED.files_changed,
+                insertions = EXCLUDED.insertions,
+                deletions = EXCLUDED.deletions,
                 projected_at = now()
             WHERE claude_cli_runs.version < EXCLUDED.version
             "#,
@@ -83,6 +93,14 @@ impl RunProjection for PgRunProjection {
         .bind(run.error.as_ref().map(|e| e.message.as_str()))
         .bind(run.cost_usd)
         .bind(run.num_turns.map(|n| n as i32))
+        .bind(run.usage_json.as_deref())
+        .bind(run.duration_ms.map(|d| d as i64))
+        .bind(run.exit_code)
+        .bind(run.attempts as i32)
+        .bind(&run.commits)
+        .bind(run.diff_stats.map(|d| d.files_changed as i32))
+        .bind(run.diff_stats.map(|d| d.insertions as i32))
+        .bind(run.diff_stats.map(|d| d.deletions as i32))
         .execute(&self.pool)
         .await
         .map_err(|e| Error::dependency("postgres upsert run", e))?;

@@ -215,7 +215,8 @@ impl RunExecutor {
             },
             None => SessionMode::New(Uuid::new_v4()),
         };
-        if *stop.borrow() != Stop::No {
+        let stopped_early = *stop.borrow();
+        if stopped_early != Stop::No {
             return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
         }
         let new_session = match session {
@@ -268,8 +269,8 @@ impl RunExecutor {
                     }
                 },
                 _ = tokio::time::sleep_until(deadline) => break Ended::OutOfTime(time_limit),
-                reason = stop.wait_for(|s| *s != Stop::No) => {
-                    break match reason.map(|r| *r) { Ok(Stop::LeaseLost) => Ended::LeaseLost, _ => Ended::Cancelled };
+                reason = stop_requested(&mut stop) => {
+                    break if reason == Stop::LeaseLost { Ended::LeaseLost } else { Ended::Cancelled };
                 }
             }
         };
@@ -412,6 +413,19 @@ enum Stop {
     No,
     Cancel,
     LeaseLost,
+}
+
+/// Resolves once a stop is requested; never, if the heartbeat is gone.
+async fn stop_requested(stop: &mut watch::Receiver<Stop>) -> Stop {
+    loop {
+        let current = *stop.borrow_and_update();
+        if current != Stop::No {
+            return current;
+        }
+        if stop.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Renews the lease and polls for a cancel request, until aborted.
