@@ -3,5 +3,6 @@
 
 mod api;
 mod errors;
+mod executor;
 mod projector;
 mod storage;

@@ -37,6 +37,10 @@ impl TestStack {
 
     /// A stack with template parameter overrides.
     pub async fn start_with(parameters: HashMap<String, String>) -> Self {
+        Self::start_full(parameters, None).await
+    }
+
+    pub async fn start_full(parameters: HashMap<String, String>, executor: Option<local::ExecutorOptions>) -> Self {
         let shared = (
             std::env::var("CLAUDE_RUNNER_TEST_AWS_ENDPOINT").ok(),
             std::env::var("CLAUDE_RUNNER_TEST_DATABASE_URL").ok(),
@@ -66,7 +70,7 @@ impl TestStack {
             http_port: 0,
             template: repo_root().join("template.yaml"),
             parameters: params,
-            executor: None,
+            executor,
         })
         .await
         .expect("start the local stack");
@@ -129,5 +133,159 @@ impl TestStack {
             own.postgres.stop().await;
             own.emulator.stop().await;
         }
+    }
+}
+
+/// The pinned `claude` binary (installed by `cargo xtask tools`).
+pub fn claude_bin() -> PathBuf {
+    std::env::var("CLAUDE_RUNNER_TEST_CLAUDE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".tools/npm/node_modules/.bin/claude"))
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare repository with a `main` branch, standing in for the remote runs clone and push to.
+pub struct GitOrigin {
+    dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl GitOrigin {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bare = dir.path().join("origin.git");
+        let seed = dir.path().join("seed");
+        std::fs::create_dir_all(&seed).unwrap();
+        git(dir.path(), &["init", "--quiet", "--bare", "--initial-branch=main", bare.to_str().unwrap()]);
+        git(&seed, &["init", "--quiet", "--initial-branch=main"]);
+        std::fs::write(seed.join("README.md"), "# sample\n").unwrap();
+        git(&seed, &["add", "."]);
+        git(&seed, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "-m", "initial"]);
+        git(&seed, &["push", "--quiet", bare.to_str().unwrap(), "main"]);
+        let url = format!("file://{}", bare.display());
+        Self { dir, url }
+    }
+
+    pub fn bare(&self) -> PathBuf {
+        self.dir.path().join("origin.git")
+    }
+
+    pub fn head(&self, branch: &str) -> String {
+        git(&self.bare(), &["rev-parse", &format!("refs/heads/{branch}")])
+    }
+
+    /// A file's content at the tip of `branch`, if it exists there.
+    pub fn file(&self, branch: &str, path: &str) -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(self.bare())
+            .args(["show", &format!("{branch}:{path}")])
+            .output()
+            .unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Default for GitOrigin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A stack whose executor runs the real CLI against a scripted model and a local origin.
+pub struct RunnerFixture {
+    pub t: TestStack,
+    pub model: local::model::ScriptedModel,
+    pub origin: GitOrigin,
+    pub workspace_root: tempfile::TempDir,
+    pub executor: local::ExecutorOptions,
+}
+
+impl RunnerFixture {
+    /// `poll_queue: false` leaves the queue alone so a test can deliver messages itself.
+    pub async fn start(turns: Vec<local::model::Turn>, env: &[(&str, &str)], poll_queue: bool) -> Self {
+        let model = local::model::ScriptedModel::start(turns).await.expect("model server");
+        let origin = GitOrigin::new();
+        let workspace_root = tempfile::Builder::new().prefix("cr-ws-").tempdir().expect("tempdir");
+        let mut environment = HashMap::from([
+            ("CLAUDE_BIN".to_owned(), claude_bin().display().to_string()),
+            ("ANTHROPIC_BASE_URL".to_owned(), model.url()),
+            ("WORKSPACE_ROOT".to_owned(), workspace_root.path().join("runs").display().to_string()),
+            ("FRAME_FLUSH_MS".to_owned(), "50".to_owned()),
+            ("LEASE_SECONDS".to_owned(), "4".to_owned()),
+            ("HEARTBEAT_SECONDS".to_owned(), "1".to_owned()),
+            ("IDLE_TIMEOUT_SECONDS".to_owned(), "60".to_owned()),
+            ("STOP_GRACE_SECONDS".to_owned(), "2".to_owned()),
+        ]);
+        environment.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let executor = local::ExecutorOptions { environment, concurrency: 4 };
+        let parameters = HashMap::from([
+            ("DefaultRepositoryUrl".to_owned(), origin.url.clone()),
+            ("RepositoryAllowlist".to_owned(), "file:///*".to_owned()),
+            ("AnthropicApiKey".to_owned(), "sk-test-scripted".to_owned()),
+        ]);
+        let t = TestStack::start_full(parameters, poll_queue.then(|| executor.clone())).await;
+        Self { t, model, origin, workspace_root, executor }
+    }
+
+    /// Submits and returns the run id.
+    pub async fn submit(&self, workflow: &str, body: serde_json::Value) -> String {
+        let response = self.t.submit(workflow, body).await;
+        assert_eq!(response.status().as_u16(), 202);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["run_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn status(&self, run_id: &str) -> serde_json::Value {
+        self.t.get_json(&format!("/agent/claude-code/run/{run_id}/status"), self.t.key()).await.1
+    }
+
+    /// Waits (bounded) until the run's status is one of `statuses`.
+    pub async fn wait_for(&self, run_id: &str, statuses: &[&str], timeout: Duration) -> serde_json::Value {
+        let found = TestStack::eventually(timeout, || async {
+            let run = self.status(run_id).await;
+            statuses.contains(&run["status"].as_str().unwrap_or_default()).then_some(run)
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("run {run_id} never reached {statuses:?}: {}", serde_json::json!(null)))
+    }
+
+    pub async fn wait_until_finished(&self, run_id: &str) -> serde_json::Value {
+        self.wait_for(run_id, &["completed", "failed", "cancelled", "timed_out"], Duration::from_secs(90)).await
+    }
+
+    /// `(seq, output_type, subtype, byte_size, truncated)` of the run's frames in Postgres.
+    pub async fn frames(&self, run_id: &str) -> Vec<(i64, String, Option<String>, i32, bool)> {
+        sqlx::query_as(
+            "SELECT sequence_number, output_type, subtype, byte_size, truncated FROM claude_cli_outputs \
+             WHERE run_id = $1 ORDER BY sequence_number",
+        )
+        .bind(uuid::Uuid::parse_str(run_id).unwrap())
+        .fetch_all(&self.t.stack.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Processes whose working directory is inside this fixture's workspaces (the CLI and its tools).
+    pub fn processes_in_workspaces(&self) -> Vec<i32> {
+        let root = self.workspace_root.path().to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.to_string_lossy().starts_with(&root))
+            })
+            .collect()
+    }
+
+    pub async fn stop(self) {
+        self.model.stop();
+        self.t.stop().await;
     }
 }

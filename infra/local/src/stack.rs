@@ -53,6 +53,8 @@ pub struct LocalStack {
     pub pool: PgPool,
     pub settings: Settings,
     pub resources: HashMap<String, Physical>,
+    /// The executor function's environment as the template resolves it locally.
+    executor_env: std::collections::BTreeMap<String, String>,
     keys: Arc<dyn shared::ports::ApiKeyStore>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -100,7 +102,11 @@ impl LocalStack {
         let mut parameters: HashMap<String, String> = template
             .parameter_names()
             .into_iter()
-            .filter_map(|name| template.parameter_default(&name).map(|d| (name, d)))
+            // Parameters without a default (secrets) resolve to empty unless the caller sets them.
+            .map(|name| {
+                let value = template.parameter_default(&name).unwrap_or_default();
+                (name, value)
+            })
             .collect();
         parameters.insert("DatabaseUrl".into(), options.database_url.clone());
         parameters.extend(options.parameters.clone());
@@ -153,12 +159,9 @@ impl LocalStack {
             )));
         }
 
+        let executor_env = template.function_environment("ExecutorFunction", &resolver)?;
         if let Some(options) = &options.executor {
-            let mut env = template.function_environment("ExecutorFunction", &resolver)?;
-            env.extend(options.environment.clone());
-            let executor_config = ExecutorConfig::from_vars(|name| env.get(name).cloned())?;
-            let executor_settings = Settings::from_vars(|name| env.get(name).cloned())?;
-            let executor = executor::build(&sdk, &executor_settings, &executor_config, Vec::new()).await?;
+            let executor = build_executor(&sdk, &executor_env, options).await?;
             tasks.push(tokio::spawn(poll_runs_queue(
                 aws_sdk_sqs::Client::new(&sdk),
                 settings.runs_queue_url.clone(),
@@ -169,6 +172,7 @@ impl LocalStack {
         }
 
         Ok(Self {
+            executor_env,
             http_url: format!("http://{http_addr}"),
             http_addr,
             api_key: api_key.expose().to_owned(),
@@ -190,6 +194,11 @@ impl LocalStack {
         Ok(key.expose().to_owned())
     }
 
+    /// An executor like the one the queue poller runs (tests drive it directly).
+    pub async fn executor(&self, options: &ExecutorOptions) -> Result<shared::usecases::RunExecutor, LocalError> {
+        build_executor(&self.sdk, &self.executor_env, options).await
+    }
+
     /// Stops serving and waits for every task to finish.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -199,4 +208,16 @@ impl LocalStack {
         }
         self.pool.close().await;
     }
+}
+
+async fn build_executor(
+    sdk: &SdkConfig,
+    template_env: &std::collections::BTreeMap<String, String>,
+    options: &ExecutorOptions,
+) -> Result<shared::usecases::RunExecutor, LocalError> {
+    let mut env = template_env.clone();
+    env.extend(options.environment.clone());
+    let config = ExecutorConfig::from_vars(|name| env.get(name).cloned())?;
+    let settings = Settings::from_vars(|name| env.get(name).cloned())?;
+    Ok(executor::build(sdk, &settings, &config, Vec::new()).await?)
 }

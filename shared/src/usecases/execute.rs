@@ -98,16 +98,17 @@ impl RunExecutor {
         };
         tracing::info!(%run_id, workflow = %run.workflow, attempt = run.attempts, "claimed");
         let (cancel_tx, cancel_rx) = watch::channel(Stop::No);
-        let heartbeat = tokio::spawn(heartbeat(
+        // Dropped with this future: an executor that is itself aborted stops renewing its lease.
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
             self.store.clone(),
             run_id,
             self.settings.executor_id.clone(),
             self.settings.lease,
             self.settings.heartbeat,
             cancel_tx,
-        ));
+        )));
         let result = self.run_claimed(&mut run, cancel_rx).await;
-        heartbeat.abort();
+        drop(_heartbeat);
         if let Err(err) = &result {
             // Infrastructure failure after the claim: end the run rather than leave it leased.
             tracing::error!(%run_id, error = %err, "execution failed");
@@ -405,6 +406,14 @@ impl RunExecutor {
             self.objects.get_file(&object, &target).await?;
         }
         Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
