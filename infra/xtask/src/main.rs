@@ -3,6 +3,7 @@
 //! - `cargo xtask up [ARGS]`  — install the tools, then run the local stack (ARGS go to it)
 //! - `cargo xtask test [ARGS]` — install the tools, lint the template, start moto + Postgres once,
 //!   run every test with nextest (ARGS go to nextest), stop what it started
+//! - `cargo xtask bench`      — build in release and print the benchmark tables
 //! - `cargo xtask tools`      — only install the tools
 
 use std::os::unix::process::CommandExt as _;
@@ -22,8 +23,9 @@ fn main() -> ExitCode {
         "up" => up(&rest),
         "test" => test(&rest),
         "tools" => tools().and_then(|_| claude_cli()).map(|_| ()),
+        "bench" => bench(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <up|test|tools> [ARGS]");
+            eprintln!("usage: cargo xtask <up|test|bench|tools> [ARGS]");
             return ExitCode::from(2);
         }
     };
@@ -193,4 +195,10 @@ fn test(args: &[String]) -> Result<()> {
         .env("CLAUDE_RUNNER_TEST_CLAUDE_BIN", &claude));
     services.stop();
     result
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    tools()?;
+    claude_cli()?;
+    run(cargo().args(["run", "--quiet", "--release", "-p", "bench", "--"]).args(args))
 }

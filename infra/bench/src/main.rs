@@ -1,0 +1,197 @@
+//! `cargo xtask bench`: figures, printed as tables. Not tests: nothing here asserts a time.
+//!
+//! - workspace set-up for a generated repository of ~5k files: plain (shallow) clone vs a clone
+//!   from the local mirror cache;
+//! - the executor's own peak RSS (VmHWM of this process) while it runs real CLI runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use chrono::Utc;
+use local::model::{ScriptedModel, Turn};
+use local::{Emulator, ExecutorOptions, LocalStack, PgCluster, StackOptions, create_database};
+use shared::adapters::{GitWorkspaces, WorkspaceConfig};
+use shared::domain::{Owner, Run, RunRequest, WorkflowRegistry};
+use shared::ports::Workspaces;
+
+const FILES: usize = 5_000;
+const SAMPLES: usize = 7;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let status = std::process::Command::new("git").arg("-C").arg(dir).args(args).status()?;
+    ensure!(status.success(), "git {args:?} failed");
+    Ok(())
+}
+
+/// A bare repository with `FILES` small source-like files in nested folders.
+fn generated_repository(root: &Path) -> Result<String> {
+    let seed = root.join("seed");
+    for i in 0..FILES {
+        let dir = seed.join(format!("src/module_{:02}/sub_{:02}", i % 50, (i / 50) % 10));
+        std::fs::create_dir_all(&dir)?;
+        let body = format!("// file {i}\npub fn f{i}() -> usize {{\n    {i}\n}}\n").repeat(8);
+        std::fs::write(dir.join(format!("file_{i}.rs")), body)?;
+    }
+    git(&seed, &["init", "--quiet", "--initial-branch=main"])?;
+    git(&seed, &["add", "."])?;
+    git(&seed, &["-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "--quiet", "-m", "generated"])?;
+    let bare = root.join("origin.git");
+    git(root, &["clone", "--quiet", "--bare", seed.to_str().unwrap(), bare.to_str().unwrap()])?;
+    Ok(format!("file://{}", bare.display()))
+}
+
+fn run_for(url: &str) -> Result<Run> {
+    let workflow = WorkflowRegistry::builtin().get("implement").cloned().context("implement workflow")?;
+    let request: RunRequest = serde_json::from_value(serde_json::json!({"message": "bench", "branch": "main", "repository_url": url}))?;
+    let policy = shared::domain::RepositoryPolicy::new(None, vec!["file://*".into()]);
+    let valid = request.validate(&workflow, &Default::default(), &policy)?;
+    Ok(Run::queued(Owner::new("bench"), valid, None, Utc::now()))
+}
+
+async fn time_prepare(workspaces: &GitWorkspaces, url: &str) -> Result<Duration> {
+    let workflow = WorkflowRegistry::builtin().get("implement").cloned().context("workflow")?;
+    let run = run_for(url)?;
+    let started = Instant::now();
+    let workspace = workspaces.prepare(&run, &workflow).await?;
+    let elapsed = started.elapsed();
+    workspaces.cleanup(&workspace, run.run_id).await;
+    Ok(elapsed)
+}
+
+fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(samples[0]), ms(samples[samples.len() / 2]), ms(*samples.last().unwrap()))
+}
+
+async fn workspace_bench() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = generated_repository(dir.path())?;
+    let config = |cache: Option<PathBuf>| WorkspaceConfig {
+        root: dir.path().join("runs"),
+        cache_dir: cache,
+        author_name: "bench".into(),
+        author_email: "bench@example.com".into(),
+        dotenv: None,
+    };
+    let plain = GitWorkspaces::new(config(None), None);
+    let cached = GitWorkspaces::new(config(Some(dir.path().join("cache"))), None);
+    let mut plain_samples = Vec::new();
+    for _ in 0..SAMPLES {
+        plain_samples.push(time_prepare(&plain, &url).await?);
+    }
+    let cold = time_prepare(&cached, &url).await?;
+    let mut warm_samples = Vec::new();
+    for _ in 0..SAMPLES {
+        warm_samples.push(time_prepare(&cached, &url).await?);
+    }
+    println!("\nWorkspace set-up, generated repository of {FILES} files ({SAMPLES} samples each)");
+    println!("| method                               |   min ms | median ms |   max ms |");
+    println!("|--------------------------------------|---------:|----------:|---------:|");
+    let (a, b, c) = stats(plain_samples);
+    println!("| plain clone (--depth 1 from remote)  | {a:8.1} | {b:9.1} | {c:8.1} |");
+    let cold_ms = cold.as_secs_f64() * 1000.0;
+    println!("| cached: first run (mirror + clone)   | {cold_ms:8.1} | {cold_ms:9.1} | {cold_ms:8.1} |");
+    let (a, b, c) = stats(warm_samples);
+    println!("| cached: warm (fetch + local clone)   | {a:8.1} | {b:9.1} | {c:8.1} |");
+    Ok(())
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn rss_bench() -> Result<()> {
+    let moto = repo_root().join(".tools/venv/bin/moto_server");
+    let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
+    let emulator = Emulator::start(&moto, None).await?;
+    let postgres = PgCluster::start().await?;
+    let result = async {
+        let database_url = create_database(&postgres.url, "bench").await?;
+        let origin = tempfile::tempdir()?;
+        let url = generated_repository(origin.path())?;
+        let workspaces = tempfile::tempdir()?;
+        // Each run writes a 1 MB file and answers; the frames carry it twice.
+        let payload = "z".repeat(1024 * 1024);
+        let model = ScriptedModel::start(Vec::new()).await?;
+        let runs = 10;
+        for _ in 0..runs {
+            model.push([Turn::write("payload.txt", &payload), Turn::text("done")]);
+        }
+        let stack = LocalStack::start(StackOptions {
+            aws_endpoint: emulator.endpoint.clone(),
+            database_url,
+            stack_name: "bench".into(),
+            http_port: 0,
+            template: repo_root().join("template.yaml"),
+            parameters: HashMap::from([
+                ("DefaultRepositoryUrl".into(), url.clone()),
+                ("AnthropicApiKey".into(), "sk-bench".into()),
+            ]),
+            executor: None,
+        })
+        .await?;
+        let executor = stack
+            .executor(&ExecutorOptions {
+                environment: HashMap::from([
+                    ("CLAUDE_BIN".into(), claude.display().to_string()),
+                    ("ANTHROPIC_BASE_URL".into(), model.url()),
+                    ("WORKSPACE_ROOT".into(), workspaces.path().display().to_string()),
+                    ("REPO_CACHE_DIR".into(), workspaces.path().join("cache").display().to_string()),
+                ]),
+                concurrency: 1,
+            })
+            .await?;
+        let baseline = vm_hwm_kib();
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        for i in 0..runs {
+            let response: serde_json::Value = http
+                .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
+                .header("x-api-key", &stack.api_key)
+                .json(&serde_json::json!({"message": format!("write payload {i}"), "branch": "main"}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let run_id: shared::domain::RunId = response["run_id"].as_str().context("run id")?.parse()?;
+            executor.execute(run_id).await?;
+        }
+        let per_run = started.elapsed() / runs as u32;
+        let peak = vm_hwm_kib();
+        let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM claude_cli_outputs WHERE output_type = 'result'")
+            .fetch_one(&stack.pool)
+            .await?;
+        println!("\nExecutor memory ({runs} sequential runs, each writing a 1 MB file; {completed} result frames stored)");
+        println!("| figure                                          |      value |");
+        println!("|-------------------------------------------------|-----------:|");
+        println!("| process VmHWM before the runs (stack + clients) | {:7.1} MiB |", baseline as f64 / 1024.0);
+        println!("| process VmHWM after the runs (peak)             | {:7.1} MiB |", peak as f64 / 1024.0);
+        println!("| growth attributable to executing runs           | {:7.1} MiB |", (peak - baseline) as f64 / 1024.0);
+        println!("| wall time per run (clone, CLI, frames, archive) | {:7.0} ms  |", per_run.as_secs_f64() * 1000.0);
+        stack.shutdown().await;
+        model.stop();
+        anyhow::Ok(())
+    }
+    .await;
+    postgres.stop().await;
+    emulator.stop().await;
+    result
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    workspace_bench().await?;
+    rss_bench().await?;
+    Ok(())
+}
