@@ -20,6 +20,8 @@ pub struct Settings {
     pub websocket_url: Option<String>,
     /// Directory of custom workflows replacing the shipped set.
     pub workflows_dir: Option<String>,
+    /// Signs the stream tokens handed out with each submitted run.
+    pub stream_token_secret: Option<String>,
 }
 
 fn required(name: &str) -> Result<String> {
@@ -52,6 +54,7 @@ impl Settings {
             max_message_bytes,
             websocket_url: optional("WEBSOCKET_URL"),
             workflows_dir: optional("WORKFLOWS_DIR"),
+            stream_token_secret: optional("STREAM_TOKEN_SECRET"),
         })
     }
 
@@ -80,6 +83,9 @@ pub struct ExecutorConfig {
     pub author_name: String,
     pub author_email: String,
     pub workspace_dotenv: Option<String>,
+    /// Both set: frames are also streamed live to WebSocket subscribers.
+    pub connections_table: Option<String>,
+    pub management_url: Option<String>,
 }
 
 impl ExecutorConfig {
@@ -125,6 +131,45 @@ impl ExecutorConfig {
             author_name: optional("GIT_AUTHOR_NAME").unwrap_or("claude-runner".into()),
             author_email: optional("GIT_AUTHOR_EMAIL").unwrap_or("claude-runner@localhost".into()),
             workspace_dotenv: optional("WORKSPACE_DOTENV"),
+            connections_table: optional("CONNECTIONS_TABLE"),
+            management_url: optional("WEBSOCKET_MANAGEMENT_URL"),
         })
+    }
+}
+
+/// The WebSocket side: connections table, management endpoint, token secret.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    pub database_url: String,
+    pub connections_table: String,
+    /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`: where `PostToConnection` goes.
+    pub management_url: String,
+    pub token_secret: String,
+}
+
+impl StreamSettings {
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| env::var(name).ok())
+    }
+
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let required = |name: &str| {
+            var(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| Error::Config(format!("{name} is not set")))
+        };
+        let token_secret = required("STREAM_TOKEN_SECRET")?;
+        if token_secret.len() < 32 {
+            return Err(Error::Config("STREAM_TOKEN_SECRET must be at least 32 characters".into()));
+        }
+        Ok(Self {
+            database_url: required("DATABASE_URL")?,
+            connections_table: required("CONNECTIONS_TABLE")?,
+            management_url: required("WEBSOCKET_MANAGEMENT_URL")?,
+            token_secret,
+        })
+    }
+
+    /// The stream settings when all are present (the executor streams only if so).
+    pub fn optional_from_vars(var: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        Self::from_vars(var).ok()
     }
 }

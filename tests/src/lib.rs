@@ -68,6 +68,7 @@ impl TestStack {
             database_url,
             stack_name: name,
             http_port: 0,
+            ws_port: 0,
             template: repo_root().join("template.yaml"),
             parameters: params,
             executor,

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::adapters::{DynamoApiKeyStore, DynamoRunStore, SqsRunQueue, aws};
 use shared::config::Settings;
-use shared::domain::{RunRequest, WorkflowRegistry};
+use shared::domain::{RunRequest, StreamClaims, StreamTokens, WorkflowRegistry};
 use shared::ports::ApiKeyStore;
 use shared::usecases::{ListQuery, RunService};
 
@@ -25,11 +25,15 @@ pub use error::ApiError;
 use extract::{Caller, JsonBody};
 use views::{Links, RunSummary, RunView, SubmitResponse};
 
+/// A stream token lets a header-less WebSocket client connect to one run for this long.
+const STREAM_TOKEN_TTL_SECONDS: i64 = 3600;
+
 #[derive(Clone)]
 pub struct AppState {
     pub runs: Arc<RunService>,
     pub keys: Arc<dyn ApiKeyStore>,
     pub websocket_url: Option<String>,
+    pub stream_tokens: Option<StreamTokens>,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
             runs: Arc::new(runs),
             keys: Arc::new(DynamoApiKeyStore::new(dynamodb, &settings.api_keys_table)),
             websocket_url: settings.websocket_url.clone(),
+            stream_tokens: settings.stream_token_secret.as_ref().map(|s| StreamTokens::new(s.as_bytes().to_vec())),
         })
     }
 
@@ -97,7 +102,11 @@ async fn submit_run(
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
     let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key).await?;
     let links = Links::from_headers(&headers);
-    let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref());
+    let token = state.stream_tokens.as_ref().map(|tokens| {
+        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(STREAM_TOKEN_TTL_SECONDS);
+        tokens.issue(&StreamClaims { run_id: submitted.run.run_id, owner: owner.clone(), expires_at })
+    });
+    let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref(), token);
     let replayed = if submitted.replayed { "true" } else { "false" };
     Ok((StatusCode::ACCEPTED, [("idempotent-replayed", replayed)], Json(body)))
 }

@@ -35,22 +35,27 @@ pub struct SubmitResponse {
     stream: StreamInfo,
 }
 
-/// How a WebSocket client follows the run: connect to `url`, send `subscribe`.
+/// How a WebSocket client follows the run: connect to `url` (with `x-api-key`, or to
+/// `url_with_token` when it cannot set headers), then send `subscribe`.
 #[derive(Serialize)]
 pub struct StreamInfo {
     url: Option<String>,
+    url_with_token: Option<String>,
+    token: Option<String>,
     protocol: &'static str,
     subscribe: serde_json::Value,
 }
 
 impl SubmitResponse {
-    pub fn new(run: &Run, links: &Links, websocket_url: Option<&str>) -> Self {
+    pub fn new(run: &Run, links: &Links, websocket_url: Option<&str>, token: Option<String>) -> Self {
         Self {
             run_id: run.run_id,
             status: run.status,
             status_url: links.status(run.run_id),
             stream: StreamInfo {
                 url: websocket_url.map(str::to_owned),
+                url_with_token: websocket_url.zip(token.as_deref()).map(|(url, token)| format!("{url}?token={token}")),
+                token,
                 protocol: "claude-runner.frames.v1",
                 subscribe: serde_json::json!({"action": "subscribe", "run_id": run.run_id, "after_seq": 0}),
             },

@@ -8,20 +8,19 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_lambda_events::sqs::BatchItemFailure;
 use shared::adapters::{
-    ClaudeCli, DynamoRunStore, GitWorkspaces, PgFrameStore, S3ObjectStore, WorkspaceConfig, aws, postgres,
+    ApiGatewayConnections, ClaudeCli, DynamoConnectionStore, DynamoRunStore, GitWorkspaces, PgFrameStore,
+    S3ObjectStore, WorkspaceConfig, aws, postgres,
 };
 use shared::config::{ExecutorConfig, Settings};
 use shared::domain::WorkflowRegistry;
 use shared::ports::{FrameSink, ObjectStore, RunMessage};
-use shared::usecases::{Delivery, RunExecutor};
+use shared::usecases::{Delivery, RunExecutor, WebSocketFanout};
 
-/// Builds the executor once per cold start. `extra_sinks` lets the host add frame consumers
-/// (WebSocket fan-out).
+/// Builds the executor once per cold start.
 pub async fn build(
     sdk: &aws_config::SdkConfig,
     settings: &Settings,
     config: &ExecutorConfig,
-    extra_sinks: Vec<Arc<dyn FrameSink>>,
 ) -> shared::Result<RunExecutor> {
     let workflows = match &settings.workflows_dir {
         Some(dir) => WorkflowRegistry::from_dir(dir.as_ref()).map_err(|e| shared::Error::Config(e.to_string()))?,
@@ -41,7 +40,12 @@ pub async fn build(
         Some(objects.clone()),
     );
     let mut sinks: Vec<Arc<dyn FrameSink>> = vec![Arc::new(PgFrameStore::new(pool))];
-    sinks.extend(extra_sinks);
+    if let (Some(table), Some(management_url)) = (&config.connections_table, &config.management_url) {
+        sinks.push(Arc::new(WebSocketFanout::new(
+            Arc::new(DynamoConnectionStore::new(aws::dynamodb(sdk), table)),
+            Arc::new(ApiGatewayConnections::new(sdk, management_url)),
+        )));
+    }
     Ok(RunExecutor::new(
         Arc::new(DynamoRunStore::new(aws::dynamodb(sdk), &settings.runs_table, &settings.idempotency_table)),
         Arc::new(workflows),

@@ -48,7 +48,8 @@ fn generated_repository(root: &Path) -> Result<String> {
 
 fn run_for(url: &str) -> Result<Run> {
     let workflow = WorkflowRegistry::builtin().get("implement").cloned().context("implement workflow")?;
-    let request: RunRequest = serde_json::from_value(serde_json::json!({"message": "bench", "branch": "main", "repository_url": url}))?;
+    let request: RunRequest =
+        serde_json::from_value(serde_json::json!({"message": "bench", "branch": "main", "repository_url": url}))?;
     let policy = shared::domain::RepositoryPolicy::new(None, vec!["file://*".into()]);
     let valid = request.validate(&workflow, &Default::default(), &policy)?;
     Ok(Run::queued(Owner::new("bench"), valid, None, Utc::now()))
@@ -133,6 +134,7 @@ async fn rss_bench() -> Result<()> {
             database_url,
             stack_name: "bench".into(),
             http_port: 0,
+            ws_port: 0,
             template: repo_root().join("template.yaml"),
             parameters: HashMap::from([
                 ("DefaultRepositoryUrl".into(), url.clone()),
@@ -172,7 +174,9 @@ async fn rss_bench() -> Result<()> {
         let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM claude_cli_outputs WHERE output_type = 'result'")
             .fetch_one(&stack.pool)
             .await?;
-        println!("\nExecutor memory ({runs} sequential runs, each writing a 1 MB file; {completed} result frames stored)");
+        println!(
+            "\nExecutor memory ({runs} sequential runs, each writing a 1 MB file; {completed} result frames stored)"
+        );
         println!("| figure                                          |      value |");
         println!("|-------------------------------------------------|-----------:|");
         println!("| process VmHWM before the runs (stack + clients) | {:7.1} MiB |", baseline as f64 / 1024.0);

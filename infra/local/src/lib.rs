@@ -13,6 +13,7 @@ mod provision;
 mod stack;
 mod streams;
 mod template;
+mod websocket;
 
 use std::time::Duration;
 

@@ -21,6 +21,9 @@ struct Args {
     /// Port of the HTTP API (0 picks a free one).
     #[arg(long, env = "CLAUDE_RUNNER_HTTP_PORT", default_value_t = 8780)]
     http_port: u16,
+    /// Port of the WebSocket API and its @connections endpoint (0 picks a free one).
+    #[arg(long, env = "CLAUDE_RUNNER_WS_PORT", default_value_t = 8781)]
+    ws_port: u16,
     /// Use this AWS endpoint (a running moto or LocalStack) instead of starting moto.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     aws_endpoint: Option<String>,
@@ -164,6 +167,7 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
         database_url: database_url.clone(),
         stack_name: "claude-runner-local".into(),
         http_port: args.http_port,
+        ws_port: args.ws_port,
         template: args.template.clone(),
         parameters: HashMap::from([
             ("DefaultRepositoryUrl".to_owned(), default_repository.clone()),
@@ -176,7 +180,7 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
 
     let endpoints = serde_json::json!({
         "http_url": stack.http_url,
-        "ws_url": null,
+        "ws_url": stack.ws_url,
         "api_key": stack.api_key,
         "aws_endpoint": aws_endpoint,
         "database_url": database_url,
@@ -227,10 +231,12 @@ fn write_endpoints(state_dir: &Path, endpoints: &serde_json::Value) -> anyhow::R
 fn print_banner(stack: &LocalStack, aws_endpoint: &str, database_url: &str, endpoints: &Path, model: &str) {
     let http = &stack.http_url;
     let key = &stack.api_key;
+    let ws = &stack.ws_url;
     println!(
         r#"
 claude-runner local stack is up
   HTTP API     {http}
+  WebSocket    {ws}
   API key      {key}
   AWS (moto)   {aws_endpoint}
   Postgres     {database_url}

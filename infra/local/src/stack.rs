@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use shared::adapters::{PgRunProjection, postgres};
-use shared::config::{ExecutorConfig, Settings};
+use shared::config::{ExecutorConfig, Settings, StreamSettings};
 use shared::domain::{ApiKey, Owner};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -28,6 +28,8 @@ pub struct StackOptions {
     /// Prefix of every resource name, so stacks can share one emulator.
     pub stack_name: String,
     pub http_port: u16,
+    /// The WebSocket API and its management endpoint (0 picks a free port).
+    pub ws_port: u16,
     pub template: PathBuf,
     /// Template parameter overrides (DefaultRepositoryUrl, RepositoryAllowlist, …).
     pub parameters: HashMap<String, String>,
@@ -44,6 +46,8 @@ pub struct ExecutorOptions {
 }
 
 pub struct LocalStack {
+    /// Where WebSocket clients connect (`ws_url` in endpoints.json).
+    pub ws_url: String,
     pub http_url: String,
     pub http_addr: SocketAddr,
     /// A key for the owner `local`.
@@ -109,16 +113,40 @@ impl LocalStack {
             })
             .collect();
         parameters.insert("DatabaseUrl".into(), options.database_url.clone());
+        parameters.insert(
+            "StreamTokenSecret".into(),
+            format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>()),
+        );
         parameters.extend(options.parameters.clone());
 
-        let resources = provision(&sdk, &template, &options.stack_name, &parameters).await?;
+        let ws_listener = tokio::net::TcpListener::bind(("127.0.0.1", options.ws_port))
+            .await
+            .map_err(LocalError::io("bind the WebSocket port"))?;
+        let ws_addr = ws_listener.local_addr().map_err(LocalError::io("read the WebSocket address"))?;
+        // The API Gateway resources are served in process, not provisioned; the URLs that name
+        // them are replaced below with the local ones.
+        let mut resources = provision(&sdk, &template, &options.stack_name, &parameters).await?;
+        for (id, reference) in [("WebSocketApi", "local"), ("WebSocketStage", "live"), ("HttpApi", "local")] {
+            resources.insert(id.to_owned(), Physical { reference: reference.to_owned(), attributes: HashMap::new() });
+        }
+        let local_urls =
+            [("WEBSOCKET_URL", format!("ws://{ws_addr}")), ("WEBSOCKET_MANAGEMENT_URL", format!("http://{ws_addr}"))];
         let resolver = Resolver {
             stack_name: &options.stack_name,
             region: "us-east-1",
             physical: &resources,
             parameters: &parameters,
         };
-        let api_env = template.function_environment("ApiFunction", &resolver)?;
+        let environment = |function: &str| -> Result<std::collections::BTreeMap<String, String>, LocalError> {
+            let mut env = template.function_environment(function, &resolver)?;
+            for (name, value) in &local_urls {
+                if env.contains_key(*name) {
+                    env.insert((*name).to_owned(), value.clone());
+                }
+            }
+            Ok(env)
+        };
+        let api_env = environment("ApiFunction")?;
         let settings = Settings::from_vars(|name| api_env.get(name).cloned())?;
 
         let pool = postgres::connect(&options.database_url, 5).await?;
@@ -159,7 +187,22 @@ impl LocalStack {
             )));
         }
 
-        let executor_env = template.function_environment("ExecutorFunction", &resolver)?;
+        let ws_env = environment("WebSocketFunction")?;
+        let stream_settings = StreamSettings::from_vars(|name| ws_env.get(name).cloned())?;
+        let ws_handler = websocket::build(&sdk, &settings, &stream_settings).await?;
+        let gateway = crate::websocket::Gateway::new(Arc::new(ws_handler));
+        let mut stop = shutdown.subscribe();
+        let ws_router = gateway.router();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(ws_listener, ws_router).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "WebSocket server failed");
+            }
+        }));
+
+        let executor_env = environment("ExecutorFunction")?;
         if let Some(options) = &options.executor {
             let executor = build_executor(&sdk, &executor_env, options).await?;
             tasks.push(tokio::spawn(poll_runs_queue(
@@ -172,6 +215,7 @@ impl LocalStack {
         }
 
         Ok(Self {
+            ws_url: format!("ws://{ws_addr}"),
             executor_env,
             http_url: format!("http://{http_addr}"),
             http_addr,
@@ -219,5 +263,5 @@ async fn build_executor(
     env.extend(options.environment.clone());
     let config = ExecutorConfig::from_vars(|name| env.get(name).cloned())?;
     let settings = Settings::from_vars(|name| env.get(name).cloned())?;
-    Ok(executor::build(sdk, &settings, &config, Vec::new()).await?)
+    Ok(executor::build(sdk, &settings, &config).await?)
 }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::domain::{Frame, Run};
-use crate::ports::{FrameSink, RunProjection};
+use crate::domain::{Frame, FrameData, Run, RunId};
+use crate::ports::{FrameHistory, FrameSink, RunProjection};
 use crate::{Error, Result};
 
 /// The migrations in `migrations/`, embedded at build time.
@@ -172,5 +172,42 @@ impl FrameSink for PgFrameStore {
         .await
         .map_err(|e| Error::dependency("postgres insert frames", e))?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl FrameHistory for PgFrameStore {
+    async fn frames_after(&self, run_id: RunId, after_seq: u64, limit: usize) -> Result<Vec<Frame>> {
+        type Row = (i64, String, Option<String>, chrono::DateTime<chrono::Utc>, serde_json::Value, bool);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT sequence_number, output_type, subtype, ts, data, truncated FROM claude_cli_outputs \
+             WHERE run_id = $1 AND sequence_number > $2 ORDER BY sequence_number LIMIT $3",
+        )
+        .bind(run_id.as_uuid())
+        .bind(after_seq as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::dependency("postgres read frames", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, kind, subtype, ts, data, truncated)| {
+                let data = match truncated {
+                    true => serde_json::from_value(data.clone()).unwrap_or(FrameData::Json(data)),
+                    false => FrameData::Json(data),
+                };
+                Frame { run_id, seq: seq as u64, ts, kind, subtype, data }
+            })
+            .collect())
+    }
+
+    async fn last_seq(&self, run_id: RunId) -> Result<u64> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(sequence_number) FROM claude_cli_outputs WHERE run_id = $1")
+                .bind(run_id.as_uuid())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| Error::dependency("postgres read frames", e))?;
+        Ok(last.unwrap_or(0) as u64)
     }
 }

@@ -104,6 +104,55 @@ pub trait RunProjection: Send + Sync {
 pub trait FrameSink: Send + Sync {
     fn name(&self) -> &'static str;
     async fn publish(&self, frames: &[Frame]) -> Result<()>;
+    /// The run has ended with `status` (its record is already saved).
+    async fn finish(&self, _run_id: RunId, _status: RunStatus) {}
+}
+
+/// Stored frames, for replay.
+#[async_trait]
+pub trait FrameHistory: Send + Sync {
+    /// Up to `limit` frames with `seq > after_seq`, in order.
+    async fn frames_after(&self, run_id: RunId, after_seq: u64, limit: usize) -> Result<Vec<Frame>>;
+    async fn last_seq(&self, run_id: RunId) -> Result<u64>;
+}
+
+/// A WebSocket connection: whose it is, what it may and does follow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    pub owner: Owner,
+    /// Set for `?token=` connections: the only run they may follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoped_run: Option<RunId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+    pub connected_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    async fn put(&self, connection: &Connection) -> Result<()>;
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>>;
+    async fn delete(&self, connection_id: &str) -> Result<()>;
+    /// Ids of the connections subscribed to `run_id`.
+    async fn subscribers(&self, run_id: RunId) -> Result<Vec<String>>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PostOutcome {
+    Delivered,
+    /// The connection is gone (410): forget it.
+    Gone,
+    /// Slow down and try again.
+    Throttled,
+    Failed(String),
+}
+
+/// Sends a message down a WebSocket connection (API Gateway's `PostToConnection`).
+#[async_trait]
+pub trait ConnectionGateway: Send + Sync {
+    async fn post(&self, connection_id: &str, message: &str) -> PostOutcome;
 }
 
 /// A prepared, isolated workspace for one run.

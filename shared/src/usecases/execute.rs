@@ -115,6 +115,11 @@ impl RunExecutor {
             let error = RunError::new("executor_error", err.to_string());
             let _ = self.save(&mut run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
         }
+        if run.status.is_terminal() {
+            for sink in &self.sinks {
+                sink.finish(run_id, run.status).await;
+            }
+        }
         result.map(|()| Delivery::Done)
     }
 

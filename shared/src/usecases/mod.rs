@@ -1,9 +1,13 @@
 //! Use cases, written against `crate::ports` only.
 
 mod execute;
+mod fanout;
 mod frames;
 mod runs;
+mod stream;
 
 pub use execute::{Delivery, ExecutorSettings, RunExecutor};
+pub use fanout::WebSocketFanout;
 pub use frames::{FrameRecorder, RecorderReport};
 pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunService, Submitted};
+pub use stream::{Credentials, StreamService};

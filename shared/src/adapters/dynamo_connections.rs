@@ -1,0 +1,86 @@
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::aws::describe;
+use crate::domain::RunId;
+use crate::ports::{Connection, ConnectionStore};
+use crate::{Error, Result};
+
+pub const RUN_INDEX: &str = "by_run";
+
+/// `connection_id → owner, run_id, …` with a GSI on `run_id` and a TTL (`expires_at_epoch`):
+/// API Gateway closes connections after 2 h, so a missed `$disconnect` cleans itself up.
+pub struct DynamoConnectionStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoConnectionStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoConnectionStore {
+    async fn put(&self, connection: &Connection) -> Result<()> {
+        let mut item: std::collections::HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(connection).map_err(|e| Error::dependency("encode connection", e))?;
+        item.insert("expires_at_epoch".into(), AttributeValue::N(connection.expires_at.timestamp().to_string()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| Error::dependency("dynamodb put connection", describe(&e)))?;
+        Ok(())
+    }
+
+    async fn get(&self, connection_id: &str) -> Result<Option<Connection>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::dependency("dynamodb get connection", describe(&e)))?;
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(|e| Error::dependency("decode connection", e)))
+            .transpose()
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .send()
+            .await
+            .map_err(|e| Error::dependency("dynamodb delete connection", describe(&e)))?;
+        Ok(())
+    }
+
+    async fn subscribers(&self, run_id: RunId) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(RUN_INDEX)
+            .key_condition_expression("run_id = :run")
+            .expression_attribute_values(":run", AttributeValue::S(run_id.to_string()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Error::dependency("dynamodb query connections", describe(&e)))?;
+            ids.extend(
+                page.items().iter().filter_map(|item| item.get("connection_id").and_then(|v| v.as_s().ok()).cloned()),
+            );
+        }
+        Ok(ids)
+    }
+}

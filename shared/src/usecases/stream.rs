@@ -1,0 +1,176 @@
+//! The WebSocket side: who may connect, subscribing (replay, then live), unknown actions.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+
+use crate::domain::{Owner, RunId, StreamClaims, StreamMessages, StreamTokens};
+use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, PostOutcome, RunStore};
+use crate::{Error, Result};
+
+/// API Gateway closes a WebSocket after 2 hours; the record expires with it.
+const CONNECTION_TTL_HOURS: i64 = 2;
+const REPLAY_PAGE: usize = 500;
+
+pub struct StreamService {
+    runs: Arc<dyn RunStore>,
+    connections: Arc<dyn ConnectionStore>,
+    gateway: Arc<dyn ConnectionGateway>,
+    history: Arc<dyn FrameHistory>,
+    tokens: StreamTokens,
+}
+
+/// How the client proved who it is on `$connect`.
+pub enum Credentials {
+    /// The owner of the `x-api-key` presented (already looked up).
+    Owner(Owner),
+    /// A `?token=` stream token.
+    Token(String),
+}
+
+#[derive(Deserialize)]
+struct SubscribeBody {
+    run_id: String,
+    #[serde(default)]
+    after_seq: Option<u64>,
+}
+
+impl StreamService {
+    pub fn new(
+        runs: Arc<dyn RunStore>,
+        connections: Arc<dyn ConnectionStore>,
+        gateway: Arc<dyn ConnectionGateway>,
+        history: Arc<dyn FrameHistory>,
+        tokens: StreamTokens,
+    ) -> Self {
+        Self { runs, connections, gateway, history, tokens }
+    }
+
+    pub async fn connect(&self, connection_id: &str, credentials: Credentials) -> Result<()> {
+        let (owner, scoped_run) = match credentials {
+            Credentials::Owner(owner) => (owner, None),
+            Credentials::Token(token) => {
+                let claims = self.tokens.verify(&token, Utc::now()).ok_or(Error::Unauthorized)?;
+                (claims.owner, Some(claims.run_id))
+            }
+        };
+        let now = Utc::now();
+        let connection = Connection {
+            connection_id: connection_id.to_owned(),
+            owner,
+            scoped_run,
+            run_id: None,
+            connected_at: now,
+            expires_at: now + Duration::hours(CONNECTION_TTL_HOURS),
+        };
+        self.connections.put(&connection).await
+    }
+
+    pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
+        self.connections.delete(connection_id).await
+    }
+
+    /// `{"action":"subscribe","run_id":…,"after_seq":N}`: registers the connection for live frames,
+    /// then replays the stored frames after N; a finished run ends with its `end` frame. Problems
+    /// are told to the client as `error` messages.
+    pub async fn subscribe(&self, connection_id: &str, body: &str) -> Result<()> {
+        let Some(mut connection) = self.connections.get(connection_id).await? else {
+            return Ok(()); // gone meanwhile
+        };
+        let request = match serde_json::from_str::<SubscribeBody>(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.tell(connection_id, "invalid_message", &format!("subscribe needs run_id: {e}")).await;
+            }
+        };
+        let Ok(run_id) = request.run_id.parse::<RunId>() else {
+            return self.tell(connection_id, "invalid_run_id", "run_id must be a UUID").await;
+        };
+        let run = self.runs.get(run_id).await?;
+        let allowed = run.as_ref().is_some_and(|r| r.owner == connection.owner)
+            && connection.scoped_run.is_none_or(|scoped| scoped == run_id);
+        let Some(run) = run.filter(|_| allowed) else {
+            // Another owner's run is indistinguishable from a missing one.
+            return self.tell(connection_id, "run_not_found", &format!("run {run_id} not found")).await;
+        };
+        connection.run_id = Some(run_id);
+        self.connections.put(&connection).await?;
+        let after_seq = request.after_seq.unwrap_or(0);
+        self.send(connection_id, &StreamMessages::subscribed(run_id, after_seq)).await;
+
+        let mut cursor = after_seq;
+        loop {
+            let page = self.history.frames_after(run_id, cursor, REPLAY_PAGE).await?;
+            for frame in &page {
+                for message in StreamMessages::frame(frame) {
+                    if !self.send(connection_id, &message).await {
+                        return Ok(());
+                    }
+                }
+                cursor = frame.seq;
+            }
+            if page.len() < REPLAY_PAGE {
+                break;
+            }
+        }
+        // Read the status after the replay: a run that finished meanwhile still gets its end.
+        let status = if run.status.is_terminal() {
+            Some(run.status)
+        } else {
+            self.runs.get(run_id).await?.map(|r| r.status).filter(|s| s.is_terminal())
+        };
+        if let Some(status) = status {
+            let last = self.history.last_seq(run_id).await?.max(cursor);
+            self.send(connection_id, &StreamMessages::end(run_id, last + 1, status)).await;
+        }
+        Ok(())
+    }
+
+    /// `$default`: an action this API does not have gets an answer, not silence.
+    pub async fn unknown_action(&self, connection_id: &str, body: &str) -> Result<()> {
+        let action = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["action"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let message = if action.is_empty() {
+            "send JSON with an \"action\"; the only action is \"subscribe\"".to_owned()
+        } else {
+            format!("unknown action {action:?}; the only action is \"subscribe\"")
+        };
+        self.tell(connection_id, "unknown_action", &message).await
+    }
+
+    /// A stream token for `run_id`, as the submit response hands out.
+    pub fn token_for(&self, run_id: RunId, owner: &Owner, ttl: Duration) -> String {
+        self.tokens.issue(&StreamClaims { run_id, owner: owner.clone(), expires_at: Utc::now() + ttl })
+    }
+
+    async fn tell(&self, connection_id: &str, code: &str, message: &str) -> Result<()> {
+        self.send(connection_id, &StreamMessages::error(code, message)).await;
+        Ok(())
+    }
+
+    /// Posts with a few retries when throttled; false once the connection is gone.
+    async fn send(&self, connection_id: &str, message: &str) -> bool {
+        let mut wait = std::time::Duration::from_millis(50);
+        for _ in 0..5 {
+            match self.gateway.post(connection_id, message).await {
+                PostOutcome::Delivered => return true,
+                PostOutcome::Gone => {
+                    let _ = self.connections.delete(connection_id).await;
+                    return false;
+                }
+                PostOutcome::Throttled => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                PostOutcome::Failed(err) => {
+                    tracing::warn!(%connection_id, error = %err, "post to connection failed");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+}
