@@ -6,3 +6,4 @@ mod errors;
 mod executor;
 mod projector;
 mod storage;
+mod streaming;

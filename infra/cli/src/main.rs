@@ -61,6 +61,9 @@ enum Command {
         workflow: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Continue a listing (printed at the end of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Follow a run's frames live (replaying what came before).
     Tail {
@@ -125,8 +128,17 @@ async fn call(client: &reqwest::Client, request: reqwest::RequestBuilder) -> Res
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("claude-runner: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let endpoints = cli.endpoints()?;
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
     let api = |method: reqwest::Method, path: &str| {
@@ -172,8 +184,9 @@ async fn main() -> Result<()> {
                 call(&client, api(reqwest::Method::GET, &format!("/agent/claude-code/run/{run_id}/status"))).await?;
             println!("{}", serde_json::to_string_pretty(&run)?);
         }
-        Command::List { status, workflow, limit } => {
+        Command::List { status, workflow, limit, cursor } => {
             let mut query = vec![("limit", limit.to_string())];
+            query.extend(cursor.map(|c| ("cursor", c)));
             query.extend(status.map(|s| ("status", s)));
             query.extend(workflow.map(|w| ("workflow", w)));
             let page = call(&client, api(reqwest::Method::GET, "/agent/claude-code/runs").query(&query)).await?;

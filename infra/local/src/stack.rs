@@ -130,7 +130,7 @@ impl LocalStack {
             resources.insert(id.to_owned(), Physical { reference: reference.to_owned(), attributes: HashMap::new() });
         }
         let local_urls =
-            [("WEBSOCKET_URL", format!("ws://{ws_addr}")), ("WEBSOCKET_MANAGEMENT_URL", format!("http://{ws_addr}"))];
+            [("WEBSOCKET_URL", format!("ws://{ws_addr}/")), ("WEBSOCKET_MANAGEMENT_URL", format!("http://{ws_addr}"))];
         let resolver = Resolver {
             stack_name: &options.stack_name,
             region: "us-east-1",
@@ -215,7 +215,7 @@ impl LocalStack {
         }
 
         Ok(Self {
-            ws_url: format!("ws://{ws_addr}"),
+            ws_url: format!("ws://{ws_addr}/"),
             executor_env,
             http_url: format!("http://{http_addr}"),
             http_addr,

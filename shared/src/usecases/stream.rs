@@ -12,6 +12,11 @@ use crate::{Error, Result};
 /// API Gateway closes a WebSocket after 2 hours; the record expires with it.
 const CONNECTION_TTL_HOURS: i64 = 2;
 const REPLAY_PAGE: usize = 500;
+/// A frame stored just after the replay read it, and published by an executor whose subscriber
+/// list predates this subscription, would fall between replay and live. The fan-out re-reads its
+/// list every 500 ms while frames flow and stores before it publishes, so a second replay this
+/// much later closes that gap (duplicates are allowed and carry the same seq).
+const CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1200);
 
 pub struct StreamService {
     runs: Arc<dyn RunStore>,
@@ -99,20 +104,11 @@ impl StreamService {
         let after_seq = request.after_seq.unwrap_or(0);
         self.send(connection_id, &StreamMessages::subscribed(run_id, after_seq)).await;
 
-        let mut cursor = after_seq;
-        loop {
-            let page = self.history.frames_after(run_id, cursor, REPLAY_PAGE).await?;
-            for frame in &page {
-                for message in StreamMessages::frame(frame) {
-                    if !self.send(connection_id, &message).await {
-                        return Ok(());
-                    }
-                }
-                cursor = frame.seq;
-            }
-            if page.len() < REPLAY_PAGE {
-                break;
-            }
+        let Some(mut cursor) = self.replay(connection_id, run_id, after_seq).await? else { return Ok(()) };
+        if !run.status.is_terminal() {
+            tokio::time::sleep(CATCH_UP).await;
+            let Some(caught_up) = self.replay(connection_id, run_id, cursor).await? else { return Ok(()) };
+            cursor = caught_up;
         }
         // Read the status after the replay: a run that finished meanwhile still gets its end.
         let status = if run.status.is_terminal() {
@@ -125,6 +121,26 @@ impl StreamService {
             self.send(connection_id, &StreamMessages::end(run_id, last + 1, status)).await;
         }
         Ok(())
+    }
+
+    /// Sends the stored frames after `after_seq`; the last seq sent, or `None` if the connection
+    /// went away.
+    async fn replay(&self, connection_id: &str, run_id: RunId, after_seq: u64) -> Result<Option<u64>> {
+        let mut cursor = after_seq;
+        loop {
+            let page = self.history.frames_after(run_id, cursor, REPLAY_PAGE).await?;
+            for frame in &page {
+                for message in StreamMessages::frame(frame) {
+                    if !self.send(connection_id, &message).await {
+                        return Ok(None);
+                    }
+                }
+                cursor = frame.seq;
+            }
+            if page.len() < REPLAY_PAGE {
+                return Ok(Some(cursor));
+            }
+        }
     }
 
     /// `$default`: an action this API does not have gets an answer, not silence.
