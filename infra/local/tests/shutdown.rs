@@ -39,7 +39,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 }
 
 fn port_open(url: &str) -> bool {
-    let addr = url.trim_start_matches("http://").trim_start_matches("postgres://postgres@");
+    let addr = url.trim_start_matches("http://").trim_start_matches("ws://").trim_start_matches("postgres://postgres@");
     let addr = addr.split('/').next().unwrap();
     std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).is_ok()
 }
@@ -51,7 +51,7 @@ fn stops_cleanly_on(signal: Signal) {
     let state = tempfile::Builder::new().prefix("cr-local-shutdown-").tempdir_in(repo_root().join("target")).unwrap();
     let state_dir = state.path().to_path_buf();
     let mut child = Command::new(env!("CARGO_BIN_EXE_claude-runner-local"))
-        .args(["--http-port", "0", "--moto-server"])
+        .args(["--http-port", "0", "--ws-port", "0", "--moto-server"])
         .arg(&moto)
         .arg("--state-dir")
         .arg(&state_dir)
@@ -73,7 +73,7 @@ fn stops_cleanly_on(signal: Signal) {
         std::thread::sleep(Duration::from_millis(200));
     };
     let pids: Vec<i32> = ["moto", "postgres"].iter().map(|n| endpoints["pids"][n].as_i64().unwrap() as i32).collect();
-    let urls: Vec<String> = ["http_url", "aws_endpoint", "database_url"]
+    let urls: Vec<String> = ["http_url", "ws_url", "aws_endpoint", "database_url"]
         .iter()
         .map(|n| endpoints[n].as_str().unwrap().to_owned())
         .collect();
