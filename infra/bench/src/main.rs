@@ -2,7 +2,10 @@
 //!
 //! - workspace set-up for a generated repository of ~5k files: plain (shallow) clone vs a clone
 //!   from the local mirror cache;
-//! - the executor's own peak RSS (VmHWM of this process) while it runs real CLI runs.
+//! - the executor's own peak RSS (VmHWM of this process) while it runs real CLI runs;
+//! - live streaming latency, CLI line → WebSocket client, p50/p99 with 1 and 50 concurrent runs.
+//!
+//! `cargo xtask bench [workspace|memory|streaming]` runs all or some.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -193,9 +196,129 @@ async fn rss_bench() -> Result<()> {
     result
 }
 
+/// Milliseconds from the executor reading a CLI line (the frame's `ts`) to a WebSocket client
+/// receiving it, for `runs` concurrent runs with one subscriber each.
+async fn latency_bench(stack: &LocalStack, runs: usize) -> Result<Vec<f64>> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let http = reqwest::Client::new();
+    let mut followers = Vec::new();
+    for i in 0..runs {
+        let response: serde_json::Value = http
+            .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
+            .header("x-api-key", &stack.api_key)
+            .json(&serde_json::json!({"message": format!("latency run {i}"), "branch": "main"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let run_id = response["run_id"].as_str().context("run id")?.to_owned();
+        let mut request = stack.ws_url.as_str().into_client_request()?;
+        request.headers_mut().insert("x-api-key", stack.api_key.parse()?);
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+        socket.send(Message::Text(serde_json::json!({"action": "subscribe", "run_id": run_id}).to_string().into())).await?;
+        followers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let subscribed_at = Utc::now();
+            while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(120), socket.next()).await {
+                let received = Utc::now();
+                let Message::Text(text) = message else { continue };
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if frame["type"] != "frame" {
+                    continue;
+                }
+                if frame["kind"] == "end" {
+                    break;
+                }
+                let Some(ts) = frame["ts"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok()) else { continue };
+                // Only frames produced after the subscription count: replayed ones measure nothing.
+                if ts > subscribed_at {
+                    latencies.push((received - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for follower in followers {
+        all.extend(follower.await?);
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok(all)
+}
+
+async fn streaming_bench() -> Result<()> {
+    let moto = repo_root().join(".tools/venv/bin/moto_server");
+    let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
+    let emulator = Emulator::start(&moto, None).await?;
+    let postgres = PgCluster::start().await?;
+    let result = async {
+        let origin = tempfile::tempdir()?;
+        let url = generated_repository(origin.path())?;
+        let workspaces = tempfile::tempdir()?;
+        // Every run: a Write, then an answer, each after a short think, so frames arrive live.
+        let model = ScriptedModel::offline_demo().await?;
+        let mut table = Vec::new();
+        for runs in [1usize, 50] {
+            let database_url = create_database(&postgres.url, &format!("latency{runs}")).await?;
+            let stack = LocalStack::start(StackOptions {
+                aws_endpoint: emulator.endpoint.clone(),
+                database_url,
+                stack_name: format!("latency{runs}"),
+                http_port: 0,
+                ws_port: 0,
+                template: repo_root().join("template.yaml"),
+                parameters: HashMap::from([
+                    ("DefaultRepositoryUrl".into(), url.clone()),
+                    ("AnthropicApiKey".into(), "sk-bench".into()),
+                ]),
+                executor: Some(ExecutorOptions {
+                    environment: HashMap::from([
+                        ("CLAUDE_BIN".into(), claude.display().to_string()),
+                        ("ANTHROPIC_BASE_URL".into(), model.url()),
+                        ("WORKSPACE_ROOT".into(), workspaces.path().join(format!("w{runs}")).display().to_string()),
+                        ("REPO_CACHE_DIR".into(), workspaces.path().join("cache").display().to_string()),
+                    ]),
+                    concurrency: runs,
+                }),
+            })
+            .await?;
+            let started = Instant::now();
+            let latencies = latency_bench(&stack, runs).await?;
+            let wall = started.elapsed();
+            stack.shutdown().await;
+            ensure!(!latencies.is_empty(), "no live frames measured");
+            let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+            table.push((runs, latencies.len(), pick(0.5), pick(0.99), *latencies.last().unwrap(), wall));
+        }
+        println!("\nLive streaming latency: CLI line read by the executor → WebSocket client (scripted model)");
+        println!("| concurrent runs | live frames |  p50 ms |  p99 ms |  max ms | wall s |");
+        println!("|----------------:|------------:|--------:|--------:|--------:|-------:|");
+        for (runs, frames, p50, p99, max, wall) in table {
+            println!("| {runs:15} | {frames:11} | {p50:7.1} | {p99:7.1} | {max:7.1} | {:6.1} |", wall.as_secs_f64());
+        }
+        model.stop();
+        anyhow::Ok(())
+    }
+    .await;
+    postgres.stop().await;
+    emulator.stop().await;
+    result
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    workspace_bench().await?;
-    rss_bench().await?;
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if wants("workspace") {
+        workspace_bench().await?;
+    }
+    if wants("memory") {
+        rss_bench().await?;
+    }
+    if wants("streaming") {
+        streaming_bench().await?;
+    }
     Ok(())
 }

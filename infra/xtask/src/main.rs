@@ -3,7 +3,7 @@
 //! - `cargo xtask up [ARGS]`  — install the tools, then run the local stack (ARGS go to it)
 //! - `cargo xtask test [ARGS]` — install the tools, lint the template, start moto + Postgres once,
 //!   run every test with nextest (ARGS go to nextest), stop what it started
-//! - `cargo xtask bench`      — build in release and print the benchmark tables
+//! - `cargo xtask bench`      — build optimized and print the benchmark tables
 //! - `cargo xtask tools`      — only install the tools
 
 use std::os::unix::process::CommandExt as _;
@@ -200,5 +200,5 @@ fn test(args: &[String]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     tools()?;
     claude_cli()?;
-    run(cargo().args(["run", "--quiet", "--release", "-p", "bench", "--"]).args(args))
+    run(cargo().args(["run", "--quiet", "--profile", "bench", "-p", "bench", "--"]).args(args))
 }
