@@ -112,6 +112,7 @@ impl ExecutorConfig {
             max_run_time: seconds("MAX_RUN_SECONDS", 840)?,
             stop_grace: seconds("STOP_GRACE_SECONDS", 5)?,
             frame_flush: std::time::Duration::from_millis(number("FRAME_FLUSH_MS", 100)?),
+            secrets: optional("ANTHROPIC_API_KEY").into_iter().collect(),
         };
         if run.heartbeat >= run.lease {
             return Err(Error::Config("HEARTBEAT_SECONDS must be shorter than LEASE_SECONDS".into()));

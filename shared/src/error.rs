@@ -25,6 +25,8 @@ pub enum Error {
     Dependency { what: &'static str, detail: String },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("the run's lease passed to another executor")]
+    LeaseLost,
     /// The run cannot go on, for a reason its caller should see (`branch_not_found`, …).
     #[error("{}: {}", .0.code, .0.message)]
     RunFailed(crate::domain::RunError),
@@ -56,7 +58,7 @@ impl Error {
             Self::Conflict => "concurrent_update",
             Self::QueueUnavailable(_) => "queue_unavailable",
             Self::Dependency { .. } => "dependency_failed",
-            Self::Config(_) | Self::RunFailed(_) => "internal_error",
+            Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => "internal_error",
         }
     }
 
@@ -67,7 +69,7 @@ impl Error {
             Self::UnknownWorkflow(_) | Self::RunNotFound(_) => ErrorKind::NotFound,
             Self::InvalidTransition(_) | Self::IdempotencyKeyReused | Self::Conflict => ErrorKind::Conflict,
             Self::QueueUnavailable(_) | Self::Dependency { .. } => ErrorKind::Unavailable,
-            Self::Config(_) | Self::RunFailed(_) => ErrorKind::Internal,
+            Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => ErrorKind::Internal,
         }
     }
 }

@@ -280,13 +280,18 @@ async fn another_keys_runs_are_invisible() {
 #[tokio::test]
 async fn when_the_queue_refuses_the_run_is_marked_failed_not_left_queued() {
     let t = TestStack::start().await;
-    aws_sdk_sqs::Client::new(&t.stack.sdk)
-        .delete_queue()
-        .queue_url(&t.stack.settings.runs_queue_url)
-        .send()
-        .await
-        .unwrap();
-    let response = t.submit("implement", run_body()).await;
+    let sqs = aws_sdk_sqs::Client::new(&t.stack.sdk);
+    let queue_url = t.stack.settings.runs_queue_url.clone();
+    sqs.delete_queue().queue_url(&queue_url).send().await.unwrap();
+    let submit_with_key = || {
+        t.http
+            .post(t.url("/agent/claude-code/implement/run"))
+            .header("x-api-key", t.key())
+            .header("Idempotency-Key", "retry-me")
+            .json(&run_body())
+            .send()
+    };
+    let response = submit_with_key().await.unwrap();
     assert_eq!(response.status().as_u16(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "queue_unavailable");
@@ -296,6 +301,20 @@ async fn when_the_queue_refuses_the_run_is_marked_failed_not_left_queued() {
     assert_eq!(runs.len(), 1, "the run was recorded before the send");
     assert_eq!(runs[0]["status"], "failed");
     assert_eq!(runs[0]["error"]["code"], "enqueue_failed");
+
+    // The caller was told to retry: with the queue back, the same key makes a new, queued run.
+    let name = queue_url.rsplit('/').next().unwrap();
+    sqs.create_queue()
+        .queue_name(name)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap();
+    let retried = submit_with_key().await.unwrap();
+    assert_eq!(retried.status().as_u16(), 202);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(retried["status"], "queued");
+    assert_ne!(retried["run_id"], runs[0]["run_id"], "a new run, not a replay of the failed one");
     t.stop().await;
 }
 

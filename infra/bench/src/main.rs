@@ -107,6 +107,19 @@ async fn workspace_bench() -> Result<()> {
     Ok(())
 }
 
+/// Submits an `implement` run on `main`; returns its id.
+async fn submit(http: &reqwest::Client, stack: &LocalStack, message: &str) -> Result<String> {
+    let response: serde_json::Value = http
+        .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
+        .header("x-api-key", &stack.api_key)
+        .json(&serde_json::json!({"message": message, "branch": "main"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(response["run_id"].as_str().context("run id")?.to_owned())
+}
+
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -161,16 +174,8 @@ async fn rss_bench() -> Result<()> {
         let http = reqwest::Client::new();
         let started = Instant::now();
         for i in 0..runs {
-            let response: serde_json::Value = http
-                .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
-                .header("x-api-key", &stack.api_key)
-                .json(&serde_json::json!({"message": format!("write payload {i}"), "branch": "main"}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let run_id: shared::domain::RunId = response["run_id"].as_str().context("run id")?.parse()?;
-            executor.execute(run_id).await?;
+            let run_id = submit(&http, &stack, &format!("write payload {i}")).await?;
+            executor.execute(run_id.parse()?).await?;
         }
         let per_run = started.elapsed() / runs as u32;
         let peak = vm_hwm_kib();
@@ -205,19 +210,13 @@ async fn latency_bench(stack: &LocalStack, runs: usize) -> Result<Vec<f64>> {
     let http = reqwest::Client::new();
     let mut followers = Vec::new();
     for i in 0..runs {
-        let response: serde_json::Value = http
-            .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
-            .header("x-api-key", &stack.api_key)
-            .json(&serde_json::json!({"message": format!("latency run {i}"), "branch": "main"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let run_id = response["run_id"].as_str().context("run id")?.to_owned();
+        let run_id = submit(&http, stack, &format!("latency run {i}")).await?;
         let mut request = stack.ws_url.as_str().into_client_request()?;
         request.headers_mut().insert("x-api-key", stack.api_key.parse()?);
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-        socket.send(Message::Text(serde_json::json!({"action": "subscribe", "run_id": run_id}).to_string().into())).await?;
+        socket
+            .send(Message::Text(serde_json::json!({"action": "subscribe", "run_id": run_id}).to_string().into()))
+            .await?;
         followers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let subscribed_at = Utc::now();
@@ -231,7 +230,9 @@ async fn latency_bench(stack: &LocalStack, runs: usize) -> Result<Vec<f64>> {
                 if frame["kind"] == "end" {
                     break;
                 }
-                let Some(ts) = frame["ts"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok()) else { continue };
+                let Some(ts) = frame["ts"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok()) else {
+                    continue;
+                };
                 // Only frames produced after the subscription count: replayed ones measure nothing.
                 if ts > subscribed_at {
                     latencies.push((received - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0);

@@ -61,7 +61,9 @@ fn tools() -> Result<PathBuf> {
     let root = root();
     let venv = root.join(".tools/venv");
     let requirements = root.join("infra/tools/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).context("read requirements.txt")?;
+    let constraints = root.join("infra/tools/constraints.txt");
+    let wanted = std::fs::read_to_string(&requirements).context("read requirements.txt")?
+        + &std::fs::read_to_string(&constraints).context("read constraints.txt")?;
     let stamp = venv.join(".installed-requirements");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(venv);
@@ -72,7 +74,9 @@ fn tools() -> Result<PathBuf> {
     }
     run(Command::new(venv.join("bin/pip"))
         .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements))?;
+        .arg(&requirements)
+        .arg("-c")
+        .arg(&constraints))?;
     std::fs::write(&stamp, wanted)?;
     Ok(venv)
 }

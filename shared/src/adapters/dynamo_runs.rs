@@ -89,6 +89,17 @@ impl RunStore for DynamoRunStore {
         }
     }
 
+    async fn release_idempotency_key(&self, owner: &Owner, key: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.idempotency_table)
+            .key("idempotency_id", AttributeValue::S(idempotency_id(owner, key)))
+            .send()
+            .await
+            .map_err(|e| Error::dependency("dynamodb delete idempotency key", describe(&e)))?;
+        Ok(())
+    }
+
     async fn create(&self, run: &Run) -> Result<bool> {
         let result = self
             .client

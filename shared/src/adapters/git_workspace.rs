@@ -53,6 +53,9 @@ impl GitWorkspaces {
 
     async fn git(dir: Option<&Path>, args: &[&str], timeout: Duration) -> std::result::Result<String, GitFailure> {
         let mut command = Command::new("git");
+        // The CLI can write anything into the checkout, .git included: never run its hooks or
+        // an fsmonitor command with the executor's environment.
+        command.args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]);
         if let Some(dir) = dir {
             command.arg("-C").arg(dir);
         }
@@ -149,6 +152,61 @@ impl GitWorkspaces {
 #[async_trait]
 impl Workspaces for GitWorkspaces {
     async fn prepare(&self, run: &Run, workflow: &Workflow) -> Result<Workspace> {
+        let result = self.prepare_in(run, workflow).await;
+        if result.is_err() {
+            // A half-made workspace (partial clone, .env) must not outlive the failure.
+            let _ = tokio::fs::remove_dir_all(self.config.root.join(run.run_id.to_string())).await;
+        }
+        result
+    }
+
+    async fn publish_changes(&self, workspace: &Workspace, run: &Run, commit: bool) -> Result<PublishedChanges> {
+        if !commit {
+            return Ok(PublishedChanges::default());
+        }
+        self.restore_trusted_config(workspace)?;
+        self.publish(workspace, run).await
+    }
+
+    async fn archive(&self, workspace: &Workspace) -> Result<PathBuf> {
+        let target = workspace.root.join("workspace.tar.zst");
+        let (source, output) = (workspace.work_dir.clone(), target.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let file = std::fs::File::create(&output)?;
+            let encoder = zstd::Encoder::new(file, 3)?.auto_finish();
+            let mut tar = tar::Builder::new(encoder);
+            // Links are archived as links, never followed out of the workspace.
+            tar.follow_symlinks(false);
+            append_tree(&mut tar, &source, Path::new(""))?;
+            tar.into_inner()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::dependency("archive the workspace", e))?
+        .map_err(|e| Error::dependency("archive the workspace", e))?;
+        Ok(target)
+    }
+
+    async fn cleanup(&self, workspace: &Workspace, run_id: RunId) {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=CLEANUP_ATTEMPTS {
+            match tokio::fs::remove_dir_all(&workspace.root).await {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if attempt == CLEANUP_ATTEMPTS => {
+                    tracing::error!(%run_id, path = %workspace.root.display(), error = %e, "workspace could not be removed");
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
+    }
+}
+
+impl GitWorkspaces {
+    async fn prepare_in(&self, run: &Run, workflow: &Workflow) -> Result<Workspace> {
         Self::private_dir(&self.config.root)?;
         let root = self.config.root.join(run.run_id.to_string());
         // A retry after a crash finds the old directory: start clean.
@@ -224,13 +282,12 @@ impl Workspaces for GitWorkspaces {
         if let (Some(path), Some(text)) = (&workspace.mcp_config, &workflow.mcp_config) {
             std::fs::write(path, text).map_err(|e| Error::dependency("write the MCP config", e))?;
         }
+        std::fs::copy(workspace.work_dir.join(".git/config"), workspace.root.join("git-config.trusted"))
+            .map_err(|e| Error::dependency("keep the git config", e))?;
         Ok(Workspace { base_commit, secrets, ..workspace })
     }
 
-    async fn publish_changes(&self, workspace: &Workspace, run: &Run, commit: bool) -> Result<PublishedChanges> {
-        if !commit {
-            return Ok(PublishedChanges::default());
-        }
+    async fn publish(&self, workspace: &Workspace, run: &Run) -> Result<PublishedChanges> {
         let dir = workspace.work_dir.as_path();
         Self::git(Some(dir), &["add", "--all"], LOCAL_TIMEOUT).await.map_err(|f| Self::internal("stage changes", f))?;
         let staged = Self::git(Some(dir), &["diff", "--cached", "--quiet"], LOCAL_TIMEOUT).await;
@@ -260,7 +317,9 @@ impl Workspaces for GitWorkspaces {
             return Ok(PublishedChanges::default());
         }
         let refspec = format!("HEAD:refs/heads/{}", run.branch);
-        if let Err(failure) = Self::git(Some(dir), &["push", "--quiet", "origin", &refspec], CLONE_TIMEOUT).await {
+        // To the URL the policy approved, whatever the checkout's remotes say by now.
+        let push = ["push", "--quiet", run.repository_url.as_str(), refspec.as_str()];
+        if let Err(failure) = Self::git(Some(dir), &push, CLONE_TIMEOUT).await {
             let rejected = ["[rejected]", "non-fast-forward", "fetch first", "[remote rejected]"]
                 .iter()
                 .any(|marker| failure.stderr.contains(marker));
@@ -273,41 +332,32 @@ impl Workspaces for GitWorkspaces {
         Ok(PublishedChanges { commits, diff_stats: Some(parse_shortstat(&stat)) })
     }
 
-    async fn archive(&self, workspace: &Workspace) -> Result<PathBuf> {
-        let target = workspace.root.join("workspace.tar.zst");
-        let (source, output) = (workspace.work_dir.clone(), target.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let file = std::fs::File::create(&output)?;
-            let encoder = zstd::Encoder::new(file, 3)?.auto_finish();
-            let mut tar = tar::Builder::new(encoder);
-            // Links are archived as links, never followed out of the workspace.
-            tar.follow_symlinks(false);
-            tar.append_dir_all(".", &source)?;
-            tar.into_inner()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::dependency("archive the workspace", e))?
-        .map_err(|e| Error::dependency("archive the workspace", e))?;
-        Ok(target)
+    /// Puts back the `.git/config` written at preparation (the CLI may have added remotes,
+    /// `insteadOf` rewrites or helpers) and removes any hooks it planted.
+    fn restore_trusted_config(&self, workspace: &Workspace) -> Result<()> {
+        let git_dir = workspace.work_dir.join(".git");
+        std::fs::copy(workspace.root.join("git-config.trusted"), git_dir.join("config"))
+            .map_err(|e| Error::dependency("restore the git config", e))?;
+        let _ = std::fs::remove_dir_all(git_dir.join("hooks"));
+        Ok(())
     }
+}
 
-    async fn cleanup(&self, workspace: &Workspace, run_id: RunId) {
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1..=CLEANUP_ATTEMPTS {
-            match tokio::fs::remove_dir_all(&workspace.root).await {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(e) if attempt == CLEANUP_ATTEMPTS => {
-                    tracing::error!(%run_id, path = %workspace.root.display(), error = %e, "workspace could not be removed");
-                }
-                Err(_) => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
-                }
-            }
+/// Adds `root/relative` to the archive without following links, leaving out the `.env`.
+fn append_tree<W: std::io::Write>(tar: &mut tar::Builder<W>, root: &Path, relative: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root.join(relative))? {
+        let entry = entry?;
+        let name = relative.join(entry.file_name());
+        if name == Path::new(".env") {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        tar.append_path_with_name(entry.path(), &name)?;
+        if kind.is_dir() {
+            append_tree(tar, root, &name)?;
         }
     }
+    Ok(())
 }
 
 /// The values of `KEY=VALUE` lines (quotes stripped), which must never reach a frame.

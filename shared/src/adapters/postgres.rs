@@ -139,17 +139,21 @@ impl FrameSink for PgFrameStore {
         let mut sizes = Vec::with_capacity(frames.len());
         let mut truncated = Vec::with_capacity(frames.len());
         for frame in frames {
-            let json = frame.data_json();
-            let text = json.to_string();
+            let mut json = frame.data_json();
+            // jsonb has no room for U+0000; such characters become U+2400 (␀) in the copy
+            // stored here (the S3 log keeps the line as printed).
+            let mut text = json.to_string();
+            if text.contains("\\u0000") {
+                replace_nul(&mut json);
+                text = json.to_string();
+            }
             run_ids.push(frame.run_id.as_uuid());
             seqs.push(frame.seq as i64);
             kinds.push(frame.kind.clone());
             subtypes.push(frame.subtype.clone());
             stamps.push(frame.ts);
             sizes.push(text.len() as i32);
-            // Postgres' jsonb cannot hold \u0000; such frames keep their text with the escape
-            // spelled out rather than being lost.
-            data.push(if text.contains("\\u0000") { text.replace("\\u0000", "\\\\u0000") } else { text });
+            data.push(text);
             truncated.push(frame.is_truncated());
         }
         sqlx::query(
@@ -209,5 +213,38 @@ impl FrameHistory for PgFrameStore {
                 .await
                 .map_err(|e| Error::dependency("postgres read frames", e))?;
         Ok(last.unwrap_or(0) as u64)
+    }
+}
+
+fn replace_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{2400}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        serde_json::Value::Object(map) => {
+            // Keys can hold NUL too; rebuild the map only when one does.
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries: Vec<_> = std::mem::take(map).into_iter().collect();
+                for (key, mut v) in entries {
+                    replace_nul(&mut v);
+                    map.insert(key.replace('\0', "\u{2400}"), v);
+                }
+            } else {
+                map.values_mut().for_each(replace_nul);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nul_characters_are_replaced_but_escaped_text_is_kept() {
+        let mut v = serde_json::json!({"a": "x\u{0}y", "b": ["\\u0000 literal"], "k\u{0}": 1});
+        super::replace_nul(&mut v);
+        assert_eq!(v["a"], "x\u{2400}y");
+        assert_eq!(v["b"][0], "\\u0000 literal", "text that merely spells the escape is untouched");
+        assert_eq!(v["k\u{2400}"], 1);
+        assert!(!v.to_string().contains("\\u0000\""));
     }
 }

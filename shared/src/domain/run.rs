@@ -364,39 +364,17 @@ mod tests {
     use RunStatus::*;
 
     pub(crate) fn run_in(status: RunStatus) -> Run {
-        let now = Utc::now();
-        Run {
-            run_id: RunId::new(),
-            owner: Owner::new("team-a"),
+        let request = ValidRunRequest {
             workflow: "implement".into(),
-            branch: "main".into(),
-            repository_url: "https://example.com/r.git".into(),
             message: "hi".into(),
+            branch: crate::domain::BranchName::parse("main").unwrap(),
             max_turns: 2,
             session_id: None,
+            repository_url: "https://example.com/r.git".into(),
             metadata_json: None,
             auto_commit: None,
-            idempotency_key: None,
-            status,
-            cancel_requested: false,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            finished_at: None,
-            result_summary: None,
-            error: None,
-            cost_usd: None,
-            num_turns: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            attempts: 0,
-            usage_json: None,
-            duration_ms: None,
-            exit_code: None,
-            commits: Vec::new(),
-            diff_stats: None,
-        }
+        };
+        Run { status, ..Run::queued(Owner::new("team-a"), request, None, Utc::now()) }
     }
 
     const ALLOWED: &[(RunStatus, RunStatus)] = &[

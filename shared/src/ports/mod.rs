@@ -41,6 +41,8 @@ pub trait RunStore: Send + Sync {
     /// Records `record` unless its key is already taken (and unexpired); then returns the record
     /// that holds it.
     async fn claim_idempotency_key(&self, record: &IdempotencyRecord) -> Result<Option<IdempotencyRecord>>;
+    /// Forgets a claimed key (its run could not be queued, so a retry must start afresh).
+    async fn release_idempotency_key(&self, owner: &Owner, key: &str) -> Result<()>;
     /// Writes a new run, never overwriting one. `false` if the run id already exists.
     async fn create(&self, run: &Run) -> Result<bool>;
     async fn get(&self, run_id: RunId) -> Result<Option<Run>>;

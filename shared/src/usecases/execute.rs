@@ -27,6 +27,8 @@ pub struct ExecutorSettings {
     pub max_run_time: Duration,
     pub stop_grace: Duration,
     pub frame_flush: Duration,
+    /// Values never to appear in a frame (the model API key), besides the workspace's own.
+    pub secrets: Vec<String>,
 }
 
 impl Default for ExecutorSettings {
@@ -39,6 +41,7 @@ impl Default for ExecutorSettings {
             max_run_time: Duration::from_secs(840),
             stop_grace: Duration::from_secs(5),
             frame_flush: Duration::from_millis(100),
+            secrets: Vec::new(),
         }
     }
 }
@@ -66,6 +69,8 @@ enum Claim {
     Claimed(Run),
     Nothing,
     HeldElsewhere,
+    /// A run whose executor was lost, ended here.
+    Ended(RunStatus),
 }
 
 /// Why the CLI loop stopped.
@@ -95,7 +100,12 @@ impl RunExecutor {
             Claim::Claimed(run) => run,
             Claim::Nothing => return Ok(Delivery::Done),
             Claim::HeldElsewhere => return Ok(Delivery::Retry),
+            Claim::Ended(status) => {
+                self.notify_finished(run_id, status).await;
+                return Ok(Delivery::Done);
+            }
         };
+        let started = tokio::time::Instant::now();
         tracing::info!(%run_id, workflow = %run.workflow, attempt = run.attempts, "claimed");
         let (cancel_tx, cancel_rx) = watch::channel(Stop::No);
         // Dropped with this future: an executor that is itself aborted stops renewing its lease.
@@ -107,20 +117,25 @@ impl RunExecutor {
             self.settings.heartbeat,
             cancel_tx,
         )));
-        let result = self.run_claimed(&mut run, cancel_rx).await;
+        let result = self.run_claimed(&mut run, cancel_rx, started).await;
         drop(_heartbeat);
-        if let Err(err) = &result {
-            // Infrastructure failure after the claim: end the run rather than leave it leased.
-            tracing::error!(%run_id, error = %err, "execution failed");
-            let error = RunError::new("executor_error", err.to_string());
-            let _ = self.save(&mut run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+        match &result {
+            Err(Error::LeaseLost) => tracing::warn!(%run_id, "lease lost; the run is another executor's now"),
+            Err(err) => {
+                // Infrastructure failure after the claim: end the run rather than leave it leased.
+                tracing::error!(%run_id, error = %err, "execution failed");
+                let error = RunError::new("executor_error", err.to_string());
+                let _ = self.save(&mut run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+            }
+            Ok(()) => {}
         }
         if run.status.is_terminal() {
-            for sink in &self.sinks {
-                sink.finish(run_id, run.status).await;
-            }
+            self.notify_finished(run_id, run.status).await;
         }
-        result.map(|()| Delivery::Done)
+        match result {
+            Ok(()) | Err(Error::LeaseLost) => Ok(Delivery::Done),
+            Err(err) => Err(err),
+        }
     }
 
     async fn claim(&self, run_id: RunId) -> Result<Claim> {
@@ -144,7 +159,8 @@ impl RunExecutor {
                         RunError::new("executor_lost", "the executor running this run stopped renewing its lease");
                     run.finish(RunOutcome::failed(error), now)?;
                     match self.store.update(&run, expected).await {
-                        Ok(()) | Err(Error::Conflict) => return Ok(Claim::Nothing),
+                        Ok(()) => return Ok(Claim::Ended(run.status)),
+                        Err(Error::Conflict) => return Ok(Claim::Nothing),
                         Err(err) => return Err(err),
                     }
                 }
@@ -161,10 +177,19 @@ impl RunExecutor {
         Ok(Claim::HeldElsewhere)
     }
 
+    async fn notify_finished(&self, run_id: RunId, status: RunStatus) {
+        for sink in &self.sinks {
+            sink.finish(run_id, status).await;
+        }
+    }
+
     /// Applies `change` and writes it conditionally; on a concurrent write (a cancel request)
-    /// re-reads and applies it again.
+    /// re-reads and applies it again, unless the run has meanwhile passed to another executor.
     async fn save(&self, run: &mut Run, change: impl Fn(&mut Run) -> Result<(), TransitionError>) -> Result<()> {
         for _ in 0..5 {
+            if run.lease_owner.as_deref() != Some(self.settings.executor_id.as_str()) && !run.status.is_terminal() {
+                return Err(Error::LeaseLost);
+            }
             let expected = run.version;
             let mut next = run.clone();
             change(&mut next)?;
@@ -183,7 +208,12 @@ impl RunExecutor {
         Err(Error::Conflict)
     }
 
-    async fn run_claimed(&self, run: &mut Run, stop: watch::Receiver<Stop>) -> Result<()> {
+    async fn run_claimed(
+        &self,
+        run: &mut Run,
+        stop: watch::Receiver<Stop>,
+        started: tokio::time::Instant,
+    ) -> Result<()> {
         let Some(workflow) = self.workflows.get(&run.workflow).cloned() else {
             let error = RunError::new("unknown_workflow", format!("workflow {} is not deployed here", run.workflow));
             return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
@@ -199,7 +229,7 @@ impl RunExecutor {
                 return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
             }
         };
-        let result = self.run_in_workspace(run, &workflow, &workspace, stop).await;
+        let result = self.run_in_workspace(run, &workflow, &workspace, stop, started).await;
         self.workspaces.cleanup(&workspace, run.run_id).await;
         result
     }
@@ -210,9 +240,10 @@ impl RunExecutor {
         workflow: &crate::domain::Workflow,
         workspace: &Workspace,
         mut stop: watch::Receiver<Stop>,
+        started: tokio::time::Instant,
     ) -> Result<()> {
         let session = match run.session_id {
-            Some(id) => match self.restore_transcript(id, workspace).await {
+            Some(id) => match self.restore_transcript(id, run, workspace).await {
                 Ok(()) => SessionMode::Resume(id),
                 Err(Error::RunFailed(error)) => {
                     return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
@@ -222,22 +253,32 @@ impl RunExecutor {
             None => SessionMode::New(Uuid::new_v4()),
         };
         let stopped_early = *stop.borrow();
-        if stopped_early != Stop::No {
-            return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
+        match stopped_early {
+            Stop::No => {}
+            Stop::LeaseLost => return Err(Error::LeaseLost),
+            Stop::Cancel => return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await,
         }
         let new_session = match session {
             SessionMode::New(id) => Some(id),
             SessionMode::Resume(_) => None,
         };
-        // The caller learns the session id as soon as the CLI starts.
+        // The caller learns the session id as soon as the CLI starts; the lease is renewed in the
+        // same write, since this put replaces the whole item.
+        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::seconds(60));
         self.save(run, |r| {
-            r.transition(RunStatus::Running, Utc::now())?;
+            let now = Utc::now();
+            r.transition(RunStatus::Running, now)?;
+            r.lease_expires_at = Some(now + lease);
             if new_session.is_some() {
                 r.session_id = new_session;
             }
             Ok(())
         })
         .await?;
+        if run.cancel_requested {
+            // Asked while the workspace was being prepared (the re-read on conflict brought it).
+            return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
+        }
 
         let invocation =
             CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone());
@@ -251,8 +292,11 @@ impl RunExecutor {
                 return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
             }
         };
+        // Counted from the claim: preparation and the CLI share one budget, so Lambda never
+        // has to cut the run off.
         let time_limit = Duration::from_secs(workflow.config.timeout_seconds).min(self.settings.max_run_time);
-        let deadline = tokio::time::Instant::now() + time_limit;
+        let deadline = started + time_limit;
+        let secrets: Vec<String> = workspace.secrets.iter().chain(&self.settings.secrets).cloned().collect();
         let mut summary = CliSummary::default();
         let mut seq = 0u64;
         let ended = loop {
@@ -261,12 +305,15 @@ impl RunExecutor {
                     Err(_) => break Ended::Idle,
                     Ok(Ok(Some(line))) => {
                         seq += 1;
-                        let bytes = redact(line.bytes, &workspace.secrets);
+                        let bytes = redact(line.bytes, &secrets);
                         let frame = Frame::from_line(run.run_id, seq, &bytes, line.total_bytes.max(bytes.len()), Utc::now());
                         if let crate::domain::FrameData::Json(data) = &frame.data {
                             summary.observe(&frame.kind, frame.subtype.as_deref(), data);
                         }
-                        recorder.record(frame, bytes.len()).await;
+                        // A stalled sink must not hold the watchdogs off.
+                        if tokio::time::timeout_at(deadline, recorder.record(frame, bytes.len())).await.is_err() {
+                            break Ended::OutOfTime(time_limit);
+                        }
                     }
                     Ok(Ok(None)) => break Ended::Exited,
                     Ok(Err(err)) => {
@@ -283,7 +330,7 @@ impl RunExecutor {
         // Always stop the group: even after a clean exit, a tool may have left children behind.
         process.stop(self.settings.stop_grace).await;
         summary.exit_code = process.wait().await;
-        summary.stderr_tail = redact_text(&process.stderr_tail(), &workspace.secrets);
+        summary.stderr_tail = redact_text(&process.stderr_tail(), &secrets);
         summary.frames = seq;
         let report = recorder.finish().await?;
         if report.failed_batches > 0 {
@@ -316,7 +363,7 @@ impl RunExecutor {
                 }
             }
         }
-        self.keep_artifacts(run.run_id, outcome.session_id, workspace).await;
+        self.keep_artifacts(run, outcome.session_id, workspace).await;
         tracing::info!(run_id = %run.run_id, status = %outcome.status, frames = seq, "run finished");
         self.save(run, |r| {
             r.finish(outcome.clone(), Utc::now())?;
@@ -328,6 +375,10 @@ impl RunExecutor {
     }
 
     async fn finish_stopped(&self, run: &mut Run, ended: Ended, summary: CliSummary) -> Result<()> {
+        if matches!(ended, Ended::LeaseLost) {
+            // The run belongs to whoever took it over; writing here would overwrite them.
+            return Err(Error::LeaseLost);
+        }
         let mut outcome = summary.outcome();
         outcome.result_summary = None;
         (outcome.status, outcome.error) = match ended {
@@ -355,7 +406,8 @@ impl RunExecutor {
 
     /// Workspace archive and session transcript to S3. Best effort: a failure here is logged and
     /// does not change the run's outcome.
-    async fn keep_artifacts(&self, run_id: RunId, session_id: Option<Uuid>, workspace: &Workspace) {
+    async fn keep_artifacts(&self, run: &Run, session_id: Option<Uuid>, workspace: &Workspace) {
+        let run_id = run.run_id;
         match self.workspaces.archive(workspace).await {
             Ok(path) => {
                 let key = format!("runs/{run_id}/workspace.tar.zst");
@@ -366,6 +418,11 @@ impl RunExecutor {
             Err(err) => tracing::error!(%run_id, error = %err, "archiving the workspace failed"),
         }
         let Some(session_id) = session_id else { return };
+        // Who may resume it: only runs of the same owner restore this transcript.
+        let owner_key = format!("sessions/{session_id}/owner");
+        if let Err(err) = self.objects.put(&owner_key, run.owner.as_str().as_bytes().to_vec(), "text/plain").await {
+            tracing::error!(%run_id, error = %err, "recording the session owner failed");
+        }
         let project = encoded_project_dir(&workspace.config_dir, &workspace.work_dir);
         let transcript = project.join(format!("{session_id}.jsonl"));
         let mut uploads = vec![(transcript, format!("sessions/{session_id}/transcript.jsonl"))];
@@ -388,7 +445,15 @@ impl RunExecutor {
 
     /// Puts a session's transcript where the CLI looks for it: under *this* run's config dir and
     /// *this* workspace's encoded cwd.
-    async fn restore_transcript(&self, session_id: Uuid, workspace: &Workspace) -> Result<()> {
+    async fn restore_transcript(&self, session_id: Uuid, run: &Run, workspace: &Workspace) -> Result<()> {
+        let owner = self.objects.get(&format!("sessions/{session_id}/owner")).await?;
+        if owner.as_deref() != Some(run.owner.as_str().as_bytes()) {
+            // Another owner's session looks exactly like a missing one.
+            return Err(Error::run_failed(
+                "transcript_missing",
+                format!("the transcript of session {session_id} is not in the artifact store"),
+            ));
+        }
         let project = encoded_project_dir(&workspace.config_dir, &workspace.work_dir);
         tokio::fs::create_dir_all(&project).await.map_err(|e| Error::dependency("create the project dir", e))?;
         let prefix = format!("sessions/{session_id}/");
@@ -473,7 +538,13 @@ async fn heartbeat(
 /// ordinary words to redact safely.
 fn redact(line: Vec<u8>, secrets: &[String]) -> Vec<u8> {
     let mut line = line;
-    for secret in secrets.iter().filter(|s| s.len() >= 6) {
+    // Lines are JSON: a value with quotes or backslashes appears there escaped.
+    let escaped: Vec<String> = secrets
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap_or_default().trim_matches('"').to_owned())
+        .filter(|e| !secrets.contains(e))
+        .collect();
+    for secret in secrets.iter().chain(&escaped).filter(|s| s.len() >= 6) {
         let needle = secret.as_bytes();
         if line.windows(needle.len()).any(|w| w == needle) {
             let mut out = Vec::with_capacity(line.len());
@@ -503,11 +574,12 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     while let Some(current) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&current) else { continue };
         for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
+            // file_type() does not follow links: a link can neither loop the walk nor pull in
+            // files from outside the session folder.
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(entry.path()),
+                Ok(kind) if kind.is_file() => files.push(entry.path()),
+                _ => {}
             }
         }
     }
@@ -517,6 +589,14 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_escaped_secrets_are_redacted_too() {
+        let secrets = vec!["pa\"ss\\word".to_owned()];
+        let line = serde_json::json!({"content": format!("KEY={}", secrets[0])}).to_string().into_bytes();
+        let out = String::from_utf8(redact(line, &secrets)).unwrap();
+        assert_eq!(out, r#"{"content":"KEY=[REDACTED]"}"#);
+    }
 
     #[test]
     fn secrets_are_redacted_wherever_they_appear() {

@@ -34,6 +34,8 @@ struct Subscriber {
 #[derive(Default)]
 struct RunFanout {
     subscribers: HashMap<String, Subscriber>,
+    /// Subscribers dropped for lagging: not re-added by a refresh; they replay on reconnect.
+    lagging: std::collections::HashSet<String>,
     refreshed: Option<Instant>,
     last_seq: u64,
 }
@@ -69,7 +71,7 @@ impl WebSocketFanout {
             keep
         });
         for id in current {
-            if !fanout.subscribers.contains_key(&id) {
+            if !fanout.subscribers.contains_key(&id) && !fanout.lagging.contains(&id) {
                 let (queue, rx) = mpsc::channel(QUEUE);
                 let task = tokio::spawn(deliver(id.clone(), rx, self.gateway.clone(), self.connections.clone()));
                 fanout.subscribers.insert(id, Subscriber { queue, task });
@@ -112,6 +114,7 @@ impl FrameSink for WebSocketFanout {
             }
         }
         let dropped: Vec<String> = before.into_iter().filter(|id| !fanout.subscribers.contains_key(id)).collect();
+        fanout.lagging.extend(dropped.iter().cloned());
         drop(runs);
         for id in dropped {
             let gateway = self.gateway.clone();

@@ -16,9 +16,10 @@ use crate::{Error, Result};
 const MAX_BATCH_FRAMES: usize = 500;
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 const SINK_ATTEMPTS: u32 = 4;
-/// Frames in flight between the CLI reader and the writer; beyond it the reader waits, so a
-/// stalled database slows the run instead of growing memory without bound.
-const CHANNEL_CAPACITY: usize = 1024;
+const CHANNEL_CAPACITY: usize = 4096;
+/// Bytes of frames in flight between the CLI reader and the writer; beyond it the reader waits,
+/// so a stalled database slows the run instead of growing memory without bound.
+const IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RecorderReport {
@@ -26,10 +27,15 @@ pub struct RecorderReport {
     pub batches: u64,
     /// Sink batches dropped after every retry failed (the NDJSON log still has them).
     pub failed_batches: u64,
+    /// The local log could not be written (disk full); sinks still got every frame.
+    pub log_failed: bool,
 }
 
+type InFlight = (Frame, usize, tokio::sync::OwnedSemaphorePermit);
+
 pub struct FrameRecorder {
-    tx: mpsc::Sender<(Frame, usize)>,
+    tx: mpsc::Sender<InFlight>,
+    budget: Arc<tokio::sync::Semaphore>,
     task: JoinHandle<Result<RecorderReport>>,
 }
 
@@ -39,12 +45,15 @@ impl FrameRecorder {
             tokio::fs::File::create(&log_path).await.map_err(|e| Error::dependency("create the frame log", e))?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = tokio::spawn(write_batches(rx, tokio::io::BufWriter::new(file), sinks, flush));
-        Ok(Self { tx, task })
+        Ok(Self { tx, budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)), task })
     }
 
-    /// Hands a frame (of roughly `size` bytes) to the writer.
+    /// Hands a frame (of roughly `size` bytes) to the writer, waiting while too many bytes are
+    /// already in flight.
     pub async fn record(&self, frame: Frame, size: usize) {
-        if self.tx.send((frame, size)).await.is_err() {
+        let permits = size.clamp(1, IN_FLIGHT_BYTES) as u32;
+        let Ok(permit) = self.budget.clone().acquire_many_owned(permits).await else { return };
+        if self.tx.send((frame, size, permit)).await.is_err() {
             tracing::error!("frame writer stopped early; frame dropped");
         }
     }
@@ -57,31 +66,36 @@ impl FrameRecorder {
 }
 
 async fn write_batches(
-    mut rx: mpsc::Receiver<(Frame, usize)>,
-    mut log: tokio::io::BufWriter<tokio::fs::File>,
+    mut rx: mpsc::Receiver<InFlight>,
+    log: tokio::io::BufWriter<tokio::fs::File>,
     sinks: Vec<Arc<dyn FrameSink>>,
     flush: Duration,
 ) -> Result<RecorderReport> {
     let mut report = RecorderReport::default();
-    while let Some((first, size)) = rx.recv().await {
+    let mut log = Some(log);
+    while let Some((first, size, first_permit)) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + flush;
         let mut bytes = size;
         let mut batch = vec![first];
+        let mut permits = vec![first_permit];
         while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((frame, size))) => {
+                Ok(Some((frame, size, permit))) => {
                     bytes += size;
                     batch.push(frame);
+                    permits.push(permit);
                 }
                 Ok(None) | Err(_) => break,
             }
         }
-        for frame in &batch {
-            let mut line = serde_json::to_vec(frame).map_err(|e| Error::dependency("encode frame", e))?;
-            line.push(b'\n');
-            log.write_all(&line).await.map_err(|e| Error::dependency("write the frame log", e))?;
+        if let Some(file) = log.as_mut() {
+            if let Err(err) = append(file, &batch).await {
+                // The sinks matter more than the local copy: keep publishing without it.
+                tracing::error!(error = %err, "writing the frame log failed; continuing without it");
+                report.log_failed = true;
+                log = None;
+            }
         }
-        log.flush().await.map_err(|e| Error::dependency("write the frame log", e))?;
         for sink in &sinks {
             if !publish_with_retries(sink.as_ref(), &batch).await {
                 report.failed_batches += 1;
@@ -89,9 +103,18 @@ async fn write_batches(
         }
         report.frames += batch.len() as u64;
         report.batches += 1;
+        drop(permits);
     }
-    log.flush().await.map_err(|e| Error::dependency("write the frame log", e))?;
     Ok(report)
+}
+
+async fn append(log: &mut tokio::io::BufWriter<tokio::fs::File>, batch: &[Frame]) -> Result<()> {
+    for frame in batch {
+        let mut line = serde_json::to_vec(frame).map_err(|e| Error::dependency("encode frame", e))?;
+        line.push(b'\n');
+        log.write_all(&line).await.map_err(|e| Error::dependency("write the frame log", e))?;
+    }
+    log.flush().await.map_err(|e| Error::dependency("write the frame log", e))
 }
 
 async fn publish_with_retries(sink: &dyn FrameSink, batch: &[Frame]) -> bool {

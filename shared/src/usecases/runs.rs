@@ -116,6 +116,12 @@ impl RunService {
             if let Err(update_err) = self.store.update(&run, expected).await {
                 tracing::error!(run_id = %run.run_id, error = %update_err, "could not mark the unqueued run failed");
             }
+            // The caller is told to retry: the retry must create a new run, not replay this one.
+            if let Some(key) = idempotency_key {
+                if let Err(release_err) = self.store.release_idempotency_key(owner, key).await {
+                    tracing::error!(run_id = %run.run_id, error = %release_err, "could not release the idempotency key");
+                }
+            }
             return Err(Error::QueueUnavailable(err.to_string()));
         }
         tracing::info!(run_id = %run.run_id, workflow = %run.workflow, owner = %owner, "run queued");
