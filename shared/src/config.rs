@@ -13,6 +13,8 @@ pub struct Settings {
     pub api_keys_table: String,
     pub runs_queue_url: String,
     pub artifacts_bucket: String,
+    pub sessions_table: String,
+    pub session_ttl_days: i64,
     pub default_repository_url: Option<String>,
     pub repository_allowlist: Vec<String>,
     pub max_message_bytes: usize,
@@ -47,6 +49,11 @@ impl Settings {
             api_keys_table: required("API_KEYS_TABLE")?,
             runs_queue_url: required("RUNS_QUEUE_URL")?,
             artifacts_bucket: required("ARTIFACTS_BUCKET")?,
+            sessions_table: required("SESSIONS_TABLE")?,
+            session_ttl_days: match optional("SESSION_TTL_DAYS") {
+                Some(v) => v.parse().map_err(|_| Error::Config(format!("SESSION_TTL_DAYS is not a number: {v}")))?,
+                None => crate::domain::DEFAULT_SESSION_TTL_DAYS,
+            },
             default_repository_url: optional("DEFAULT_REPOSITORY_URL"),
             repository_allowlist: optional("REPOSITORY_ALLOWLIST")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
@@ -113,6 +120,7 @@ impl ExecutorConfig {
             stop_grace: seconds("STOP_GRACE_SECONDS", 5)?,
             frame_flush: std::time::Duration::from_millis(number("FRAME_FLUSH_MS", 100)?),
             secrets: optional("ANTHROPIC_API_KEY").into_iter().collect(),
+            session_ttl: seconds("SESSION_TTL_DAYS", crate::domain::DEFAULT_SESSION_TTL_DAYS as u64)? * 86_400,
         };
         if run.heartbeat >= run.lease {
             return Err(Error::Config("HEARTBEAT_SECONDS must be shorter than LEASE_SECONDS".into()));

@@ -11,6 +11,10 @@ pub enum Error {
     UnknownWorkflow(String),
     #[error("run {0} not found")]
     RunNotFound(String),
+    #[error("session {0} {1}")]
+    UnknownSession(String, &'static str),
+    #[error("{0}")]
+    SessionConflict(String),
     #[error("a valid API key is required in the x-api-key header")]
     Unauthorized,
     #[error(transparent)]
@@ -52,6 +56,8 @@ impl Error {
             Self::Invalid(v) => v.code(),
             Self::UnknownWorkflow(_) => "unknown_workflow",
             Self::RunNotFound(_) => "run_not_found",
+            Self::UnknownSession(..) => "unknown_session",
+            Self::SessionConflict(_) => "session_conflict",
             Self::Unauthorized => "unauthorized",
             Self::InvalidTransition(_) => "invalid_transition",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
@@ -66,8 +72,10 @@ impl Error {
         match self {
             Self::Invalid(_) => ErrorKind::InvalidInput,
             Self::Unauthorized => ErrorKind::Unauthorized,
-            Self::UnknownWorkflow(_) | Self::RunNotFound(_) => ErrorKind::NotFound,
-            Self::InvalidTransition(_) | Self::IdempotencyKeyReused | Self::Conflict => ErrorKind::Conflict,
+            Self::UnknownWorkflow(_) | Self::RunNotFound(_) | Self::UnknownSession(..) => ErrorKind::NotFound,
+            Self::InvalidTransition(_) | Self::IdempotencyKeyReused | Self::Conflict | Self::SessionConflict(_) => {
+                ErrorKind::Conflict
+            }
             Self::QueueUnavailable(_) | Self::Dependency { .. } => ErrorKind::Unavailable,
             Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => ErrorKind::Internal,
         }

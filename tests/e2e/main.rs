@@ -5,5 +5,6 @@ mod api;
 mod errors;
 mod executor;
 mod projector;
+mod sessions;
 mod storage;
 mod streaming;

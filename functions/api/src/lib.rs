@@ -15,15 +15,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use shared::adapters::{DynamoApiKeyStore, DynamoRunStore, SqsRunQueue, aws};
+use shared::adapters::{DynamoApiKeyStore, DynamoRunStore, DynamoSessionStore, S3ObjectStore, SqsRunQueue, aws};
 use shared::config::Settings;
 use shared::domain::{RunRequest, StreamClaims, StreamTokens, WorkflowRegistry};
-use shared::ports::ApiKeyStore;
-use shared::usecases::{ListQuery, RunService};
+use shared::ports::{ApiKeyStore, SessionStore};
+use shared::usecases::{ListQuery, ReserveSession, RunService, SessionService};
 
 pub use error::ApiError;
 use extract::{Caller, JsonBody};
-use views::{Links, RunSummary, RunView, SubmitResponse};
+use views::{Links, RunSummary, RunView, SessionView, SubmitResponse};
 
 /// A stream token lets a header-less WebSocket client connect to one run for this long.
 const STREAM_TOKEN_TTL_SECONDS: i64 = 3600;
@@ -31,6 +31,7 @@ const STREAM_TOKEN_TTL_SECONDS: i64 = 3600;
 #[derive(Clone)]
 pub struct AppState {
     pub runs: Arc<RunService>,
+    pub sessions: Arc<SessionService>,
     pub keys: Arc<dyn ApiKeyStore>,
     pub websocket_url: Option<String>,
     pub stream_tokens: Option<StreamTokens>,
@@ -44,15 +45,27 @@ impl AppState {
             Some(dir) => WorkflowRegistry::from_dir(dir.as_ref()).map_err(|e| shared::Error::Config(e.to_string()))?,
             None => WorkflowRegistry::builtin(),
         };
+        let workflows = Arc::new(workflows);
+        let session_store: Arc<dyn SessionStore> =
+            Arc::new(DynamoSessionStore::new(dynamodb.clone(), &settings.sessions_table));
         let runs = RunService::new(
             Arc::new(DynamoRunStore::new(dynamodb.clone(), &settings.runs_table, &settings.idempotency_table)),
+            session_store.clone(),
             Arc::new(SqsRunQueue::new(aws::sqs(sdk), &settings.runs_queue_url)),
-            Arc::new(workflows),
+            workflows.clone(),
             settings.intake_limits(),
             settings.repository_policy(),
         );
+        let sessions = SessionService::new(
+            session_store,
+            Arc::new(S3ObjectStore::new(aws::s3(sdk), &settings.artifacts_bucket)),
+            workflows,
+            settings.repository_policy(),
+            chrono::Duration::days(settings.session_ttl_days),
+        );
         Ok(Self {
             runs: Arc::new(runs),
+            sessions: Arc::new(sessions),
             keys: Arc::new(DynamoApiKeyStore::new(dynamodb, &settings.api_keys_table)),
             websocket_url: settings.websocket_url.clone(),
             stream_tokens: settings.stream_token_secret.as_ref().map(|s| StreamTokens::new(s.as_bytes().to_vec())),
@@ -72,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         .route("/agent/claude-code/run/{run_id}/status", get(run_status))
         .route("/agent/claude-code/run/{run_id}/cancel", post(cancel_run))
         .route("/agent/claude-code/runs", get(list_runs))
+        .route("/agent/claude-code/sessions", post(reserve_session).get(list_sessions))
+        .route("/agent/claude-code/sessions/{session_id}", get(get_session).delete(delete_session))
+        .route("/agent/claude-code/sessions/{session_id}/history", get(session_history))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -138,4 +154,69 @@ async fn list_runs(
     let page = state.runs.list(&owner, query).await?;
     let runs: Vec<RunSummary> = page.items.iter().map(RunSummary::from).collect();
     Ok(Json(serde_json::json!({"runs": runs, "next_cursor": page.next_cursor})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    offset: Option<usize>,
+}
+
+fn page_query(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageQuery, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    if query.limit.is_some_and(|l| l == 0 || l > 100) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be an integer from 1 to 100"));
+    }
+    Ok(query)
+}
+
+async fn reserve_session(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    JsonBody(request): JsonBody<ReserveSession>,
+) -> Result<impl IntoResponse, ApiError> {
+    let session = state.sessions.reserve(&owner, request).await?;
+    Ok((StatusCode::CREATED, Json(SessionView::from(&session))))
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = page_query(query)?;
+    let page = state.sessions.list(&owner, query.limit.unwrap_or(20), query.cursor.as_deref()).await?;
+    let sessions: Vec<SessionView> = page.items.iter().map(SessionView::from).collect();
+    Ok(Json(serde_json::json!({"sessions": sessions, "next_cursor": page.next_cursor})))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(SessionView::from(&state.sessions.get(&owner, &session_id).await?)))
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(session_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.delete(&owner, &session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn session_history(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(session_id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = page_query(query)?;
+    let (messages, next) =
+        state.sessions.history(&owner, &session_id, query.offset.unwrap_or(0), query.limit.unwrap_or(50)).await?;
+    Ok(Json(serde_json::json!({"messages": messages, "next_offset": next})))
 }

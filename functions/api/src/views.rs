@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::domain::{DiffStats, Run, RunError, RunId, RunStatus};
+use shared::domain::{DiffStats, Run, RunError, RunId, RunStatus, Session};
 use uuid::Uuid;
 
 /// Absolute URLs for links, from the Host the caller used.
@@ -133,6 +133,46 @@ impl From<&Run> for RunView {
             exit_code: run.exit_code,
             commits: run.commits.clone(),
             diff_stats: run.diff_stats,
+        }
+    }
+}
+
+/// A session without its owner and version.
+#[derive(Serialize)]
+pub struct SessionView {
+    session_id: Uuid,
+    workflow: String,
+    repository_url: String,
+    branch: String,
+    run_ids: Vec<RunId>,
+    runs: usize,
+    resumable: bool,
+    total_turns: u64,
+    total_cost_usd: f64,
+    input_tokens: u64,
+    output_tokens: u64,
+    created_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        Self {
+            session_id: s.session_id,
+            workflow: s.workflow.clone(),
+            repository_url: s.repository_url.clone(),
+            branch: s.branch.clone(),
+            run_ids: s.run_ids.clone(),
+            runs: s.run_ids.len(),
+            resumable: s.has_transcript(),
+            total_turns: s.total_turns,
+            total_cost_usd: s.total_cost_usd,
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at,
         }
     }
 }

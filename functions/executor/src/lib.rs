@@ -8,8 +8,8 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_lambda_events::sqs::BatchItemFailure;
 use shared::adapters::{
-    ApiGatewayConnections, ClaudeCli, DynamoConnectionStore, DynamoRunStore, GitWorkspaces, PgFrameStore,
-    S3ObjectStore, WorkspaceConfig, aws, postgres,
+    ApiGatewayConnections, ClaudeCli, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore, GitWorkspaces,
+    PgFrameStore, S3ObjectStore, WorkspaceConfig, aws, postgres,
 };
 use shared::config::{ExecutorConfig, Settings};
 use shared::domain::WorkflowRegistry;
@@ -52,6 +52,7 @@ pub async fn build(
         Arc::new(workspaces),
         Arc::new(ClaudeCli::new(config.cli.clone())),
         objects,
+        Arc::new(DynamoSessionStore::new(aws::dynamodb(sdk), &settings.sessions_table)),
         sinks,
         config.run.clone(),
     ))

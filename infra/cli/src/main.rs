@@ -75,6 +75,22 @@ enum Command {
     },
     /// Cancel a run.
     Cancel { run_id: String },
+    /// Your sessions, newest first.
+    Sessions {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Continue a session's conversation with a new message (same workflow, repository and branch).
+    Resume {
+        session_id: String,
+        message: String,
+        #[arg(long)]
+        max_turns: Option<u32>,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub struct Endpoints {
@@ -207,6 +223,46 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tail { run_id, after_seq, json } => {
             let ws = endpoints.ws.clone().context("no WebSocket URL: pass --ws-url or set CLAUDE_RUNNER_WS_URL")?;
             return finish(stream::follow(&ws, &endpoints.key, &run_id, after_seq, json).await?);
+        }
+        Command::Sessions { limit } => {
+            let page =
+                call(&client, api(reqwest::Method::GET, "/agent/claude-code/sessions").query(&[("limit", limit)]))
+                    .await?;
+            for session in page["sessions"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<10} {:>3} runs {:>4} turns  ${:<8.4} {:<20} {}",
+                    session["session_id"].as_str().unwrap_or(""),
+                    session["workflow"].as_str().unwrap_or(""),
+                    session["runs"].as_u64().unwrap_or(0),
+                    session["total_turns"].as_u64().unwrap_or(0),
+                    session["total_cost_usd"].as_f64().unwrap_or(0.0),
+                    session["branch"].as_str().unwrap_or(""),
+                    session["last_used_at"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        Command::Resume { session_id, message, max_turns, follow, json } => {
+            let session =
+                call(&client, api(reqwest::Method::GET, &format!("/agent/claude-code/sessions/{session_id}"))).await?;
+            let workflow = session["workflow"].as_str().context("the session names no workflow")?;
+            let mut body = json!({
+                "message": message,
+                "branch": session["branch"],
+                "repository_url": session["repository_url"],
+                "session_id": session_id,
+            });
+            if let Some(n) = max_turns {
+                body["max_turns"] = json!(n);
+            }
+            let request = api(reqwest::Method::POST, &format!("/agent/claude-code/{workflow}/run")).json(&body);
+            let submitted = call(&client, request).await?;
+            let run_id = submitted["run_id"].as_str().context("no run id in the answer")?.to_owned();
+            println!("{run_id}");
+            if follow {
+                let ws = submitted["stream"]["url"].as_str().map(str::to_owned).or(endpoints.ws.clone());
+                let ws = ws.context("the deployment announced no WebSocket URL")?;
+                return finish(stream::follow(&ws, &endpoints.key, &run_id, 0, json).await?);
+            }
         }
         Command::Cancel { run_id } => {
             let run =

@@ -6,6 +6,7 @@ mod owner;
 mod repository;
 mod request;
 mod run;
+mod session;
 mod stream;
 mod validation;
 mod workflow;
@@ -19,6 +20,7 @@ pub use request::{
     ValidRunRequest, validate_idempotency_key,
 };
 pub use run::{CancelOutcome, DiffStats, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError};
+pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};
 pub use stream::{MAX_MESSAGE_BYTES, StreamClaims, StreamMessages, StreamTokens};
 pub use validation::ValidationError;
 pub use workflow::{PermissionMode, Workflow, WorkflowConfig, WorkflowLoadError, WorkflowRegistry};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::Result;
 use crate::claude::CliInvocation;
-use crate::domain::{DiffStats, Frame, KeyHash, Owner, Run, RunId, RunStatus, Workflow};
+use crate::domain::{DiffStats, Frame, KeyHash, Owner, Run, RunId, RunStatus, Session, Workflow};
 
 /// The remembered answer to an `Idempotency-Key`: which run it created, and a fingerprint of
 /// the request so a different request under the same key is refused instead of replayed.
@@ -218,4 +218,16 @@ pub trait AgentProcess: Send {
     async fn wait(&mut self) -> Option<i32>;
     fn stderr_tail(&self) -> String;
     fn process_group(&self) -> Option<i32>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// `false` if the id is taken.
+    async fn create(&self, session: &Session) -> Result<bool>;
+    async fn get(&self, session_id: uuid::Uuid) -> Result<Option<Session>>;
+    /// Replaces the session if its stored version is still `expected_version`.
+    async fn update(&self, session: &Session, expected_version: u64) -> Result<()>;
+    async fn delete(&self, session_id: uuid::Uuid) -> Result<()>;
+    /// The owner's sessions, most recently created first.
+    async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>>;
 }

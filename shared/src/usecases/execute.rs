@@ -11,8 +11,11 @@ use uuid::Uuid;
 
 use super::frames::FrameRecorder;
 use crate::claude::{CliInvocation, CliSummary, SessionMode, encoded_project_dir};
-use crate::domain::{Frame, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError, WorkflowRegistry};
-use crate::ports::{AgentCli, FrameSink, ObjectStore, PublishedChanges, RunStore, Workspace, Workspaces};
+use crate::domain::{
+    DEFAULT_SESSION_TTL_DAYS, Frame, Run, RunError, RunId, RunOutcome, RunStatus, Session, SessionUse, TransitionError,
+    WorkflowRegistry,
+};
+use crate::ports::{AgentCli, FrameSink, ObjectStore, PublishedChanges, RunStore, SessionStore, Workspace, Workspaces};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -29,6 +32,8 @@ pub struct ExecutorSettings {
     pub frame_flush: Duration,
     /// Values never to appear in a frame (the model API key), besides the workspace's own.
     pub secrets: Vec<String>,
+    /// How long a session lives after its last run.
+    pub session_ttl: Duration,
 }
 
 impl Default for ExecutorSettings {
@@ -42,6 +47,7 @@ impl Default for ExecutorSettings {
             stop_grace: Duration::from_secs(5),
             frame_flush: Duration::from_millis(100),
             secrets: Vec::new(),
+            session_ttl: Duration::from_secs(DEFAULT_SESSION_TTL_DAYS as u64 * 86_400),
         }
     }
 }
@@ -61,6 +67,7 @@ pub struct RunExecutor {
     workspaces: Arc<dyn Workspaces>,
     cli: Arc<dyn AgentCli>,
     objects: Arc<dyn ObjectStore>,
+    sessions: Arc<dyn SessionStore>,
     sinks: Vec<Arc<dyn FrameSink>>,
     settings: ExecutorSettings,
 }
@@ -89,10 +96,11 @@ impl RunExecutor {
         workspaces: Arc<dyn Workspaces>,
         cli: Arc<dyn AgentCli>,
         objects: Arc<dyn ObjectStore>,
+        sessions: Arc<dyn SessionStore>,
         sinks: Vec<Arc<dyn FrameSink>>,
         settings: ExecutorSettings,
     ) -> Self {
-        Self { store, workflows, workspaces, cli, objects, sinks, settings }
+        Self { store, workflows, workspaces, cli, objects, sessions, sinks, settings }
     }
 
     pub async fn execute(&self, run_id: RunId) -> Result<Delivery> {
@@ -242,13 +250,24 @@ impl RunExecutor {
         mut stop: watch::Receiver<Stop>,
         started: tokio::time::Instant,
     ) -> Result<()> {
+        // A run with a session continues it when it has a transcript, or starts it under the
+        // id reserved up front; a run without one starts a new session of its own.
         let session = match run.session_id {
-            Some(id) => match self.restore_transcript(id, run, workspace).await {
-                Ok(()) => SessionMode::Resume(id),
-                Err(Error::RunFailed(error)) => {
+            Some(id) => match self.sessions.get(id).await? {
+                Some(existing) if existing.has_transcript() => {
+                    match self.restore_transcript(&existing, workspace).await {
+                        Ok(cli_id) => SessionMode::Resume(cli_id),
+                        Err(Error::RunFailed(error)) => {
+                            return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+                Some(_) => SessionMode::New(id),
+                None => {
+                    let error = RunError::new("unknown_session", format!("session {id} no longer exists"));
                     return self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await;
                 }
-                Err(other) => return Err(other),
             },
             None => SessionMode::New(Uuid::new_v4()),
         };
@@ -259,8 +278,8 @@ impl RunExecutor {
             Stop::Cancel => return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await,
         }
         let new_session = match session {
-            SessionMode::New(id) => Some(id),
-            SessionMode::Resume(_) => None,
+            SessionMode::New(id) if run.session_id.is_none() => Some(id),
+            _ => None,
         };
         // The caller learns the session id as soon as the CLI starts; the lease is renewed in the
         // same write, since this put replaces the whole item.
@@ -363,7 +382,7 @@ impl RunExecutor {
                 }
             }
         }
-        self.keep_artifacts(run, outcome.session_id, workspace).await;
+        self.keep_artifacts(run, &outcome, workspace).await;
         tracing::info!(run_id = %run.run_id, status = %outcome.status, frames = seq, "run finished");
         self.save(run, |r| {
             r.finish(outcome.clone(), Utc::now())?;
@@ -406,7 +425,7 @@ impl RunExecutor {
 
     /// Workspace archive and session transcript to S3. Best effort: a failure here is logged and
     /// does not change the run's outcome.
-    async fn keep_artifacts(&self, run: &Run, session_id: Option<Uuid>, workspace: &Workspace) {
+    async fn keep_artifacts(&self, run: &Run, outcome: &RunOutcome, workspace: &Workspace) {
         let run_id = run.run_id;
         match self.workspaces.archive(workspace).await {
             Ok(path) => {
@@ -417,65 +436,109 @@ impl RunExecutor {
             }
             Err(err) => tracing::error!(%run_id, error = %err, "archiving the workspace failed"),
         }
-        let Some(session_id) = session_id else { return };
-        // Who may resume it: only runs of the same owner restore this transcript.
-        let owner_key = format!("sessions/{session_id}/owner");
-        if let Err(err) = self.objects.put(&owner_key, run.owner.as_str().as_bytes().to_vec(), "text/plain").await {
-            tracing::error!(%run_id, error = %err, "recording the session owner failed");
-        }
+        let (Some(lineage), Some(cli_session)) = (run.session_id, outcome.session_id) else { return };
+        let prefix = format!("sessions/{lineage}/");
         let project = encoded_project_dir(&workspace.config_dir, &workspace.work_dir);
-        let transcript = project.join(format!("{session_id}.jsonl"));
-        let mut uploads = vec![(transcript, format!("sessions/{session_id}/transcript.jsonl"))];
-        let folder = project.join(session_id.to_string());
+        let transcript = project.join(format!("{cli_session}.jsonl"));
+        let mut uploads = vec![(transcript, format!("{prefix}transcript.jsonl"))];
+        let folder = project.join(cli_session.to_string());
         for file in files_under(&folder) {
             if let Ok(relative) = file.strip_prefix(&folder) {
-                uploads.push((file.clone(), format!("sessions/{session_id}/files/{}", relative.display())));
+                uploads.push((file.clone(), format!("{prefix}files/{}", relative.display())));
             }
         }
+        let mut kept = true;
         for (path, key) in uploads {
             if !path.exists() {
                 tracing::warn!(%run_id, path = %path.display(), "transcript file not found");
+                kept = false;
                 continue;
             }
             if let Err(err) = self.objects.put_file(&key, &path, "application/octet-stream").await {
                 tracing::error!(%run_id, %key, error = %err, "uploading the transcript failed");
+                kept = false;
             }
+        }
+        let usage: serde_json::Value =
+            outcome.usage_json.as_deref().and_then(|u| serde_json::from_str(u).ok()).unwrap_or_default();
+        let used = SessionUse {
+            run_id: Some(run_id),
+            cli_session_id: Some(cli_session),
+            transcript_prefix: kept.then_some(prefix),
+            turns: outcome.num_turns.unwrap_or(0) as u64,
+            cost_usd: outcome.cost_usd.unwrap_or(0.0),
+            input_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
+            output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
+        };
+        if let Err(err) = self.record_session_use(run, lineage, &used).await {
+            tracing::error!(%run_id, error = %err, "recording the session failed");
         }
     }
 
-    /// Puts a session's transcript where the CLI looks for it: under *this* run's config dir and
-    /// *this* workspace's encoded cwd.
-    async fn restore_transcript(&self, session_id: Uuid, run: &Run, workspace: &Workspace) -> Result<()> {
-        let owner = self.objects.get(&format!("sessions/{session_id}/owner")).await?;
-        if owner.as_deref() != Some(run.owner.as_str().as_bytes()) {
-            // Another owner's session looks exactly like a missing one.
-            return Err(Error::run_failed(
-                "transcript_missing",
-                format!("the transcript of session {session_id} is not in the artifact store"),
-            ));
+    /// Adds the run to its session (creating the session for a run that started one).
+    async fn record_session_use(&self, run: &Run, lineage: Uuid, used: &SessionUse) -> Result<()> {
+        let ttl = chrono::Duration::from_std(self.settings.session_ttl).unwrap_or(chrono::Duration::days(30));
+        for _ in 0..5 {
+            let now = Utc::now();
+            match self.sessions.get(lineage).await? {
+                Some(mut session) => {
+                    let expected = session.version;
+                    session.record(used, now, ttl);
+                    match self.sessions.update(&session, expected).await {
+                        Err(Error::Conflict) => continue,
+                        other => return other,
+                    }
+                }
+                None => {
+                    let mut session = Session::reserve(
+                        lineage,
+                        run.owner.clone(),
+                        &run.workflow,
+                        &run.repository_url,
+                        &run.branch,
+                        now,
+                        ttl,
+                    );
+                    session.record(used, now, ttl);
+                    if self.sessions.create(&session).await? {
+                        return Ok(());
+                    }
+                }
+            }
         }
+        Err(Error::Conflict)
+    }
+
+    /// Puts a session's transcript where the CLI looks for it: under *this* run's config dir and
+    /// *this* workspace's encoded cwd. Returns the id to `--resume`.
+    async fn restore_transcript(&self, session: &Session, workspace: &Workspace) -> Result<Uuid> {
+        let cli_id = session.cli_session_id.unwrap_or(session.session_id);
+        let prefix = session.transcript_prefix.clone().unwrap_or_default();
         let project = encoded_project_dir(&workspace.config_dir, &workspace.work_dir);
         tokio::fs::create_dir_all(&project).await.map_err(|e| Error::dependency("create the project dir", e))?;
-        let prefix = format!("sessions/{session_id}/");
-        let key = format!("{prefix}transcript.jsonl");
-        if !self.objects.get_file(&key, &project.join(format!("{session_id}.jsonl"))).await? {
+        if !self
+            .objects
+            .get_file(&format!("{prefix}transcript.jsonl"), &project.join(format!("{cli_id}.jsonl")))
+            .await?
+        {
             return Err(Error::run_failed(
                 "transcript_missing",
-                format!("the transcript of session {session_id} is not in the artifact store"),
+                format!("the transcript of session {} is no longer in the artifact store", session.session_id),
             ));
         }
-        for object in self.objects.list(&format!("{prefix}files/")).await? {
-            let relative = &object[prefix.len() + "files/".len()..];
+        let files = format!("{prefix}files/");
+        for object in self.objects.list(&files).await? {
+            let relative = &object[files.len()..];
             if relative.split('/').any(|part| part == ".." || part.is_empty()) {
                 continue;
             }
-            let target = project.join(session_id.to_string()).join(relative);
+            let target = project.join(cli_id.to_string()).join(relative);
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(|e| Error::dependency("restore session files", e))?;
             }
             self.objects.get_file(&object, &target).await?;
         }
-        Ok(())
+        Ok(cli_id)
     }
 }
 

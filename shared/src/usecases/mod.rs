@@ -4,10 +4,12 @@ mod execute;
 mod fanout;
 mod frames;
 mod runs;
+mod sessions;
 mod stream;
 
 pub use execute::{Delivery, ExecutorSettings, RunExecutor};
 pub use fanout::WebSocketFanout;
 pub use frames::{FrameRecorder, RecorderReport};
 pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunService, Submitted};
+pub use sessions::{HistoryMessage, MAX_HISTORY_PAGE, ReserveSession, SessionService, parse_transcript};
 pub use stream::{Credentials, StreamService};

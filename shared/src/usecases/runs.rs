@@ -5,11 +5,12 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::domain::SessionRefusal;
 use crate::domain::{
     CancelOutcome, IntakeLimits, Owner, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus, ValidRunRequest,
     ValidationError, WorkflowRegistry, validate_idempotency_key,
 };
-use crate::ports::{IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore};
+use crate::ports::{IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore, SessionStore};
 use crate::{Error, Result};
 
 /// How long an `Idempotency-Key` is remembered.
@@ -21,6 +22,7 @@ const CANCEL_ATTEMPTS: usize = 3;
 
 pub struct RunService {
     store: Arc<dyn RunStore>,
+    sessions: Arc<dyn SessionStore>,
     queue: Arc<dyn RunQueue>,
     workflows: Arc<WorkflowRegistry>,
     limits: IntakeLimits,
@@ -47,12 +49,13 @@ pub struct ListQuery {
 impl RunService {
     pub fn new(
         store: Arc<dyn RunStore>,
+        sessions: Arc<dyn SessionStore>,
         queue: Arc<dyn RunQueue>,
         workflows: Arc<WorkflowRegistry>,
         limits: IntakeLimits,
         repositories: RepositoryPolicy,
     ) -> Self {
-        Self { store, queue, workflows, limits, repositories }
+        Self { store, sessions, queue, workflows, limits, repositories }
     }
 
     pub fn knows_workflow(&self, name: &str) -> bool {
@@ -77,6 +80,17 @@ impl RunService {
             validate_idempotency_key(key)?;
         }
         let valid = request.validate(workflow, &self.limits, &self.repositories)?;
+        // A session is checked now, so a bad one is a 4xx here, never a run that fails later.
+        if let Some(id) = valid.session_id {
+            let session =
+                self.sessions.get(id).await?.ok_or_else(|| Error::UnknownSession(id.to_string(), "not found"))?;
+            session.admits(owner, &valid.workflow, &valid.repository_url, Utc::now()).map_err(
+                |refusal| match refusal {
+                    SessionRefusal::Unknown(why) => Error::UnknownSession(id.to_string(), why),
+                    SessionRefusal::Conflict(why) => Error::SessionConflict(why),
+                },
+            )?;
+        }
         let fingerprint = fingerprint(&valid);
         let now = Utc::now();
         let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);

@@ -1,0 +1,195 @@
+//! The sessions API: reserve an id, list, read (with the conversation), expire.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{BranchName, Owner, RepositoryPolicy, Session, ValidationError, WorkflowRegistry};
+use crate::ports::{ObjectStore, Page, SessionStore};
+use crate::{Error, Result};
+
+pub const MAX_HISTORY_PAGE: usize = 200;
+
+/// `POST /agent/claude-code/sessions`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveSession {
+    pub workflow: String,
+    pub branch: String,
+    #[serde(default)]
+    pub repository_url: Option<String>,
+    /// A caller-chosen id for the conversation; one is generated otherwise.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// One message of a conversation, as the transcript holds it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HistoryMessage {
+    pub index: usize,
+    pub role: String,
+    pub timestamp: Option<String>,
+    pub text: String,
+    pub tool_calls: Vec<serde_json::Value>,
+    pub tool_results: Vec<serde_json::Value>,
+    pub usage: Option<serde_json::Value>,
+}
+
+pub struct SessionService {
+    sessions: Arc<dyn SessionStore>,
+    objects: Arc<dyn ObjectStore>,
+    workflows: Arc<WorkflowRegistry>,
+    repositories: RepositoryPolicy,
+    ttl: Duration,
+}
+
+impl SessionService {
+    pub fn new(
+        sessions: Arc<dyn SessionStore>,
+        objects: Arc<dyn ObjectStore>,
+        workflows: Arc<WorkflowRegistry>,
+        repositories: RepositoryPolicy,
+        ttl: Duration,
+    ) -> Self {
+        Self { sessions, objects, workflows, repositories, ttl }
+    }
+
+    pub async fn reserve(&self, owner: &Owner, request: ReserveSession) -> Result<Session> {
+        if self.workflows.get(&request.workflow).is_none() {
+            return Err(Error::UnknownWorkflow(request.workflow));
+        }
+        let branch = BranchName::parse(&request.branch)?;
+        let repository = self.repositories.resolve(request.repository_url.as_deref())?;
+        let id = match request.session_id {
+            Some(raw) => Uuid::parse_str(&raw).map_err(|_| ValidationError::InvalidSessionId)?,
+            None => Uuid::now_v7(),
+        };
+        let session =
+            Session::reserve(id, owner.clone(), &request.workflow, &repository, branch.as_str(), Utc::now(), self.ttl);
+        if !self.sessions.create(&session).await? {
+            return Err(Error::SessionConflict(format!("session id {id} is already taken")));
+        }
+        Ok(session)
+    }
+
+    /// The owner's live session; anything else is unknown.
+    pub async fn get(&self, owner: &Owner, id: &str) -> Result<Session> {
+        let parsed = Uuid::parse_str(id).map_err(|_| ValidationError::InvalidSessionId)?;
+        match self.sessions.get(parsed).await? {
+            Some(s) if &s.owner == owner && !s.is_expired(Utc::now()) => Ok(s),
+            _ => Err(Error::UnknownSession(id.to_owned(), "not found")),
+        }
+    }
+
+    pub async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>> {
+        let mut page = self.sessions.list(owner, limit, cursor).await?;
+        let now = Utc::now();
+        page.items.retain(|s| !s.is_expired(now));
+        Ok(page)
+    }
+
+    /// The conversation from the stored transcript, `limit` messages from `offset`.
+    pub async fn history(
+        &self,
+        owner: &Owner,
+        id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<HistoryMessage>, Option<usize>)> {
+        let session = self.get(owner, id).await?;
+        let Some(prefix) = &session.transcript_prefix else { return Ok((Vec::new(), None)) };
+        let text = self
+            .objects
+            .get(&format!("{prefix}transcript.jsonl"))
+            .await?
+            .ok_or_else(|| Error::UnknownSession(id.to_owned(), "has lost its transcript"))?;
+        let messages = parse_transcript(&String::from_utf8_lossy(&text));
+        let limit = limit.clamp(1, MAX_HISTORY_PAGE);
+        let page: Vec<HistoryMessage> = messages.iter().skip(offset).take(limit).cloned().collect();
+        let next = (offset + page.len() < messages.len()).then_some(offset + page.len());
+        Ok((page, next))
+    }
+
+    /// Expires the session now: its objects go, then its record.
+    pub async fn delete(&self, owner: &Owner, id: &str) -> Result<()> {
+        let session = self.get(owner, id).await?;
+        self.remove(&session).await
+    }
+
+    /// Deletes a session's objects and record (also the janitor's job for expired ones).
+    pub async fn remove(&self, session: &Session) -> Result<()> {
+        for key in self.objects.list(&format!("sessions/{}/", session.session_id)).await? {
+            self.objects.delete(&key).await?;
+        }
+        self.sessions.delete(session.session_id).await
+    }
+}
+
+/// User and assistant messages of a CLI transcript (`.jsonl`), in order.
+pub fn parse_transcript(text: &str) -> Vec<HistoryMessage> {
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let role = match entry["type"].as_str() {
+            Some(role @ ("user" | "assistant")) => role.to_owned(),
+            _ => continue,
+        };
+        let message = &entry["message"];
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        let mut tool_results = Vec::new();
+        match &message["content"] {
+            serde_json::Value::String(s) => text.push_str(s),
+            serde_json::Value::Array(blocks) => {
+                for block in blocks {
+                    match block["type"].as_str() {
+                        Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
+                        Some("tool_use") => tool_calls.push(serde_json::json!({
+                            "id": block["id"], "name": block["name"], "input": block["input"]})),
+                        Some("tool_result") => tool_results.push(serde_json::json!({
+                            "tool_use_id": block["tool_use_id"], "content": block["content"],
+                            "is_error": block["is_error"].as_bool().unwrap_or(false)})),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        let usage = message.get("usage").cloned().filter(|u| !u.is_null());
+        messages.push(HistoryMessage {
+            index: messages.len(),
+            role,
+            timestamp: entry["timestamp"].as_str().map(str::to_owned),
+            text,
+            tool_calls,
+            tool_results,
+            usage,
+        });
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcripts_become_ordered_messages_with_tools_and_usage() {
+        let lines = [
+            r#"{"type":"queue-operation","operation":"enqueue"}"#,
+            r#"{"type":"user","timestamp":"t1","message":{"role":"user","content":"Write a file"}}"#,
+            r#"{"type":"assistant","timestamp":"t2","message":{"role":"assistant","content":[{"type":"text","text":"OK. "},{"type":"tool_use","id":"t","name":"Write","input":{"file_path":"a"}}],"usage":{"input_tokens":5}}}"#,
+            r#"{"type":"user","timestamp":"t3","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"done"}]}}"#,
+            "not json",
+        ];
+        let messages = parse_transcript(&lines.join("\n"));
+        assert_eq!(messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant", "user"]);
+        assert_eq!(messages[0].text, "Write a file");
+        assert_eq!(messages[1].tool_calls[0]["name"], "Write");
+        assert_eq!(messages[1].usage.as_ref().unwrap()["input_tokens"], 5);
+        assert_eq!(messages[2].tool_results[0]["content"], "done");
+        assert_eq!(messages[2].index, 2);
+    }
+}

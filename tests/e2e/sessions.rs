@@ -1,0 +1,196 @@
+//! Sessions with the real CLI: resume on a fresh workspace and config dir, history, validation.
+
+use std::time::Duration;
+
+use e2e::RunnerFixture;
+use local::model::Turn;
+use serde_json::{Value, json};
+use shared::adapters::{S3ObjectStore, aws};
+use shared::ports::ObjectStore;
+
+/// Every user message text the model server was sent in its last agent-loop request.
+fn last_conversation(f: &RunnerFixture) -> String {
+    let requests = f.model.requests();
+    let last = requests.iter().rev().find(|r| r["tools"].as_array().is_some_and(|t| !t.is_empty())).expect("a request");
+    last["messages"].to_string()
+}
+
+async fn run_in_session(f: &RunnerFixture, session: Option<&str>, message: &str) -> Value {
+    let mut body = json!({"message": message, "branch": "main"});
+    if let Some(s) = session {
+        body["session_id"] = json!(s);
+    }
+    let run_id = f.submit("implement", body).await;
+    f.wait_until_finished(&run_id).await
+}
+
+#[tokio::test]
+async fn a_second_run_continues_the_first_runs_conversation() {
+    let turns = vec![Turn::write("a.txt", "alpha"), Turn::text("first done"), Turn::text("second done")];
+    let f = RunnerFixture::start(turns, &[], true).await;
+    let first = run_in_session(&f, None, "Create a.txt with alpha").await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let session = first["session_id"].as_str().unwrap().to_owned();
+
+    let second = run_in_session(&f, Some(&session), "What did you write?").await;
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(second["session_id"], session.as_str());
+    let conversation = last_conversation(&f);
+    assert!(conversation.contains("Create a.txt with alpha"), "the model sees the earlier messages: {conversation}");
+    assert!(conversation.contains("What did you write?"));
+
+    let (status, view) = f.t.get_json(&format!("/agent/claude-code/sessions/{session}"), f.t.key()).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["runs"], 2);
+    assert_eq!(view["run_ids"], json!([first["run_id"], second["run_id"]]));
+    assert_eq!(view["resumable"], true);
+    assert_eq!(view["total_turns"], first["num_turns"].as_u64().unwrap() + second["num_turns"].as_u64().unwrap());
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_resumptions_in_a_row_all_succeed_and_the_history_lists_every_turn() {
+    let f = RunnerFixture::start(vec![], &[], true).await;
+    let first = run_in_session(&f, None, "turn 0").await;
+    let session = first["session_id"].as_str().unwrap().to_owned();
+    let mut completed = 1;
+    for i in 1..=20 {
+        let run = run_in_session(&f, Some(&session), &format!("turn {i}")).await;
+        assert_eq!(run["status"], "completed", "resumption {i}: {run}");
+        completed += 1;
+    }
+    assert_eq!(completed, 21);
+    let mut texts = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (status, page) =
+            f.t.get_json(&format!("/agent/claude-code/sessions/{session}/history?offset={offset}&limit=10"), f.t.key())
+                .await;
+        assert_eq!(status, 200, "{page}");
+        for m in page["messages"].as_array().unwrap() {
+            if m["role"] == "user" && m["text"].as_str().is_some_and(|t| t.starts_with("turn ")) {
+                texts.push(m["text"].as_str().unwrap().to_owned());
+            }
+        }
+        match page["next_offset"].as_u64() {
+            Some(next) => offset = next as usize,
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..=20).map(|i| format!("turn {i}")).collect();
+    assert_eq!(texts, expected, "every turn, in order");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn two_submits_on_one_session_run_one_after_the_other() {
+    let slow = |text: &str| Turn::Delayed(Duration::from_secs(2), Box::new(Turn::text(text)));
+    let f = RunnerFixture::start(vec![Turn::text("start"), slow("one"), slow("two")], &[], true).await;
+    let first = run_in_session(&f, None, "start").await;
+    let session = first["session_id"].as_str().unwrap().to_owned();
+    let a = f.submit("implement", json!({"message": "one", "branch": "main", "session_id": session})).await;
+    let b = f.submit("implement", json!({"message": "two", "branch": "main", "session_id": session})).await;
+    let (ra, rb) = (f.wait_until_finished(&a).await, f.wait_until_finished(&b).await);
+    assert_eq!((ra["status"].as_str(), rb["status"].as_str()), (Some("completed"), Some("completed")));
+    let finished_a: chrono::DateTime<chrono::Utc> = ra["finished_at"].as_str().unwrap().parse().unwrap();
+    let started_b: chrono::DateTime<chrono::Utc> = rb["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(started_b >= finished_a, "the second starts only after the first ends: {finished_a} vs {started_b}");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn bad_sessions_are_refused_at_submit_and_a_lost_transcript_fails_clearly() {
+    let f = RunnerFixture::start(vec![], &[], true).await;
+    let submit = |session: String, workflow: &'static str| {
+        let t = &f.t;
+        async move {
+            let response = t.submit(workflow, json!({"message": "m", "branch": "main", "session_id": session})).await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap()["error"]["code"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    assert_eq!(submit(uuid::Uuid::new_v4().to_string(), "implement").await, (404, "unknown_session".into()));
+
+    let first = run_in_session(&f, None, "hello").await;
+    let session = first["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(submit(session.clone(), "review").await, (409, "session_conflict".into()), "another workflow");
+
+    // Another key's session is indistinguishable from an unknown one.
+    let stranger = f.t.stack.issue_key("team-b").await.unwrap();
+    let response =
+        f.t.http
+            .post(f.t.url("/agent/claude-code/implement/run"))
+            .header("x-api-key", &stranger)
+            .json(&json!({"message": "m", "branch": "main", "session_id": session}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let (status, _) = f.t.get_json(&format!("/agent/claude-code/sessions/{session}"), &stranger).await;
+    assert_eq!(status, 404);
+
+    // Expired: past its expiry, the session is gone for submit and read alike.
+    let sessions = shared::adapters::DynamoSessionStore::new(
+        aws_sdk_dynamodb::Client::new(&f.t.stack.sdk),
+        &f.t.stack.settings.sessions_table,
+    );
+    use shared::ports::SessionStore as _;
+    let id: uuid::Uuid = session.parse().unwrap();
+    let mut stored = sessions.get(id).await.unwrap().unwrap();
+    let expected = stored.version;
+    stored.expires_at = chrono::Utc::now() - chrono::Duration::minutes(1);
+    stored.version += 1;
+    sessions.update(&stored, expected).await.unwrap();
+    assert_eq!(submit(session.clone(), "implement").await, (404, "unknown_session".into()), "expired");
+
+    // A transcript that went missing: the run fails with its own code, not the CLI's message.
+    let fresh = run_in_session(&f, None, "again").await;
+    let fresh_session = fresh["session_id"].as_str().unwrap().to_owned();
+    let objects = S3ObjectStore::new(aws::s3(&f.t.stack.sdk), &f.t.stack.settings.artifacts_bucket);
+    for key in objects.list(&format!("sessions/{fresh_session}/")).await.unwrap() {
+        objects.delete(&key).await.unwrap();
+    }
+    let lost = run_in_session(&f, Some(&fresh_session), "do you remember?").await;
+    assert_eq!((lost["status"].as_str(), lost["error"]["code"].as_str()), (Some("failed"), Some("transcript_missing")));
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_reserved_session_id_names_the_first_run_and_delete_expires_it() {
+    let f = RunnerFixture::start(vec![], &[], true).await;
+    let chosen = uuid::Uuid::new_v4().to_string();
+    let response =
+        f.t.http
+            .post(f.t.url("/agent/claude-code/sessions"))
+            .header("x-api-key", f.t.key())
+            .json(&json!({"workflow": "implement", "branch": "main", "session_id": chosen}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let reserved: Value = response.json().await.unwrap();
+    assert_eq!(
+        (reserved["session_id"].as_str(), reserved["resumable"].as_bool()),
+        (Some(chosen.as_str()), Some(false))
+    );
+
+    let run = run_in_session(&f, Some(&chosen), "first words").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["session_id"], chosen.as_str(), "the CLI ran under the id chosen up front");
+    let (_, list) = f.t.get_json("/agent/claude-code/sessions", f.t.key()).await;
+    assert!(list["sessions"].as_array().unwrap().iter().any(|s| s["session_id"] == chosen.as_str()));
+
+    let deleted =
+        f.t.http
+            .delete(f.t.url(&format!("/agent/claude-code/sessions/{chosen}")))
+            .header("x-api-key", f.t.key())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let (status, _) = f.t.get_json(&format!("/agent/claude-code/sessions/{chosen}"), f.t.key()).await;
+    assert_eq!(status, 404);
+    let objects = S3ObjectStore::new(aws::s3(&f.t.stack.sdk), &f.t.stack.settings.artifacts_bucket);
+    assert!(objects.list(&format!("sessions/{chosen}/")).await.unwrap().is_empty(), "its objects are gone");
+    f.stop().await;
+}
