@@ -1,4 +1,5 @@
--- Claude sessions, mirrored from DynamoDB by the projector (the sessions issue fills them).
+-- Claude sessions, mirrored from DynamoDB by the projector. A session removed there (deleted,
+-- expired) is removed here too.
 CREATE TABLE claude_cli_sessions (
     session_id      uuid PRIMARY KEY,
     owner           text             NOT NULL,
@@ -7,6 +8,7 @@ CREATE TABLE claude_cli_sessions (
     branch          text             NOT NULL,
     run_ids         uuid[]           NOT NULL DEFAULT '{}',
     transcript_key  text,
+    cli_session_id  uuid,
     total_turns     integer          NOT NULL DEFAULT 0,
     total_cost_usd  double precision NOT NULL DEFAULT 0,
     input_tokens    bigint           NOT NULL DEFAULT 0,

@@ -100,7 +100,18 @@ async fn a_submitted_run_is_recorded_in_dynamodb_queued_in_sqs_and_projected_to_
 #[tokio::test]
 async fn runs_of_one_session_share_a_message_group() {
     let t = TestStack::start().await;
-    let session = uuid::Uuid::new_v4().to_string();
+    let reserved: Value = t
+        .http
+        .post(t.url("/agent/claude-code/sessions"))
+        .header("x-api-key", t.key())
+        .json(&json!({"workflow": "fix", "branch": "feature/version"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = reserved["session_id"].as_str().unwrap().to_owned();
     for _ in 0..2 {
         let mut body = run_body();
         body["session_id"] = json!(session);

@@ -194,3 +194,36 @@ async fn a_reserved_session_id_names_the_first_run_and_delete_expires_it() {
     assert!(objects.list(&format!("sessions/{chosen}/")).await.unwrap().is_empty(), "its objects are gone");
     f.stop().await;
 }
+
+#[tokio::test]
+async fn sessions_reach_postgres_through_the_projector_and_leave_with_their_deletion() {
+    let f = RunnerFixture::start(vec![], &[], true).await;
+    let run = run_in_session(&f, None, "hello").await;
+    let session: uuid::Uuid = run["session_id"].as_str().unwrap().parse().unwrap();
+    let row = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (i32, i32)>("SELECT run_count, total_turns FROM claude_cli_sessions WHERE session_id = $1")
+            .bind(session)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    };
+    let projected = e2e::TestStack::eventually(Duration::from_secs(15), || async {
+        row(f.t.stack.pool.clone()).await.filter(|r| r.0 == 1)
+    })
+    .await;
+    assert_eq!(projected.map(|r| r.1 as u64), run["num_turns"].as_u64());
+    let deleted =
+        f.t.http
+            .delete(f.t.url(&format!("/agent/claude-code/sessions/{session}")))
+            .header("x-api-key", f.t.key())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let gone = e2e::TestStack::eventually(Duration::from_secs(15), || async {
+        row(f.t.stack.pool.clone()).await.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the row follows the session out");
+    f.stop().await;
+}

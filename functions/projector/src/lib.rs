@@ -1,4 +1,5 @@
-//! The projector function: DynamoDB Streams records of the runs table → Postgres `claude_cli_runs`.
+//! The projector function: DynamoDB Streams records of the runs and sessions tables → Postgres
+//! `claude_cli_runs` and `claude_cli_sessions`.
 //!
 //! Records of one shard arrive in order; the first record that cannot be applied is reported as
 //! the batch's failure so Lambda retries from there (ReportBatchItemFailures), and nothing after
@@ -6,7 +7,7 @@
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use shared::domain::Run;
+use shared::domain::{Run, Session};
 use shared::ports::RunProjection;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,15 +31,20 @@ pub async fn handle(
     let mut response = DynamoDbEventResponse::default();
     let mut report = BatchReport::default();
     for record in event.records {
-        let Some(run) = decode(&record) else {
+        let Some(change) = decode(&record) else {
             report.skipped += 1;
             continue;
         };
-        match projection.apply(&run).await {
+        let applied = match &change {
+            Change::Run(run) => projection.apply(run).await,
+            Change::Session(session) => projection.apply_session(session).await,
+            Change::SessionRemoved(id) => projection.remove_session(*id).await,
+        };
+        match applied {
             Ok(true) => report.applied += 1,
             Ok(false) => report.unchanged += 1,
             Err(err) => {
-                tracing::error!(run_id = %run.run_id, version = run.version, error = %err, "projection failed");
+                tracing::error!(event_id = %record.event_id, error = %err, "projection failed");
                 let sequence = record
                     .change
                     .sequence_number
@@ -55,16 +61,39 @@ pub async fn handle(
     Ok((response, report))
 }
 
-/// The run in the record's new image. Removals (TTL) keep their history in Postgres; an image
-/// that is not a run is logged and skipped rather than blocking the shard forever.
-fn decode(record: &EventRecord) -> Option<Run> {
-    if record.event_name == "REMOVE" {
+enum Change {
+    Run(Run),
+    Session(Session),
+    SessionRemoved(uuid::Uuid),
+}
+
+/// What the record changed, told apart by its key. Removed runs keep their history in Postgres;
+/// removed sessions (deleted, expired) go. An image that is neither is logged and skipped rather
+/// than blocking the shard forever.
+fn decode(record: &EventRecord) -> Option<Change> {
+    let key: serde_json::Value = serde_dynamo::from_item(record.change.keys.clone()).unwrap_or_default();
+    let removed = record.event_name == "REMOVE";
+    let decoded = if key.get("session_id").is_some() {
+        if removed {
+            key["session_id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .map(Change::SessionRemoved)
+                .ok_or("bad session key".to_owned())
+        } else {
+            serde_dynamo::from_item::<_, Session>(record.change.new_image.clone())
+                .map(Change::Session)
+                .map_err(|e| e.to_string())
+        }
+    } else if removed {
         return None;
-    }
-    match serde_dynamo::from_item::<_, Run>(record.change.new_image.clone()) {
-        Ok(run) => Some(run),
+    } else {
+        serde_dynamo::from_item::<_, Run>(record.change.new_image.clone()).map(Change::Run).map_err(|e| e.to_string())
+    };
+    match decoded {
+        Ok(change) => Some(change),
         Err(err) => {
-            tracing::error!(event_id = %record.event_id, error = %err, "stream image is not a run; skipped");
+            tracing::error!(event_id = %record.event_id, error = %err, "stream image is neither a run nor a session; skipped");
             None
         }
     }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::domain::{Frame, FrameData, Run, RunId};
+use crate::domain::{Frame, FrameData, Run, RunId, Session};
 use crate::ports::{FrameHistory, FrameSink, RunProjection};
 use crate::{Error, Result};
 
@@ -104,6 +104,62 @@ impl RunProjection for PgRunProjection {
         .execute(&self.pool)
         .await
         .map_err(|e| Error::dependency("postgres upsert run", e))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn apply_session(&self, session: &Session) -> Result<bool> {
+        let run_ids: Vec<uuid::Uuid> = session.run_ids.iter().map(|r| r.as_uuid()).collect();
+        let result = sqlx::query(
+            r#"
+            INSERT INTO claude_cli_sessions (
+                session_id, owner, workflow, repository_url, branch, run_ids, transcript_key, cli_session_id,
+                total_turns, total_cost_usd, input_tokens, output_tokens, run_count, version,
+                created_at, last_used_at, expires_at
+            ) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
+            ON CONFLICT (session_id) DO UPDATE SET
+                run_ids = EXCLUDED.run_ids,
+                transcript_key = EXCLUDED.transcript_key,
+                cli_session_id = EXCLUDED.cli_session_id,
+                total_turns = EXCLUDED.total_turns,
+                total_cost_usd = EXCLUDED.total_cost_usd,
+                input_tokens = EXCLUDED.input_tokens,
+                output_tokens = EXCLUDED.output_tokens,
+                run_count = EXCLUDED.run_count,
+                version = EXCLUDED.version,
+                last_used_at = EXCLUDED.last_used_at,
+                expires_at = EXCLUDED.expires_at
+            WHERE claude_cli_sessions.version < EXCLUDED.version
+            "#,
+        )
+        .bind(session.session_id)
+        .bind(session.owner.as_str())
+        .bind(&session.workflow)
+        .bind(&session.repository_url)
+        .bind(&session.branch)
+        .bind(&run_ids)
+        .bind(session.transcript_prefix.as_deref())
+        .bind(session.cli_session_id)
+        .bind(session.total_turns as i32)
+        .bind(session.total_cost_usd)
+        .bind(session.input_tokens as i64)
+        .bind(session.output_tokens as i64)
+        .bind(session.run_ids.len() as i32)
+        .bind(session.version as i64)
+        .bind(session.created_at)
+        .bind(session.last_used_at)
+        .bind(session.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::dependency("postgres upsert session", e))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn remove_session(&self, session_id: uuid::Uuid) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM claude_cli_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::dependency("postgres delete session", e))?;
         Ok(result.rows_affected() > 0)
     }
 }

@@ -92,12 +92,16 @@ pub trait ObjectStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 }
 
-/// Postgres' read model of runs, fed by the projector.
+/// Postgres' read model of runs and sessions, fed by the projector.
 #[async_trait]
 pub trait RunProjection: Send + Sync {
     /// Applies this version of the run unless a newer (or the same) one is already there.
     /// Returns whether anything changed.
     async fn apply(&self, run: &Run) -> Result<bool>;
+    /// The same for a session.
+    async fn apply_session(&self, session: &Session) -> Result<bool>;
+    /// A session removed from the store (deleted or expired).
+    async fn remove_session(&self, session_id: uuid::Uuid) -> Result<bool>;
 }
 
 /// Where frames go as they are produced (Postgres, WebSocket fan-out, …). Called with batches in
