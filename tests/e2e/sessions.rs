@@ -227,3 +227,55 @@ async fn sessions_reach_postgres_through_the_projector_and_leave_with_their_dele
     assert!(gone.is_some(), "the row follows the session out");
     f.stop().await;
 }
+
+#[tokio::test]
+async fn the_janitor_removes_expired_sessions_lost_runs_and_orphans_and_leaves_the_rest() {
+    use shared::ports::{RunStore as _, SessionStore as _};
+    let f = RunnerFixture::start(vec![], &[], true).await;
+    let expired = run_in_session(&f, None, "old conversation").await;
+    let live = run_in_session(&f, None, "live conversation").await;
+    let (expired_id, live_id): (uuid::Uuid, uuid::Uuid) = (
+        expired["session_id"].as_str().unwrap().parse().unwrap(),
+        live["session_id"].as_str().unwrap().parse().unwrap(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::new(&f.t.stack.sdk);
+    let sessions = shared::adapters::DynamoSessionStore::new(dynamodb.clone(), &f.t.stack.settings.sessions_table);
+    let mut old = sessions.get(expired_id).await.unwrap().unwrap();
+    let expected = old.version;
+    old.expires_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    old.version += 1;
+    sessions.update(&old, expected).await.unwrap();
+
+    // A run whose executor vanished mid-run, and objects that belong to no run.
+    let runs = shared::adapters::DynamoRunStore::new(
+        dynamodb,
+        &f.t.stack.settings.runs_table,
+        &f.t.stack.settings.idempotency_table,
+    );
+    let mut lost = runs.get(live["run_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
+    lost.run_id = shared::domain::RunId::new();
+    lost.status = shared::domain::RunStatus::Running;
+    lost.finished_at = None;
+    lost.lease_owner = Some("gone".into());
+    lost.lease_expires_at = Some(chrono::Utc::now() - chrono::Duration::minutes(5));
+    assert!(runs.create(&lost).await.unwrap());
+    let objects = S3ObjectStore::new(aws::s3(&f.t.stack.sdk), &f.t.stack.settings.artifacts_bucket);
+    let orphan = format!("runs/{}/workspace.tar.zst", uuid::Uuid::now_v7());
+    objects.put(&orphan, vec![1, 2, 3], "application/zstd").await.unwrap();
+
+    let report = f.t.stack.janitor().sweep(chrono::Utc::now()).await.unwrap();
+    assert_eq!((report.expired_sessions, report.failed_runs, report.orphaned_objects), (1, 1, 1), "{report:?}");
+    assert!(sessions.get(expired_id).await.unwrap().is_none());
+    assert!(objects.list(&format!("sessions/{expired_id}/")).await.unwrap().is_empty());
+    assert!(sessions.get(live_id).await.unwrap().is_some(), "a live session is untouched");
+    assert!(!objects.list(&format!("sessions/{live_id}/")).await.unwrap().is_empty());
+    let lost = runs.get(lost.run_id).await.unwrap().unwrap();
+    assert_eq!((lost.status, lost.error.unwrap().code.as_str()), (shared::domain::RunStatus::Failed, "executor_lost"));
+    assert_eq!(objects.get(&orphan).await.unwrap(), None);
+    let real_log = format!("runs/{}/output.ndjson", live["run_id"].as_str().unwrap());
+    assert!(objects.get(&real_log).await.unwrap().is_some(), "a real run's objects stay");
+
+    let again = f.t.stack.janitor().sweep(chrono::Utc::now()).await.unwrap();
+    assert_eq!(again, shared::usecases::JanitorReport::default(), "a second sweep finds nothing: idempotent");
+    f.stop().await;
+}

@@ -214,6 +214,21 @@ impl LocalStack {
             )));
         }
 
+        // The janitor's schedule, sped up: every minute.
+        let janitor = janitor::build(&sdk, &settings);
+        let mut stop = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(err) = janitor::handle(&janitor).await {
+                    tracing::warn!(error = %err, "janitor sweep failed");
+                }
+            }
+        }));
+
         Ok(Self {
             ws_url: format!("ws://{ws_addr}/"),
             executor_env,
@@ -236,6 +251,11 @@ impl LocalStack {
         let key = ApiKey::generate();
         self.keys.register(&key.hash(), &Owner::new(owner), "issued by the local stack").await?;
         Ok(key.expose().to_owned())
+    }
+
+    /// The janitor, for tests that sweep on demand.
+    pub fn janitor(&self) -> shared::usecases::Janitor {
+        janitor::build(&self.sdk, &self.settings)
     }
 
     /// An executor like the one the queue poller runs (tests drive it directly).

@@ -182,6 +182,39 @@ impl RunStore for DynamoRunStore {
         }
     }
 
+    async fn stale_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Run>> {
+        let now = serde_json::to_value(now).map_err(|e| Error::dependency("encode time", e))?;
+        let mut found = Vec::new();
+        let mut start = None;
+        // A scan with a filter: bounded in pages, as the janitor is bounded per invocation.
+        for _ in 0..10 {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.runs_table)
+                .filter_expression("#status IN (:preparing, :running) AND lease_expires_at < :now")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":preparing", AttributeValue::S(RunStatus::Preparing.as_str().to_owned()))
+                .expression_attribute_values(":running", AttributeValue::S(RunStatus::Running.as_str().to_owned()))
+                .expression_attribute_values(":now", AttributeValue::S(now.as_str().unwrap_or_default().to_owned()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| Error::dependency("dynamodb scan runs", describe(&e)))?;
+            for item in out.items.unwrap_or_default() {
+                found.push(decode_run(item)?);
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     async fn list(&self, owner: &Owner, filter: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Run>> {
         let mut start_key = cursor.map(|c| decode_cursor(owner, c)).transpose()?;
         let mut filters = Vec::new();

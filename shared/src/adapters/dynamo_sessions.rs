@@ -97,6 +97,34 @@ impl SessionStore for DynamoSessionStore {
         Ok(())
     }
 
+    async fn expired(&self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> Result<Vec<Session>> {
+        let mut found = Vec::new();
+        let mut start = None;
+        for _ in 0..10 {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("expires_at_epoch < :now")
+                .expression_attribute_values(":now", AttributeValue::N(now.timestamp().to_string()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| Error::dependency("dynamodb scan sessions", describe(&e)))?;
+            for item in out.items.unwrap_or_default() {
+                found.push(serde_dynamo::from_item(item).map_err(|e| Error::dependency("decode session", e))?);
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>> {
         let start = match cursor {
             None => None,

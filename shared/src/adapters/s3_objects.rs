@@ -83,6 +83,19 @@ impl ObjectStore for S3ObjectStore {
         Ok(())
     }
 
+    async fn list_up_to(&self, prefix: &str, max: usize) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max.min(1000) as i32)
+            .send()
+            .await
+            .map_err(|e| Error::dependency("s3 list", describe(&e)))?;
+        Ok(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect())
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let mut keys = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();

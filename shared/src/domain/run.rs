@@ -288,12 +288,13 @@ impl Run {
     }
 
     /// Ends the run with everything the executor learned. The session id is kept even when the
-    /// CLI failed, so a caller can still resume the conversation.
+    /// CLI failed, so a caller can still resume the conversation; a run that already names its
+    /// session (the lineage id) keeps that name whatever id the CLI used.
     pub fn finish(&mut self, outcome: RunOutcome, at: DateTime<Utc>) -> Result<(), TransitionError> {
         self.transition(outcome.status, at)?;
         self.result_summary = outcome.result_summary;
         self.error = outcome.error;
-        self.session_id = outcome.session_id.or(self.session_id);
+        self.session_id = self.session_id.or(outcome.session_id);
         self.cost_usd = outcome.cost_usd;
         self.num_turns = outcome.num_turns;
         self.usage_json = outcome.usage_json;

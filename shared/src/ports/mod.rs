@@ -54,6 +54,8 @@ pub trait RunStore: Send + Sync {
     /// never lost) and reports whether a cancel was requested. `None` if the lease is no longer
     /// this executor's or the run is no longer live.
     async fn heartbeat(&self, run_id: RunId, executor: &str, lease_until: DateTime<Utc>) -> Result<Option<Heartbeat>>;
+    /// Up to `limit` live runs (preparing, running) whose lease expired before `now`.
+    async fn stale_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Run>>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,8 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     async fn delete(&self, key: &str) -> Result<()>;
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// At most `max` keys under `prefix`, in key order.
+    async fn list_up_to(&self, prefix: &str, max: usize) -> Result<Vec<String>>;
 }
 
 /// Postgres' read model of runs and sessions, fed by the projector.
@@ -234,4 +238,6 @@ pub trait SessionStore: Send + Sync {
     async fn delete(&self, session_id: uuid::Uuid) -> Result<()>;
     /// The owner's sessions, most recently created first.
     async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>>;
+    /// Up to `limit` sessions that expired before `now` (DynamoDB's TTL is only a backstop).
+    async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Session>>;
 }

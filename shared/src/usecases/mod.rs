@@ -3,6 +3,7 @@
 mod execute;
 mod fanout;
 mod frames;
+mod janitor;
 mod runs;
 mod sessions;
 mod stream;
@@ -10,6 +11,7 @@ mod stream;
 pub use execute::{Delivery, ExecutorSettings, RunExecutor};
 pub use fanout::WebSocketFanout;
 pub use frames::{FrameRecorder, RecorderReport};
+pub use janitor::{Janitor, JanitorReport};
 pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunService, Submitted};
 pub use sessions::{HistoryMessage, MAX_HISTORY_PAGE, ReserveSession, SessionService, parse_transcript};
 pub use stream::{Credentials, StreamService};

@@ -1,0 +1,92 @@
+//! The janitor (scheduled): expired sessions, runs whose executor stopped renewing its lease, and
+//! run objects that belong to no run. Idempotent, and bounded per invocation.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::{RunError, RunId, RunOutcome, RunStatus};
+use crate::ports::{ObjectStore, RunMessage, RunQueue, RunStore, SessionStore};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JanitorReport {
+    pub expired_sessions: usize,
+    pub failed_runs: usize,
+    pub requeued_runs: usize,
+    pub orphaned_objects: usize,
+}
+
+pub struct Janitor {
+    runs: Arc<dyn RunStore>,
+    sessions: Arc<dyn SessionStore>,
+    objects: Arc<dyn ObjectStore>,
+    queue: Arc<dyn RunQueue>,
+    /// Items of each kind handled per invocation.
+    batch: usize,
+}
+
+impl Janitor {
+    pub fn new(
+        runs: Arc<dyn RunStore>,
+        sessions: Arc<dyn SessionStore>,
+        objects: Arc<dyn ObjectStore>,
+        queue: Arc<dyn RunQueue>,
+        batch: usize,
+    ) -> Self {
+        Self { runs, sessions, objects, queue, batch }
+    }
+
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<JanitorReport> {
+        let mut report = JanitorReport::default();
+        for session in self.sessions.expired(now, self.batch).await? {
+            for key in self.objects.list(&format!("sessions/{}/", session.session_id)).await? {
+                self.objects.delete(&key).await?;
+            }
+            self.sessions.delete(session.session_id).await?;
+            report.expired_sessions += 1;
+        }
+        for mut run in self.runs.stale_leases(now, self.batch).await? {
+            let expected = run.version;
+            let requeue = run.status == RunStatus::Preparing;
+            // Before the CLI started, the run can simply go again; after, its effects are unknown.
+            let changed = if requeue {
+                run.transition(RunStatus::Queued, now).map(|()| run.lease_owner = None)
+            } else {
+                let error = RunError::new("executor_lost", "the executor running this run stopped renewing its lease");
+                run.finish(RunOutcome::failed(error), now)
+            };
+            if changed.is_err() {
+                continue;
+            }
+            match self.runs.update(&run, expected).await {
+                Ok(()) if requeue => {
+                    let group = run.session_id.map_or_else(|| run.run_id.to_string(), |s| s.to_string());
+                    self.queue.enqueue(&RunMessage { run_id: run.run_id, message_group: group }).await?;
+                    report.requeued_runs += 1;
+                }
+                Ok(()) => report.failed_runs += 1,
+                Err(Error::Conflict) => {} // its executor woke up, or another sweep got there first
+                Err(err) => return Err(err),
+            }
+        }
+        let keys = self.objects.list_up_to("runs/", self.batch * 10).await?;
+        let run_ids: BTreeSet<&str> = keys.iter().filter_map(|k| k.split('/').nth(1)).collect();
+        for id in run_ids {
+            let orphaned = match id.parse::<RunId>() {
+                Ok(run_id) => self.runs.get(run_id).await?.is_none(),
+                Err(_) => true,
+            };
+            if orphaned {
+                for key in keys.iter().filter(|k| k.split('/').nth(1) == Some(id)) {
+                    self.objects.delete(key).await?;
+                    report.orphaned_objects += 1;
+                }
+            }
+        }
+        tracing::info!(?report, "janitor sweep");
+        Ok(report)
+    }
+}
