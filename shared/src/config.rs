@@ -90,6 +90,8 @@ pub struct ExecutorConfig {
     pub author_name: String,
     pub author_email: String,
     pub workspace_dotenv: Option<String>,
+    /// Postgres connections (frame writes); 2 suits Lambda's one run per container.
+    pub pg_pool_size: u32,
     /// Both set: frames are also streamed live to WebSocket subscribers.
     pub connections_table: Option<String>,
     pub management_url: Option<String>,
@@ -140,6 +142,7 @@ impl ExecutorConfig {
             author_name: optional("GIT_AUTHOR_NAME").unwrap_or("claude-runner".into()),
             author_email: optional("GIT_AUTHOR_EMAIL").unwrap_or("claude-runner@localhost".into()),
             workspace_dotenv: optional("WORKSPACE_DOTENV"),
+            pg_pool_size: number("PG_POOL_SIZE", 2)? as u32,
             connections_table: optional("CONNECTIONS_TABLE"),
             management_url: optional("WEBSOCKET_MANAGEMENT_URL"),
         })

@@ -279,3 +279,36 @@ async fn the_janitor_removes_expired_sessions_lost_runs_and_orphans_and_leaves_t
     assert_eq!(again, shared::usecases::JanitorReport::default(), "a second sweep finds nothing: idempotent");
     f.stop().await;
 }
+
+#[tokio::test]
+async fn an_id_the_cli_handed_back_names_the_same_lineage() {
+    use shared::ports::SessionStore as _;
+    let t = e2e::TestStack::start().await;
+    let store = shared::adapters::DynamoSessionStore::new(
+        aws_sdk_dynamodb::Client::new(&t.stack.sdk),
+        &t.stack.settings.sessions_table,
+    );
+    let lineage = shared::domain::Session::reserve(
+        uuid::Uuid::now_v7(),
+        shared::domain::Owner::new("local"),
+        "implement",
+        e2e::DEFAULT_REPOSITORY,
+        "main",
+        chrono::Utc::now(),
+        chrono::Duration::days(1),
+    );
+    assert!(store.create(&lineage).await.unwrap());
+    let cli_id = uuid::Uuid::new_v4();
+    assert!(store.create(&lineage.alias(cli_id)).await.unwrap());
+    assert_eq!(store.get(cli_id).await.unwrap().map(|s| s.session_id), Some(lineage.session_id));
+    // A run naming the alias is accepted and carries the lineage id.
+    let response =
+        t.submit("implement", json!({"message": "m", "branch": "main", "session_id": cli_id.to_string()})).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let run_id = response.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_owned();
+    let (_, run) = t.get_json(&format!("/agent/claude-code/run/{run_id}/status"), t.key()).await;
+    assert_eq!(run["session_id"], lineage.session_id.to_string());
+    let (_, list) = t.get_json("/agent/claude-code/sessions", t.key()).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "aliases are not listed as sessions");
+    t.stop().await;
+}

@@ -26,8 +26,7 @@ pub async fn build(
         Some(dir) => WorkflowRegistry::from_dir(dir.as_ref()).map_err(|e| shared::Error::Config(e.to_string()))?,
         None => WorkflowRegistry::builtin(),
     };
-    // Two connections: the frame writer and the occasional projection-free read.
-    let pool = postgres::connect(&config.database_url, 2).await?;
+    let pool = postgres::connect(&config.database_url, config.pg_pool_size).await?;
     let objects: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(aws::s3(sdk), &settings.artifacts_bucket));
     let workspaces = GitWorkspaces::new(
         WorkspaceConfig {

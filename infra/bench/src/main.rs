@@ -5,7 +5,9 @@
 //! - the executor's own peak RSS (VmHWM of this process) while it runs real CLI runs;
 //! - live streaming latency, CLI line → WebSocket client, p50/p99 with 1 and 50 concurrent runs.
 //!
-//! `cargo xtask bench [workspace|memory|streaming]` runs all or some.
+//! - what a resume adds to a run (transcript restore + the CLI loading it), and how many succeed.
+//!
+//! `cargo xtask bench [workspace|memory|streaming|resume]` runs all or some.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -249,6 +251,19 @@ async fn latency_bench(stack: &LocalStack, runs: usize) -> Result<Vec<f64>> {
     Ok(all)
 }
 
+/// A bare repository with one file: benchmarks about streaming should not measure checkouts.
+fn small_repository(root: &Path) -> Result<String> {
+    let seed = root.join("seed");
+    std::fs::create_dir_all(&seed)?;
+    std::fs::write(seed.join("README.md"), "# bench\n")?;
+    git(&seed, &["init", "--quiet", "--initial-branch=main"])?;
+    git(&seed, &["add", "."])?;
+    git(&seed, &["-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "--quiet", "-m", "small"])?;
+    let bare = root.join("small.git");
+    git(root, &["clone", "--quiet", "--bare", seed.to_str().unwrap(), bare.to_str().unwrap()])?;
+    Ok(format!("file://{}", bare.display()))
+}
+
 async fn streaming_bench() -> Result<()> {
     let moto = repo_root().join(".tools/venv/bin/moto_server");
     let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
@@ -256,7 +271,7 @@ async fn streaming_bench() -> Result<()> {
     let postgres = PgCluster::start().await?;
     let result = async {
         let origin = tempfile::tempdir()?;
-        let url = generated_repository(origin.path())?;
+        let url = small_repository(origin.path())?;
         let workspaces = tempfile::tempdir()?;
         // Every run: a Write, then an answer, each after a short think, so frames arrive live.
         let model = ScriptedModel::offline_demo().await?;
@@ -308,6 +323,111 @@ async fn streaming_bench() -> Result<()> {
     result
 }
 
+/// What a resume adds to a run: executions of a new conversation vs resumptions of one session
+/// (transcript restore + the CLI loading it), with the model answering at once.
+async fn resume_bench() -> Result<()> {
+    let moto = repo_root().join(".tools/venv/bin/moto_server");
+    let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
+    let emulator = Emulator::start(&moto, None).await?;
+    let postgres = PgCluster::start().await?;
+    let result = async {
+        let database_url = create_database(&postgres.url, "resume").await?;
+        let origin = tempfile::tempdir()?;
+        let url = small_repository(origin.path())?;
+        let workspaces = tempfile::tempdir()?;
+        let model = ScriptedModel::start(Vec::new()).await?;
+        model.set_fallback(Turn::text("noted"));
+        let stack = LocalStack::start(StackOptions {
+            aws_endpoint: emulator.endpoint.clone(),
+            database_url,
+            stack_name: "resume".into(),
+            http_port: 0,
+            ws_port: 0,
+            template: repo_root().join("template.yaml"),
+            parameters: HashMap::from([
+                ("DefaultRepositoryUrl".into(), url.clone()),
+                ("AnthropicApiKey".into(), "sk-bench".into()),
+            ]),
+            executor: None,
+        })
+        .await?;
+        let executor = stack
+            .executor(&ExecutorOptions {
+                environment: HashMap::from([
+                    ("CLAUDE_BIN".into(), claude.display().to_string()),
+                    ("ANTHROPIC_BASE_URL".into(), model.url()),
+                    ("WORKSPACE_ROOT".into(), workspaces.path().display().to_string()),
+                    ("REPO_CACHE_DIR".into(), workspaces.path().join("cache").display().to_string()),
+                ]),
+                concurrency: 1,
+            })
+            .await?;
+        let http = reqwest::Client::new();
+        let status = |run_id: String| {
+            let (http, stack) = (&http, &stack);
+            async move {
+                let run: serde_json::Value = http
+                    .get(format!("{}/agent/claude-code/run/{run_id}/status", stack.http_url))
+                    .header("x-api-key", &stack.api_key)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                anyhow::Ok(run)
+            }
+        };
+        let mut fresh = Vec::new();
+        for i in 0..10 {
+            let run_id = submit(&http, &stack, &format!("fresh {i}")).await?;
+            let started = Instant::now();
+            executor.execute(run_id.parse()?).await?;
+            fresh.push(started.elapsed());
+        }
+        let first = submit(&http, &stack, "the conversation starts").await?;
+        executor.execute(first.parse()?).await?;
+        let session = status(first).await?["session_id"].as_str().context("session id")?.to_owned();
+        let (mut resumed, mut succeeded) = (Vec::new(), 0);
+        for i in 0..20 {
+            let response: serde_json::Value = http
+                .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
+                .header("x-api-key", &stack.api_key)
+                .json(&serde_json::json!({"message": format!("resume {i}"), "branch": "main", "session_id": session}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let run_id = response["run_id"].as_str().context("run id")?.to_owned();
+            let started = Instant::now();
+            executor.execute(run_id.parse()?).await?;
+            resumed.push(started.elapsed());
+            if status(run_id).await?["status"] == "completed" {
+                succeeded += 1;
+            }
+        }
+        let (_, fresh_p50, _) = stats(fresh.clone());
+        let (_, resumed_p50, resumed_max) = stats(resumed.clone());
+        println!("\nResume (one session resumed 20 times in a row, fresh workspace and config dir each time)");
+        println!("| runs                               | count | succeeded | median ms |   max ms |");
+        println!("|------------------------------------|------:|----------:|----------:|---------:|");
+        let (_, _, fresh_max) = stats(fresh);
+        println!("| new conversation (clone, CLI, end)  |    10 |        10 | {fresh_p50:9.1} | {fresh_max:8.1} |");
+        println!(
+            "| resumed (+ restore, --resume)       |    20 | {succeeded:9} | {resumed_p50:9.1} | {resumed_max:8.1} |"
+        );
+        println!(
+            "| time a resume adds (median)         |       |           | {:9.1} |          |",
+            resumed_p50 - fresh_p50
+        );
+        stack.shutdown().await;
+        model.stop();
+        anyhow::Ok(())
+    }
+    .await;
+    postgres.stop().await;
+    emulator.stop().await;
+    result
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let which: Vec<String> = std::env::args().skip(1).collect();
@@ -320,6 +440,9 @@ async fn main() -> Result<()> {
     }
     if wants("streaming") {
         streaming_bench().await?;
+    }
+    if wants("resume") {
+        resume_bench().await?;
     }
     Ok(())
 }

@@ -280,6 +280,8 @@ async fn build_executor(
     options: &ExecutorOptions,
 ) -> Result<shared::usecases::RunExecutor, LocalError> {
     let mut env = template_env.clone();
+    // Every run of this process shares one pool: size it like the concurrency.
+    env.insert("PG_POOL_SIZE".into(), (options.concurrency + 1).max(2).to_string());
     env.extend(options.environment.clone());
     let config = ExecutorConfig::from_vars(|name| env.get(name).cloned())?;
     let settings = Settings::from_vars(|name| env.get(name).cloned())?;

@@ -24,6 +24,36 @@ impl DynamoSessionStore {
         Self { client, table: table.into() }
     }
 
+    async fn get_record(&self, session_id: Uuid) -> Result<Option<Session>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("session_id", AttributeValue::S(session_id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::dependency("dynamodb get session", describe(&e)))?;
+        out.item.map(|i| serde_dynamo::from_item(i).map_err(|e| Error::dependency("decode session", e))).transpose()
+    }
+
+    async fn update_record(&self, session: &Session, expected_version: u64) -> Result<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::item(session)?))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Err(Error::Conflict),
+            Err(err) => Err(Error::dependency("dynamodb update session", describe(&err))),
+        }
+    }
+
     fn item(session: &Session) -> Result<HashMap<String, AttributeValue>> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(session).map_err(|e| Error::dependency("encode session", e))?;
@@ -57,33 +87,15 @@ impl SessionStore for DynamoSessionStore {
     }
 
     async fn get(&self, session_id: Uuid) -> Result<Option<Session>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("session_id", AttributeValue::S(session_id.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::dependency("dynamodb get session", describe(&e)))?;
-        out.item.map(|i| serde_dynamo::from_item(i).map_err(|e| Error::dependency("decode session", e))).transpose()
+        match self.get_record(session_id).await? {
+            // One hop: an alias always points at a lineage record.
+            Some(Session { alias_of: Some(lineage), .. }) => self.get_record(lineage).await,
+            other => Ok(other),
+        }
     }
 
     async fn update(&self, session: &Session, expected_version: u64) -> Result<()> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::item(session)?))
-            .condition_expression("version = :expected")
-            .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Err(Error::Conflict),
-            Err(err) => Err(Error::dependency("dynamodb update session", describe(&err))),
-        }
+        self.update_record(session, expected_version).await
     }
 
     async fn delete(&self, session_id: Uuid) -> Result<()> {

@@ -38,6 +38,10 @@ pub struct Session {
     pub last_used_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub version: u64,
+    /// Set on the record of an id the CLI handed back on resume: the lineage it belongs to, so
+    /// later runs may name either id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_of: Option<Uuid>,
 }
 
 /// Why a run may not use a session.
@@ -88,7 +92,13 @@ impl Session {
             last_used_at: now,
             expires_at: now + ttl,
             version: 1,
+            alias_of: None,
         }
+    }
+
+    /// A record under `alias` that points at this session.
+    pub fn alias(&self, alias: Uuid) -> Self {
+        Self { session_id: alias, alias_of: Some(self.session_id), run_ids: Vec::new(), version: 1, ..self.clone() }
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {

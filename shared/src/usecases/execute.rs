@@ -478,6 +478,23 @@ impl RunExecutor {
     /// Adds the run to its session (creating the session for a run that started one).
     async fn record_session_use(&self, run: &Run, lineage: Uuid, used: &SessionUse) -> Result<()> {
         let ttl = chrono::Duration::from_std(self.settings.session_ttl).unwrap_or(chrono::Duration::days(30));
+        let result = self.fold_into_session(run, lineage, used, ttl).await;
+        // The CLI named the conversation differently: link that id to the lineage too.
+        if let (Ok(session), Some(cli_id)) = (&result, used.cli_session_id) {
+            if cli_id != lineage {
+                self.sessions.create(&session.alias(cli_id)).await?;
+            }
+        }
+        result.map(|_| ())
+    }
+
+    async fn fold_into_session(
+        &self,
+        run: &Run,
+        lineage: Uuid,
+        used: &SessionUse,
+        ttl: chrono::Duration,
+    ) -> Result<Session> {
         for _ in 0..5 {
             let now = Utc::now();
             match self.sessions.get(lineage).await? {
@@ -486,7 +503,7 @@ impl RunExecutor {
                     session.record(used, now, ttl);
                     match self.sessions.update(&session, expected).await {
                         Err(Error::Conflict) => continue,
-                        other => return other,
+                        other => return other.map(|()| session),
                     }
                 }
                 None => {
@@ -501,7 +518,7 @@ impl RunExecutor {
                     );
                     session.record(used, now, ttl);
                     if self.sessions.create(&session).await? {
-                        return Ok(());
+                        return Ok(session);
                     }
                 }
             }

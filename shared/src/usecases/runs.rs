@@ -79,7 +79,7 @@ impl RunService {
         if let Some(key) = idempotency_key {
             validate_idempotency_key(key)?;
         }
-        let valid = request.validate(workflow, &self.limits, &self.repositories)?;
+        let mut valid = request.validate(workflow, &self.limits, &self.repositories)?;
         // A session is checked now, so a bad one is a 4xx here, never a run that fails later.
         if let Some(id) = valid.session_id {
             let session =
@@ -90,6 +90,8 @@ impl RunService {
                     SessionRefusal::Conflict(why) => Error::SessionConflict(why),
                 },
             )?;
+            // An id the CLI handed back names the same lineage: runs always carry the lineage id.
+            valid.session_id = Some(session.session_id);
         }
         let fingerprint = fingerprint(&valid);
         let now = Utc::now();

@@ -86,7 +86,7 @@ impl SessionService {
     pub async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>> {
         let mut page = self.sessions.list(owner, limit, cursor).await?;
         let now = Utc::now();
-        page.items.retain(|s| !s.is_expired(now));
+        page.items.retain(|s| !s.is_expired(now) && s.alias_of.is_none());
         Ok(page)
     }
 

@@ -99,10 +99,12 @@ impl StreamService {
             // Another owner's run is indistinguishable from a missing one.
             return self.tell(connection_id, "run_not_found", &format!("run {run_id} not found")).await;
         };
+        let after_seq = request.after_seq.unwrap_or(0);
+        // The acknowledgement goes first: once the connection is registered, live frames may
+        // arrive at any moment.
+        self.send(connection_id, &StreamMessages::subscribed(run_id, after_seq)).await;
         connection.run_id = Some(run_id);
         self.connections.put(&connection).await?;
-        let after_seq = request.after_seq.unwrap_or(0);
-        self.send(connection_id, &StreamMessages::subscribed(run_id, after_seq)).await;
 
         let Some(mut cursor) = self.replay(connection_id, run_id, after_seq).await? else { return Ok(()) };
         if !run.status.is_terminal() {
