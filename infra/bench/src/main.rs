@@ -109,6 +109,49 @@ async fn workspace_bench() -> Result<()> {
     Ok(())
 }
 
+/// Where a benchmark's stack runs: the emulator and Postgres it shares, a repository and a model.
+struct BenchEnv<'a> {
+    emulator: &'a Emulator,
+    postgres: &'a PgCluster,
+    repository: &'a str,
+    model_url: String,
+    workspaces: &'a Path,
+}
+
+impl BenchEnv<'_> {
+    fn executor_options(&self, concurrency: usize) -> ExecutorOptions {
+        let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
+        ExecutorOptions {
+            environment: HashMap::from([
+                ("CLAUDE_BIN".into(), claude.display().to_string()),
+                ("ANTHROPIC_BASE_URL".into(), self.model_url.clone()),
+                ("WORKSPACE_ROOT".into(), self.workspaces.join(format!("runs-{concurrency}")).display().to_string()),
+                ("REPO_CACHE_DIR".into(), self.workspaces.join("cache").display().to_string()),
+            ]),
+            concurrency,
+        }
+    }
+
+    /// A stack named `name`; with `poll_queue` its executor runs `concurrency` runs at once.
+    async fn stack(&self, name: &str, concurrency: usize, poll_queue: bool) -> Result<LocalStack> {
+        let database_url = create_database(&self.postgres.url, name).await?;
+        Ok(LocalStack::start(StackOptions {
+            aws_endpoint: self.emulator.endpoint.clone(),
+            database_url,
+            stack_name: name.to_owned(),
+            http_port: 0,
+            ws_port: 0,
+            template: repo_root().join("template.yaml"),
+            parameters: HashMap::from([
+                ("DefaultRepositoryUrl".into(), self.repository.to_owned()),
+                ("AnthropicApiKey".into(), "sk-bench".into()),
+            ]),
+            executor: poll_queue.then(|| self.executor_options(concurrency)),
+        })
+        .await?)
+    }
+}
+
 /// Submits an `implement` run on `main`; returns its id.
 async fn submit(http: &reqwest::Client, stack: &LocalStack, message: &str) -> Result<String> {
     let response: serde_json::Value = http
@@ -130,77 +173,42 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn rss_bench() -> Result<()> {
-    let moto = repo_root().join(".tools/venv/bin/moto_server");
-    let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
-    let emulator = Emulator::start(&moto, None).await?;
-    let postgres = PgCluster::start().await?;
-    let result = async {
-        let database_url = create_database(&postgres.url, "bench").await?;
-        let origin = tempfile::tempdir()?;
-        let url = generated_repository(origin.path())?;
-        let workspaces = tempfile::tempdir()?;
-        // Each run writes a 1 MB file and answers; the frames carry it twice.
-        let payload = "z".repeat(1024 * 1024);
-        let model = ScriptedModel::start(Vec::new()).await?;
-        let runs = 10;
-        for _ in 0..runs {
-            model.push([Turn::write("payload.txt", &payload), Turn::text("done")]);
-        }
-        let stack = LocalStack::start(StackOptions {
-            aws_endpoint: emulator.endpoint.clone(),
-            database_url,
-            stack_name: "bench".into(),
-            http_port: 0,
-            ws_port: 0,
-            template: repo_root().join("template.yaml"),
-            parameters: HashMap::from([
-                ("DefaultRepositoryUrl".into(), url.clone()),
-                ("AnthropicApiKey".into(), "sk-bench".into()),
-            ]),
-            executor: None,
-        })
-        .await?;
-        let executor = stack
-            .executor(&ExecutorOptions {
-                environment: HashMap::from([
-                    ("CLAUDE_BIN".into(), claude.display().to_string()),
-                    ("ANTHROPIC_BASE_URL".into(), model.url()),
-                    ("WORKSPACE_ROOT".into(), workspaces.path().display().to_string()),
-                    ("REPO_CACHE_DIR".into(), workspaces.path().join("cache").display().to_string()),
-                ]),
-                concurrency: 1,
-            })
-            .await?;
-        let baseline = vm_hwm_kib();
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        for i in 0..runs {
-            let run_id = submit(&http, &stack, &format!("write payload {i}")).await?;
-            executor.execute(run_id.parse()?).await?;
-        }
-        let per_run = started.elapsed() / runs as u32;
-        let peak = vm_hwm_kib();
-        let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM claude_cli_outputs WHERE output_type = 'result'")
-            .fetch_one(&stack.pool)
-            .await?;
-        println!(
-            "\nExecutor memory ({runs} sequential runs, each writing a 1 MB file; {completed} result frames stored)"
-        );
-        println!("| figure                                          |      value |");
-        println!("|-------------------------------------------------|-----------:|");
-        println!("| process VmHWM before the runs (stack + clients) | {:7.1} MiB |", baseline as f64 / 1024.0);
-        println!("| process VmHWM after the runs (peak)             | {:7.1} MiB |", peak as f64 / 1024.0);
-        println!("| growth attributable to executing runs           | {:7.1} MiB |", (peak - baseline) as f64 / 1024.0);
-        println!("| wall time per run (clone, CLI, frames, archive) | {:7.0} ms  |", per_run.as_secs_f64() * 1000.0);
-        stack.shutdown().await;
-        model.stop();
-        anyhow::Ok(())
+async fn rss_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    let origin = tempfile::tempdir()?;
+    let url = generated_repository(origin.path())?;
+    let workspaces = tempfile::tempdir()?;
+    // Each run writes a 1 MB file and answers; the frames carry it twice.
+    let payload = "z".repeat(1024 * 1024);
+    let model = ScriptedModel::start(Vec::new()).await?;
+    let runs = 10;
+    for _ in 0..runs {
+        model.push([Turn::write("payload.txt", &payload), Turn::text("done")]);
     }
-    .await;
-    postgres.stop().await;
-    emulator.stop().await;
-    result
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
+    let stack = env.stack("memory", 1, false).await?;
+    let executor = stack.executor(&env.executor_options(1)).await?;
+    let baseline = vm_hwm_kib();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    for i in 0..runs {
+        let run_id = submit(&http, &stack, &format!("write payload {i}")).await?;
+        executor.execute(run_id.parse()?).await?;
+    }
+    let per_run = started.elapsed() / runs as u32;
+    let peak = vm_hwm_kib();
+    let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM claude_cli_outputs WHERE output_type = 'result'")
+        .fetch_one(&stack.pool)
+        .await?;
+    println!("\nExecutor memory ({runs} sequential runs, each writing a 1 MB file; {completed} result frames stored)");
+    println!("| figure                                          |      value |");
+    println!("|-------------------------------------------------|-----------:|");
+    println!("| process VmHWM before the runs (stack + clients) | {:7.1} MiB |", baseline as f64 / 1024.0);
+    println!("| process VmHWM after the runs (peak)             | {:7.1} MiB |", peak as f64 / 1024.0);
+    println!("| growth attributable to executing runs           | {:7.1} MiB |", (peak - baseline) as f64 / 1024.0);
+    println!("| wall time per run (clone, CLI, frames, archive) | {:7.0} ms  |", per_run.as_secs_f64() * 1000.0);
+    stack.shutdown().await;
+    model.stop();
+    anyhow::Ok(())
 }
 
 /// Milliseconds from the executor reading a CLI line (the frame's `ts`) to a WebSocket client
@@ -264,168 +272,102 @@ fn small_repository(root: &Path) -> Result<String> {
     Ok(format!("file://{}", bare.display()))
 }
 
-async fn streaming_bench() -> Result<()> {
-    let moto = repo_root().join(".tools/venv/bin/moto_server");
-    let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
-    let emulator = Emulator::start(&moto, None).await?;
-    let postgres = PgCluster::start().await?;
-    let result = async {
-        let origin = tempfile::tempdir()?;
-        let url = small_repository(origin.path())?;
-        let workspaces = tempfile::tempdir()?;
-        // Every run: a Write, then an answer, each after a short think, so frames arrive live.
-        let model = ScriptedModel::offline_demo().await?;
-        let mut table = Vec::new();
-        for runs in [1usize, 50] {
-            let database_url = create_database(&postgres.url, &format!("latency{runs}")).await?;
-            let stack = LocalStack::start(StackOptions {
-                aws_endpoint: emulator.endpoint.clone(),
-                database_url,
-                stack_name: format!("latency{runs}"),
-                http_port: 0,
-                ws_port: 0,
-                template: repo_root().join("template.yaml"),
-                parameters: HashMap::from([
-                    ("DefaultRepositoryUrl".into(), url.clone()),
-                    ("AnthropicApiKey".into(), "sk-bench".into()),
-                ]),
-                executor: Some(ExecutorOptions {
-                    environment: HashMap::from([
-                        ("CLAUDE_BIN".into(), claude.display().to_string()),
-                        ("ANTHROPIC_BASE_URL".into(), model.url()),
-                        ("WORKSPACE_ROOT".into(), workspaces.path().join(format!("w{runs}")).display().to_string()),
-                        ("REPO_CACHE_DIR".into(), workspaces.path().join("cache").display().to_string()),
-                    ]),
-                    concurrency: runs,
-                }),
-            })
-            .await?;
-            let started = Instant::now();
-            let latencies = latency_bench(&stack, runs).await?;
-            let wall = started.elapsed();
-            stack.shutdown().await;
-            ensure!(!latencies.is_empty(), "no live frames measured");
-            let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-            table.push((runs, latencies.len(), pick(0.5), pick(0.99), *latencies.last().unwrap(), wall));
-        }
-        println!("\nLive streaming latency: CLI line read by the executor → WebSocket client (scripted model)");
-        println!("| concurrent runs | live frames |  p50 ms |  p99 ms |  max ms | wall s |");
-        println!("|----------------:|------------:|--------:|--------:|--------:|-------:|");
-        for (runs, frames, p50, p99, max, wall) in table {
-            println!("| {runs:15} | {frames:11} | {p50:7.1} | {p99:7.1} | {max:7.1} | {:6.1} |", wall.as_secs_f64());
-        }
-        model.stop();
-        anyhow::Ok(())
+async fn streaming_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    let origin = tempfile::tempdir()?;
+    let url = small_repository(origin.path())?;
+    let workspaces = tempfile::tempdir()?;
+    // Every run: a Write, then an answer, each after a short think, so frames arrive live.
+    let model = ScriptedModel::offline_demo().await?;
+    let mut table = Vec::new();
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
+    for runs in [1usize, 50] {
+        let stack = env.stack(&format!("latency{runs}"), runs, true).await?;
+        let started = Instant::now();
+        let latencies = latency_bench(&stack, runs).await?;
+        let wall = started.elapsed();
+        stack.shutdown().await;
+        ensure!(!latencies.is_empty(), "no live frames measured");
+        let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        table.push((runs, latencies.len(), pick(0.5), pick(0.99), *latencies.last().unwrap(), wall));
     }
-    .await;
-    postgres.stop().await;
-    emulator.stop().await;
-    result
+    println!("\nLive streaming latency: CLI line read by the executor → WebSocket client (scripted model)");
+    println!("| concurrent runs | live frames |  p50 ms |  p99 ms |  max ms | wall s |");
+    println!("|----------------:|------------:|--------:|--------:|--------:|-------:|");
+    for (runs, frames, p50, p99, max, wall) in table {
+        println!("| {runs:15} | {frames:11} | {p50:7.1} | {p99:7.1} | {max:7.1} | {:6.1} |", wall.as_secs_f64());
+    }
+    model.stop();
+    anyhow::Ok(())
 }
 
 /// What a resume adds to a run: executions of a new conversation vs resumptions of one session
 /// (transcript restore + the CLI loading it), with the model answering at once.
-async fn resume_bench() -> Result<()> {
-    let moto = repo_root().join(".tools/venv/bin/moto_server");
-    let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
-    let emulator = Emulator::start(&moto, None).await?;
-    let postgres = PgCluster::start().await?;
-    let result = async {
-        let database_url = create_database(&postgres.url, "resume").await?;
-        let origin = tempfile::tempdir()?;
-        let url = small_repository(origin.path())?;
-        let workspaces = tempfile::tempdir()?;
-        let model = ScriptedModel::start(Vec::new()).await?;
-        model.set_fallback(Turn::text("noted"));
-        let stack = LocalStack::start(StackOptions {
-            aws_endpoint: emulator.endpoint.clone(),
-            database_url,
-            stack_name: "resume".into(),
-            http_port: 0,
-            ws_port: 0,
-            template: repo_root().join("template.yaml"),
-            parameters: HashMap::from([
-                ("DefaultRepositoryUrl".into(), url.clone()),
-                ("AnthropicApiKey".into(), "sk-bench".into()),
-            ]),
-            executor: None,
-        })
-        .await?;
-        let executor = stack
-            .executor(&ExecutorOptions {
-                environment: HashMap::from([
-                    ("CLAUDE_BIN".into(), claude.display().to_string()),
-                    ("ANTHROPIC_BASE_URL".into(), model.url()),
-                    ("WORKSPACE_ROOT".into(), workspaces.path().display().to_string()),
-                    ("REPO_CACHE_DIR".into(), workspaces.path().join("cache").display().to_string()),
-                ]),
-                concurrency: 1,
-            })
-            .await?;
-        let http = reqwest::Client::new();
-        let status = |run_id: String| {
-            let (http, stack) = (&http, &stack);
-            async move {
-                let run: serde_json::Value = http
-                    .get(format!("{}/agent/claude-code/run/{run_id}/status", stack.http_url))
-                    .header("x-api-key", &stack.api_key)
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                anyhow::Ok(run)
-            }
-        };
-        let mut fresh = Vec::new();
-        for i in 0..10 {
-            let run_id = submit(&http, &stack, &format!("fresh {i}")).await?;
-            let started = Instant::now();
-            executor.execute(run_id.parse()?).await?;
-            fresh.push(started.elapsed());
-        }
-        let first = submit(&http, &stack, "the conversation starts").await?;
-        executor.execute(first.parse()?).await?;
-        let session = status(first).await?["session_id"].as_str().context("session id")?.to_owned();
-        let (mut resumed, mut succeeded) = (Vec::new(), 0);
-        for i in 0..20 {
-            let response: serde_json::Value = http
-                .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
+async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    let origin = tempfile::tempdir()?;
+    let url = small_repository(origin.path())?;
+    let workspaces = tempfile::tempdir()?;
+    let model = ScriptedModel::start(Vec::new()).await?;
+    model.set_fallback(Turn::text("noted"));
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
+    let stack = env.stack("resume", 1, false).await?;
+    let executor = stack.executor(&env.executor_options(1)).await?;
+    let http = reqwest::Client::new();
+    let status = |run_id: String| {
+        let (http, stack) = (&http, &stack);
+        async move {
+            let run: serde_json::Value = http
+                .get(format!("{}/agent/claude-code/run/{run_id}/status", stack.http_url))
                 .header("x-api-key", &stack.api_key)
-                .json(&serde_json::json!({"message": format!("resume {i}"), "branch": "main", "session_id": session}))
                 .send()
                 .await?
                 .json()
                 .await?;
-            let run_id = response["run_id"].as_str().context("run id")?.to_owned();
-            let started = Instant::now();
-            executor.execute(run_id.parse()?).await?;
-            resumed.push(started.elapsed());
-            if status(run_id).await?["status"] == "completed" {
-                succeeded += 1;
-            }
+            anyhow::Ok(run)
         }
-        let (_, fresh_p50, _) = stats(fresh.clone());
-        let (_, resumed_p50, resumed_max) = stats(resumed.clone());
-        println!("\nResume (one session resumed 20 times in a row, fresh workspace and config dir each time)");
-        println!("| runs                               | count | succeeded | median ms |   max ms |");
-        println!("|------------------------------------|------:|----------:|----------:|---------:|");
-        let (_, _, fresh_max) = stats(fresh);
-        println!("| new conversation (clone, CLI, end)  |    10 |        10 | {fresh_p50:9.1} | {fresh_max:8.1} |");
-        println!(
-            "| resumed (+ restore, --resume)       |    20 | {succeeded:9} | {resumed_p50:9.1} | {resumed_max:8.1} |"
-        );
-        println!(
-            "| time a resume adds (median)         |       |           | {:9.1} |          |",
-            resumed_p50 - fresh_p50
-        );
-        stack.shutdown().await;
-        model.stop();
-        anyhow::Ok(())
+    };
+    let mut fresh = Vec::new();
+    for i in 0..10 {
+        let run_id = submit(&http, &stack, &format!("fresh {i}")).await?;
+        let started = Instant::now();
+        executor.execute(run_id.parse()?).await?;
+        fresh.push(started.elapsed());
     }
-    .await;
-    postgres.stop().await;
-    emulator.stop().await;
-    result
+    let first = submit(&http, &stack, "the conversation starts").await?;
+    executor.execute(first.parse()?).await?;
+    let session = status(first).await?["session_id"].as_str().context("session id")?.to_owned();
+    let (mut resumed, mut succeeded) = (Vec::new(), 0);
+    for i in 0..20 {
+        let response: serde_json::Value = http
+            .post(format!("{}/agent/claude-code/implement/run", stack.http_url))
+            .header("x-api-key", &stack.api_key)
+            .json(&serde_json::json!({"message": format!("resume {i}"), "branch": "main", "session_id": session}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let run_id = response["run_id"].as_str().context("run id")?.to_owned();
+        let started = Instant::now();
+        executor.execute(run_id.parse()?).await?;
+        resumed.push(started.elapsed());
+        if status(run_id).await?["status"] == "completed" {
+            succeeded += 1;
+        }
+    }
+    let (_, fresh_p50, _) = stats(fresh.clone());
+    let (_, resumed_p50, resumed_max) = stats(resumed.clone());
+    println!("\nResume (one session resumed 20 times in a row, fresh workspace and config dir each time)");
+    println!("| runs                               | count | succeeded | median ms |   max ms |");
+    println!("|------------------------------------|------:|----------:|----------:|---------:|");
+    let (_, _, fresh_max) = stats(fresh);
+    println!("| new conversation (clone, CLI, end)  |    10 |        10 | {fresh_p50:9.1} | {fresh_max:8.1} |");
+    println!("| resumed (+ restore, --resume)       |    20 | {succeeded:9} | {resumed_p50:9.1} | {resumed_max:8.1} |");
+    println!(
+        "| time a resume adds (median)         |       |           | {:9.1} |          |",
+        resumed_p50 - fresh_p50
+    );
+    stack.shutdown().await;
+    model.stop();
+    anyhow::Ok(())
 }
 
 #[tokio::main]
@@ -435,14 +377,23 @@ async fn main() -> Result<()> {
     if wants("workspace") {
         workspace_bench().await?;
     }
-    if wants("memory") {
-        rss_bench().await?;
+    // The stack-based benchmarks share one emulator and one Postgres.
+    let emulator = Emulator::start(&repo_root().join(".tools/venv/bin/moto_server"), None).await?;
+    let postgres = PgCluster::start().await?;
+    let result = async {
+        if wants("memory") {
+            rss_bench(&emulator, &postgres).await?;
+        }
+        if wants("streaming") {
+            streaming_bench(&emulator, &postgres).await?;
+        }
+        if wants("resume") {
+            resume_bench(&emulator, &postgres).await?;
+        }
+        anyhow::Ok(())
     }
-    if wants("streaming") {
-        streaming_bench().await?;
-    }
-    if wants("resume") {
-        resume_bench().await?;
-    }
-    Ok(())
+    .await;
+    postgres.stop().await;
+    emulator.stop().await;
+    result
 }

@@ -187,13 +187,7 @@ async fn run(cli: Cli) -> Result<()> {
                 request = request.header("Idempotency-Key", key);
             }
             let submitted = call(&client, request).await?;
-            let run_id = submitted["run_id"].as_str().context("no run id in the answer")?.to_owned();
-            println!("{run_id}");
-            if follow {
-                let ws = submitted["stream"]["url"].as_str().map(str::to_owned).or(endpoints.ws.clone());
-                let ws = ws.context("the deployment announced no WebSocket URL")?;
-                return finish(stream::follow(&ws, &endpoints.key, &run_id, 0, json).await?);
-            }
+            return submitted_run(&submitted, &endpoints, follow, json).await;
         }
         Command::Status { run_id } => {
             let run =
@@ -256,13 +250,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let request = api(reqwest::Method::POST, &format!("/agent/claude-code/{workflow}/run")).json(&body);
             let submitted = call(&client, request).await?;
-            let run_id = submitted["run_id"].as_str().context("no run id in the answer")?.to_owned();
-            println!("{run_id}");
-            if follow {
-                let ws = submitted["stream"]["url"].as_str().map(str::to_owned).or(endpoints.ws.clone());
-                let ws = ws.context("the deployment announced no WebSocket URL")?;
-                return finish(stream::follow(&ws, &endpoints.key, &run_id, 0, json).await?);
-            }
+            return submitted_run(&submitted, &endpoints, follow, json).await;
         }
         Command::Cancel { run_id } => {
             let run =
@@ -273,6 +261,18 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the new run's id and, with `follow`, its frames until it ends.
+async fn submitted_run(submitted: &Value, endpoints: &Endpoints, follow: bool, json: bool) -> Result<()> {
+    let run_id = submitted["run_id"].as_str().context("no run id in the answer")?.to_owned();
+    println!("{run_id}");
+    if !follow {
+        return Ok(());
+    }
+    let ws = submitted["stream"]["url"].as_str().map(str::to_owned).or(endpoints.ws.clone());
+    let ws = ws.context("the deployment announced no WebSocket URL")?;
+    finish(stream::follow(&ws, &endpoints.key, &run_id, 0, json).await?)
 }
 
 /// Exit status follows the run: 0 when it completed.
