@@ -65,6 +65,16 @@ impl Settings {
         })
     }
 
+    /// The shipped workflows, or those of `WORKFLOWS_DIR`.
+    pub fn workflow_registry(&self) -> Result<crate::domain::WorkflowRegistry> {
+        match &self.workflows_dir {
+            Some(dir) => {
+                crate::domain::WorkflowRegistry::from_dir(dir.as_ref()).map_err(|e| Error::Config(e.to_string()))
+            }
+            None => Ok(crate::domain::WorkflowRegistry::builtin()),
+        }
+    }
+
     pub fn intake_limits(&self) -> IntakeLimits {
         IntakeLimits { max_message_bytes: self.max_message_bytes }
     }

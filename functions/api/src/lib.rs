@@ -17,16 +17,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::adapters::{DynamoApiKeyStore, DynamoRunStore, DynamoSessionStore, S3ObjectStore, SqsRunQueue, aws};
 use shared::config::Settings;
-use shared::domain::{RunRequest, StreamClaims, StreamTokens, WorkflowRegistry};
+use shared::domain::{RunRequest, StreamTokens};
 use shared::ports::{ApiKeyStore, SessionStore};
 use shared::usecases::{ListQuery, ReserveSession, RunService, SessionService};
 
 pub use error::ApiError;
 use extract::{Caller, JsonBody};
 use views::{Links, RunSummary, RunView, SessionView, SubmitResponse};
-
-/// A stream token lets a header-less WebSocket client connect to one run for this long.
-const STREAM_TOKEN_TTL_SECONDS: i64 = 3600;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -41,10 +38,7 @@ impl AppState {
     /// Builds every client once per cold start.
     pub async fn from_settings(sdk: &aws_config::SdkConfig, settings: &Settings) -> shared::Result<Self> {
         let dynamodb = aws::dynamodb(sdk);
-        let workflows = match &settings.workflows_dir {
-            Some(dir) => WorkflowRegistry::from_dir(dir.as_ref()).map_err(|e| shared::Error::Config(e.to_string()))?,
-            None => WorkflowRegistry::builtin(),
-        };
+        let workflows = settings.workflow_registry()?;
         let workflows = Arc::new(workflows);
         let session_store: Arc<dyn SessionStore> =
             Arc::new(DynamoSessionStore::new(dynamodb.clone(), &settings.sessions_table));
@@ -118,10 +112,7 @@ async fn submit_run(
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
     let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key).await?;
     let links = Links::from_headers(&headers);
-    let token = state.stream_tokens.as_ref().map(|tokens| {
-        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(STREAM_TOKEN_TTL_SECONDS);
-        tokens.issue(&StreamClaims { run_id: submitted.run.run_id, owner: owner.clone(), expires_at })
-    });
+    let token = state.stream_tokens.as_ref().map(|t| t.issue_for_run(submitted.run.run_id, &owner, chrono::Utc::now()));
     let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref(), token);
     let replayed = if submitted.replayed { "true" } else { "false" };
     Ok((StatusCode::ACCEPTED, [("idempotent-replayed", replayed)], Json(body)))

@@ -12,7 +12,6 @@ use shared::adapters::{
     PgFrameStore, S3ObjectStore, WorkspaceConfig, aws, postgres,
 };
 use shared::config::{ExecutorConfig, Settings};
-use shared::domain::WorkflowRegistry;
 use shared::ports::{FrameSink, ObjectStore, RunMessage};
 use shared::usecases::{Delivery, RunExecutor, WebSocketFanout};
 
@@ -22,10 +21,7 @@ pub async fn build(
     settings: &Settings,
     config: &ExecutorConfig,
 ) -> shared::Result<RunExecutor> {
-    let workflows = match &settings.workflows_dir {
-        Some(dir) => WorkflowRegistry::from_dir(dir.as_ref()).map_err(|e| shared::Error::Config(e.to_string()))?,
-        None => WorkflowRegistry::builtin(),
-    };
+    let workflows = settings.workflow_registry()?;
     let pool = postgres::connect(&config.database_url, config.pg_pool_size).await?;
     let objects: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(aws::s3(sdk), &settings.artifacts_bucket));
     let workspaces = GitWorkspaces::new(

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
 use super::aws::describe;
+use super::dynamo::{is_condition_failure, scan_up_to};
 use crate::domain::{Owner, Run, RunId, RunStatus, ValidationError};
 use crate::ports::{Heartbeat, IdempotencyRecord, Page, RunFilter, RunStore};
 use crate::{Error, Result};
@@ -81,7 +82,7 @@ impl RunStore for DynamoRunStore {
             .await;
         match result {
             Ok(_) => Ok(None),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(err) if is_condition_failure(&err) => {
                 let earlier = self.read_idempotency(&record.owner, &record.key).await?;
                 Ok(Some(earlier.ok_or_else(|| Error::dependency("idempotency", "record vanished while being read"))?))
             }
@@ -111,7 +112,7 @@ impl RunStore for DynamoRunStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) if is_condition_failure(&err) => Ok(false),
             Err(err) => Err(Error::dependency("dynamodb put run", describe(&err))),
         }
     }
@@ -141,9 +142,7 @@ impl RunStore for DynamoRunStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(Error::Conflict)
-            }
+            Err(err) if is_condition_failure(&err) => Err(Error::Conflict),
             Err(err) => Err(Error::dependency("dynamodb update run", describe(&err))),
         }
     }
@@ -177,42 +176,23 @@ impl RunStore for DynamoRunStore {
                     .unwrap_or(false);
                 Ok(Some(Heartbeat { cancel_requested }))
             }
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(err) if is_condition_failure(&err) => Ok(None),
             Err(err) => Err(Error::dependency("dynamodb heartbeat", describe(&err))),
         }
     }
 
     async fn stale_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Run>> {
         let now = serde_json::to_value(now).map_err(|e| Error::dependency("encode time", e))?;
-        let mut found = Vec::new();
-        let mut start = None;
-        // A scan with a filter: bounded in pages, as the janitor is bounded per invocation.
-        for _ in 0..10 {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.runs_table)
-                .filter_expression("#status IN (:preparing, :running) AND lease_expires_at < :now")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":preparing", AttributeValue::S(RunStatus::Preparing.as_str().to_owned()))
-                .expression_attribute_values(":running", AttributeValue::S(RunStatus::Running.as_str().to_owned()))
-                .expression_attribute_values(":now", AttributeValue::S(now.as_str().unwrap_or_default().to_owned()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| Error::dependency("dynamodb scan runs", describe(&e)))?;
-            for item in out.items.unwrap_or_default() {
-                found.push(decode_run(item)?);
-                if found.len() == limit {
-                    return Ok(found);
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(found)
+        let scan = self
+            .client
+            .scan()
+            .table_name(&self.runs_table)
+            .filter_expression("#status IN (:preparing, :running) AND lease_expires_at < :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":preparing", AttributeValue::S(RunStatus::Preparing.as_str().to_owned()))
+            .expression_attribute_values(":running", AttributeValue::S(RunStatus::Running.as_str().to_owned()))
+            .expression_attribute_values(":now", AttributeValue::S(now.as_str().unwrap_or_default().to_owned()));
+        scan_up_to(scan, limit, "dynamodb scan runs").await
     }
 
     async fn list(&self, owner: &Owner, filter: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Run>> {

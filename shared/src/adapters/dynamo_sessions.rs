@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
 use super::aws::describe;
+use super::dynamo::{is_condition_failure, scan_up_to};
 use crate::domain::{Owner, Session, ValidationError};
 use crate::ports::{Page, SessionStore};
 use crate::{Error, Result};
@@ -62,12 +63,6 @@ impl DynamoSessionStore {
     }
 }
 
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    err: &aws_sdk_dynamodb::error::SdkError<E>,
-) -> bool {
-    err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
-}
-
 #[async_trait]
 impl SessionStore for DynamoSessionStore {
     async fn create(&self, session: &Session) -> Result<bool> {
@@ -110,31 +105,13 @@ impl SessionStore for DynamoSessionStore {
     }
 
     async fn expired(&self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> Result<Vec<Session>> {
-        let mut found = Vec::new();
-        let mut start = None;
-        for _ in 0..10 {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("expires_at_epoch < :now")
-                .expression_attribute_values(":now", AttributeValue::N(now.timestamp().to_string()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| Error::dependency("dynamodb scan sessions", describe(&e)))?;
-            for item in out.items.unwrap_or_default() {
-                found.push(serde_dynamo::from_item(item).map_err(|e| Error::dependency("decode session", e))?);
-                if found.len() == limit {
-                    return Ok(found);
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(found)
+        let scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("expires_at_epoch < :now")
+            .expression_attribute_values(":now", AttributeValue::N(now.timestamp().to_string()));
+        scan_up_to(scan, limit, "dynamodb scan sessions").await
     }
 
     async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>> {

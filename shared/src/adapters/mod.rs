@@ -3,6 +3,7 @@
 mod apigw_connections;
 pub mod aws;
 mod claude_process;
+mod dynamo;
 mod dynamo_connections;
 mod dynamo_keys;
 mod dynamo_runs;

@@ -80,6 +80,9 @@ pub struct StreamClaims {
     pub expires_at: DateTime<Utc>,
 }
 
+/// How long a stream token lets a header-less client connect to its run.
+pub const STREAM_TOKEN_TTL: chrono::Duration = chrono::Duration::hours(1);
+
 #[derive(Clone)]
 pub struct StreamTokens {
     secret: Vec<u8>,
@@ -94,6 +97,11 @@ impl StreamTokens {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
         mac.update(payload.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The token a submit response hands out: `run_id` for its owner, for `STREAM_TOKEN_TTL`.
+    pub fn issue_for_run(&self, run_id: RunId, owner: &Owner, now: DateTime<Utc>) -> String {
+        self.issue(&StreamClaims { run_id, owner: owner.clone(), expires_at: now + STREAM_TOKEN_TTL })
     }
 
     pub fn issue(&self, claims: &StreamClaims) -> String {

@@ -70,6 +70,14 @@ pub struct RunMessage {
     pub message_group: String,
 }
 
+impl RunMessage {
+    /// A run of a session queues behind the session's other runs; any other run is alone.
+    pub fn for_run(run: &Run) -> Self {
+        let group = run.session_id.map_or_else(|| run.run_id.to_string(), |s| s.to_string());
+        Self { run_id: run.run_id, message_group: group }
+    }
+}
+
 #[async_trait]
 pub trait RunQueue: Send + Sync {
     async fn enqueue(&self, message: &RunMessage) -> Result<()>;

@@ -142,7 +142,37 @@ impl FrameSink for WebSocketFanout {
     }
 }
 
-/// One connection's delivery loop: in order, backing off when throttled, heartbeating when idle.
+/// Posts one message, backing off while throttled (bounded). A connection that is gone is
+/// forgotten. Returns whether the connection is still there to send to.
+pub(super) async fn post_with_backoff(
+    gateway: &dyn ConnectionGateway,
+    connections: &dyn ConnectionStore,
+    connection_id: &str,
+    message: &str,
+) -> bool {
+    let mut wait = Duration::from_millis(25);
+    for attempt in 1..=POST_ATTEMPTS {
+        match gateway.post(connection_id, message).await {
+            PostOutcome::Delivered => return true,
+            PostOutcome::Gone => {
+                tracing::info!(%connection_id, "connection gone; removed");
+                let _ = connections.delete(connection_id).await;
+                return false;
+            }
+            PostOutcome::Throttled if attempt < POST_ATTEMPTS => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            PostOutcome::Throttled | PostOutcome::Failed(_) => {
+                tracing::warn!(%connection_id, "could not deliver a message; the client can replay it");
+                return true;
+            }
+        }
+    }
+    true
+}
+
+/// One connection's delivery loop: in order, heartbeating when idle.
 async fn deliver(
     connection_id: String,
     mut queue: mpsc::Receiver<Arc<String>>,
@@ -155,24 +185,8 @@ async fn deliver(
             Ok(None) => return,
             Err(_) => Arc::new(StreamMessages::heartbeat()),
         };
-        let mut wait = Duration::from_millis(25);
-        for attempt in 1..=POST_ATTEMPTS {
-            match gateway.post(&connection_id, &message).await {
-                PostOutcome::Delivered => break,
-                PostOutcome::Gone => {
-                    tracing::info!(%connection_id, "connection gone; removed");
-                    let _ = connections.delete(&connection_id).await;
-                    return;
-                }
-                PostOutcome::Throttled if attempt < POST_ATTEMPTS => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(1));
-                }
-                PostOutcome::Throttled | PostOutcome::Failed(_) => {
-                    tracing::warn!(%connection_id, "could not deliver a message; the client can replay it");
-                    break;
-                }
-            }
+        if !post_with_backoff(gateway.as_ref(), connections.as_ref(), &connection_id, &message).await {
+            return;
         }
     }
 }

@@ -63,8 +63,7 @@ impl Janitor {
             }
             match self.runs.update(&run, expected).await {
                 Ok(()) if requeue => {
-                    let group = run.session_id.map_or_else(|| run.run_id.to_string(), |s| s.to_string());
-                    self.queue.enqueue(&RunMessage { run_id: run.run_id, message_group: group }).await?;
+                    self.queue.enqueue(&RunMessage::for_run(&run)).await?;
                     report.requeued_runs += 1;
                 }
                 Ok(()) => report.failed_runs += 1,

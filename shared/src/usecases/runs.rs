@@ -121,11 +121,7 @@ impl RunService {
             return Ok(Submitted { run, replayed: true });
         }
 
-        let message = RunMessage {
-            run_id: run.run_id,
-            message_group: run.session_id.map_or_else(|| run.run_id.to_string(), |s| s.to_string()),
-        };
-        if let Err(err) = self.queue.enqueue(&message).await {
+        if let Err(err) = self.queue.enqueue(&RunMessage::for_run(&run)).await {
             tracing::error!(run_id = %run.run_id, error = %err, "enqueue failed; failing the run");
             let expected = run.version;
             run.fail(RunError::new("enqueue_failed", format!("the run could not be queued: {err}")), Utc::now())?;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 
-use crate::domain::{Owner, RunId, StreamClaims, StreamMessages, StreamTokens};
-use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, PostOutcome, RunStore};
+use crate::domain::{Owner, RunId, StreamMessages, StreamTokens};
+use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, RunStore};
 use crate::{Error, Result};
 
 /// API Gateway closes a WebSocket after 2 hours; the record expires with it.
@@ -159,36 +159,13 @@ impl StreamService {
         self.tell(connection_id, "unknown_action", &message).await
     }
 
-    /// A stream token for `run_id`, as the submit response hands out.
-    pub fn token_for(&self, run_id: RunId, owner: &Owner, ttl: Duration) -> String {
-        self.tokens.issue(&StreamClaims { run_id, owner: owner.clone(), expires_at: Utc::now() + ttl })
-    }
-
     async fn tell(&self, connection_id: &str, code: &str, message: &str) -> Result<()> {
         self.send(connection_id, &StreamMessages::error(code, message)).await;
         Ok(())
     }
 
-    /// Posts with a few retries when throttled; false once the connection is gone.
+    /// False once the connection is gone.
     async fn send(&self, connection_id: &str, message: &str) -> bool {
-        let mut wait = std::time::Duration::from_millis(50);
-        for _ in 0..5 {
-            match self.gateway.post(connection_id, message).await {
-                PostOutcome::Delivered => return true,
-                PostOutcome::Gone => {
-                    let _ = self.connections.delete(connection_id).await;
-                    return false;
-                }
-                PostOutcome::Throttled => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                PostOutcome::Failed(err) => {
-                    tracing::warn!(%connection_id, error = %err, "post to connection failed");
-                    return false;
-                }
-            }
-        }
-        false
+        super::fanout::post_with_backoff(self.gateway.as_ref(), self.connections.as_ref(), connection_id, message).await
     }
 }
