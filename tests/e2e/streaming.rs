@@ -88,6 +88,46 @@ async fn a_subscriber_that_reconnects_with_after_seq_gets_exactly_the_missed_fra
     f.stop().await;
 }
 
+/// Every frame as it arrived, duplicates included, through `end`.
+async fn frames_as_sent(client: &mut WsClient) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Some(frame) = client.next_frame(WAIT).await {
+        let is_end = frame["kind"] == "end";
+        frames.push(frame);
+        if is_end {
+            break;
+        }
+    }
+    frames
+}
+
+#[tokio::test]
+async fn subscribers_joining_at_any_moment_get_every_later_frame_once_and_in_order() {
+    let turns =
+        (0..5).map(|i| slow(Turn::write(&format!("f{i}.txt"), "x"))).chain([slow(Turn::text("done"))]).collect();
+    let f = RunnerFixture::start(turns, &[], true).await;
+    let run_id = f.submit("implement", json!({"message": "Five files", "branch": "main"})).await;
+    // Joins spread over the whole run, each asking to resume from a different point: some land
+    // while frames are being stored, published or not yet seen by the executor.
+    let mut clients = Vec::new();
+    for after_seq in 0..14u64 {
+        clients.push((after_seq, subscribed(&f, &run_id, after_seq).await));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut received = Vec::new();
+    for (after_seq, mut client) in clients {
+        received.push((after_seq, frames_as_sent(&mut client).await));
+    }
+    let stored: Vec<u64> = f.frames(&run_id).await.iter().map(|fr| fr.0 as u64).collect();
+    for (after_seq, frames) in received {
+        let expected: Vec<u64> = stored.iter().copied().filter(|s| *s > after_seq).collect();
+        assert_eq!(seqs(&frames), expected, "subscriber after {after_seq}: each later frame once, in order");
+        assert_eq!(frames.last().unwrap()["status"], "completed");
+        assert_eq!(frames.last().unwrap()["kind"], "end");
+    }
+    f.stop().await;
+}
+
 #[tokio::test]
 async fn a_frame_above_32_kb_arrives_whole_after_reassembly() {
     let content = "0123456789abcdef".repeat(8 * 1024); // 128 KB
@@ -169,6 +209,17 @@ async fn a_vanished_connection_is_removed_after_its_first_410_and_the_run_comple
         .item("connection_id", AttributeValue::S("ghost".into()))
         .item("owner", AttributeValue::S("local".into()))
         .item("run_id", AttributeValue::S(run_id.clone()))
+        .item(
+            "subscription",
+            AttributeValue::M(
+                [
+                    ("id".to_owned(), AttributeValue::S(uuid::Uuid::new_v4().to_string())),
+                    ("after_seq".to_owned(), AttributeValue::N("0".into())),
+                    ("adopted".to_owned(), AttributeValue::Bool(false)),
+                ]
+                .into(),
+            ),
+        )
         .item("connected_at", AttributeValue::S("2026-11-27T00:00:00Z".into()))
         .item("expires_at", AttributeValue::S("2099-01-01T00:00:00Z".into()))
         .send()

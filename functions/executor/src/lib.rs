@@ -34,11 +34,15 @@ pub async fn build(
         },
         Some(objects.clone()),
     );
-    let mut sinks: Vec<Arc<dyn FrameSink>> = vec![Arc::new(PgFrameStore::new(pool))];
+    let frames = Arc::new(PgFrameStore::new(pool));
+    let mut sinks: Vec<Arc<dyn FrameSink>> = vec![frames.clone()];
+    // After the frame store: a frame is stored before any subscriber sees it, so a subscriber
+    // that catches up from the store misses nothing.
     if let (Some(table), Some(management_url)) = (&config.connections_table, &config.management_url) {
         sinks.push(Arc::new(WebSocketFanout::new(
             Arc::new(DynamoConnectionStore::new(aws::dynamodb(sdk), table)),
             Arc::new(ApiGatewayConnections::new(sdk, management_url)),
+            frames,
         )));
     }
     Ok(RunExecutor::new(

@@ -89,17 +89,13 @@ async fn session(ws_url: &str, key: &str, run_id: &str, last_seq: &mut u64, json
                 serde_json::from_str(&whole).context("reassembled frame is not JSON")?
             }
             Some("error") => {
-                let code = value["code"].as_str().unwrap_or("");
-                if code == "lagging" {
-                    return Ok(None);
-                }
-                bail!("{code}: {}", value["message"].as_str().unwrap_or(""));
+                bail!("{}: {}", value["code"].as_str().unwrap_or(""), value["message"].as_str().unwrap_or(""));
             }
             _ => continue, // subscribed, heartbeat
         };
         let seq = frame["seq"].as_u64().unwrap_or_default();
         if seq <= *last_seq && frame["kind"] != "end" {
-            continue; // a duplicate at the replay/live seam
+            continue; // already shown before a reconnect
         }
         if json {
             println!("{frame}");

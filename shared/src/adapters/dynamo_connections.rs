@@ -2,14 +2,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use uuid::Uuid;
+
 use super::aws::describe;
+use super::dynamo::is_condition_failure;
 use crate::domain::RunId;
-use crate::ports::{Connection, ConnectionStore};
+use crate::ports::{Connection, ConnectionStore, Subscriber};
 use crate::{Error, Result};
 
 pub const RUN_INDEX: &str = "by_run";
 
-/// `connection_id → owner, run_id, …` with a GSI on `run_id` and a TTL (`expires_at_epoch`):
+/// `connection_id → owner, run_id, subscription, …` with a GSI on `run_id` (all attributes projected) and a TTL (`expires_at_epoch`):
 /// API Gateway closes connections after 2 h, so a missed `$disconnect` cleans itself up.
 pub struct DynamoConnectionStore {
     client: Client,
@@ -64,8 +67,8 @@ impl ConnectionStore for DynamoConnectionStore {
         Ok(())
     }
 
-    async fn subscribers(&self, run_id: RunId) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
+    async fn subscribers(&self, run_id: RunId) -> Result<Vec<Subscriber>> {
+        let mut found = Vec::new();
         let mut pages = self
             .client
             .query()
@@ -77,10 +80,34 @@ impl ConnectionStore for DynamoConnectionStore {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| Error::dependency("dynamodb query connections", describe(&e)))?;
-            ids.extend(
-                page.items().iter().filter_map(|item| item.get("connection_id").and_then(|v| v.as_s().ok()).cloned()),
-            );
+            for item in page.items() {
+                let connection: Connection =
+                    serde_dynamo::from_item(item.clone()).map_err(|e| Error::dependency("decode connection", e))?;
+                if let Some(subscription) = connection.subscription {
+                    found.push(Subscriber { connection_id: connection.connection_id, subscription });
+                }
+            }
         }
-        Ok(ids)
+        Ok(found)
+    }
+
+    async fn adopt(&self, connection_id: &str, subscription: Uuid) -> Result<bool> {
+        let adopted = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .update_expression("SET subscription.adopted = :yes")
+            .condition_expression("subscription.id = :id AND subscription.adopted = :no")
+            .expression_attribute_values(":id", AttributeValue::S(subscription.to_string()))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match adopted {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(Error::dependency("dynamodb adopt subscription", describe(&err))),
+        }
     }
 }

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use uuid::Uuid;
+
 use crate::Result;
 use crate::claude::CliInvocation;
 use crate::domain::{DiffStats, Frame, KeyHash, Owner, Run, RunId, RunStatus, Session, Workflow};
@@ -144,8 +146,29 @@ pub struct Connection {
     pub scoped_run: Option<RunId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<RunId>,
+    /// The current subscription to `run_id`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<Subscription>,
     pub connected_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// One `subscribe`: the subscriber has everything up to `after_seq` (the subscribe handler
+/// replayed it). Exactly one party then sends it the rest — the run's executor, or the handler
+/// when the run ended meanwhile — whoever `adopt`s it first, so frames never arrive out of order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub after_seq: u64,
+    #[serde(default)]
+    pub adopted: bool,
+}
+
+/// A connection following a run, as the fan-out sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriber {
+    pub connection_id: String,
+    pub subscription: Subscription,
 }
 
 #[async_trait]
@@ -153,8 +176,11 @@ pub trait ConnectionStore: Send + Sync {
     async fn put(&self, connection: &Connection) -> Result<()>;
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>>;
     async fn delete(&self, connection_id: &str) -> Result<()>;
-    /// Ids of the connections subscribed to `run_id`.
-    async fn subscribers(&self, run_id: RunId) -> Result<Vec<String>>;
+    /// The connections subscribed to `run_id`.
+    async fn subscribers(&self, run_id: RunId) -> Result<Vec<Subscriber>>;
+    /// Takes over delivery to a subscription: true for exactly one caller, false if it was
+    /// adopted already or the connection has since subscribed anew or gone.
+    async fn adopt(&self, connection_id: &str, subscription: Uuid) -> Result<bool>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -76,7 +76,7 @@ enum Claim {
     Claimed(Run),
     Nothing,
     HeldElsewhere,
-    /// A run whose executor was lost, ended here.
+    /// A run that has ended: before this message came, or here because its executor was lost.
     Ended(RunStatus),
 }
 
@@ -173,7 +173,9 @@ impl RunExecutor {
                     }
                 }
                 RunStatus::Preparing | RunStatus::Running => return Ok(Claim::HeldElsewhere),
-                _ => return Ok(Claim::Nothing),
+                // Cancelled while queued, or a duplicate delivery: nothing to run, but whoever
+                // subscribed meanwhile still needs the end.
+                status => return Ok(Claim::Ended(status)),
             }
             run.claim(&self.settings.executor_id, now + self.settings.lease, now)?;
             match self.store.update(&run, expected).await {

@@ -62,11 +62,16 @@ impl Janitor {
                 continue;
             }
             match self.runs.update(&run, expected).await {
-                Ok(()) if requeue => {
+                Ok(()) => {
+                    // A re-queued run goes again; for an ended one, the executor that takes the
+                    // message sends the end to whoever is still subscribed.
                     self.queue.enqueue(&RunMessage::for_run(&run)).await?;
-                    report.requeued_runs += 1;
+                    if requeue {
+                        report.requeued_runs += 1;
+                    } else {
+                        report.failed_runs += 1;
+                    }
                 }
-                Ok(()) => report.failed_runs += 1,
                 Err(Error::Conflict) => {} // its executor woke up, or another sweep got there first
                 Err(err) => return Err(err),
             }

@@ -2,27 +2,27 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
-use serde::Deserialize;
+use std::time::Duration;
 
-use crate::domain::{Owner, RunId, StreamMessages, StreamTokens};
-use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, RunStore};
+use chrono::Utc;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::fanout::Courier;
+use crate::domain::{Owner, RunId, RunStatus, StreamMessages, StreamTokens};
+use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, RunStore, Subscription};
 use crate::{Error, Result};
 
 /// API Gateway closes a WebSocket after 2 hours; the record expires with it.
 const CONNECTION_TTL_HOURS: i64 = 2;
-const REPLAY_PAGE: usize = 500;
-/// A frame stored just after the replay read it, and published by an executor whose subscriber
-/// list predates this subscription, would fall between replay and live. The fan-out re-reads its
-/// list every 500 ms while frames flow and stores before it publishes, so a second replay this
-/// much later closes that gap (duplicates are allowed and carry the same seq).
-const CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1200);
+/// A second look, this long after subscribing, for a run that ended without its executor seeing
+/// the subscription (DynamoDB's index is eventually consistent; a queued run may be cancelled).
+const LATE_CHECK: Duration = Duration::from_millis(1200);
 
 pub struct StreamService {
     runs: Arc<dyn RunStore>,
     connections: Arc<dyn ConnectionStore>,
-    gateway: Arc<dyn ConnectionGateway>,
-    history: Arc<dyn FrameHistory>,
+    courier: Courier,
     tokens: StreamTokens,
 }
 
@@ -49,7 +49,7 @@ impl StreamService {
         history: Arc<dyn FrameHistory>,
         tokens: StreamTokens,
     ) -> Self {
-        Self { runs, connections, gateway, history, tokens }
+        Self { runs, courier: Courier { gateway, connections: connections.clone(), history }, connections, tokens }
     }
 
     pub async fn connect(&self, connection_id: &str, credentials: Credentials) -> Result<()> {
@@ -66,8 +66,9 @@ impl StreamService {
             owner,
             scoped_run,
             run_id: None,
+            subscription: None,
             connected_at: now,
-            expires_at: now + Duration::hours(CONNECTION_TTL_HOURS),
+            expires_at: now + chrono::Duration::hours(CONNECTION_TTL_HOURS),
         };
         self.connections.put(&connection).await
     }
@@ -76,9 +77,9 @@ impl StreamService {
         self.connections.delete(connection_id).await
     }
 
-    /// `{"action":"subscribe","run_id":…,"after_seq":N}`: registers the connection for live frames,
-    /// then replays the stored frames after N; a finished run ends with its `end` frame. Problems
-    /// are told to the client as `error` messages.
+    /// `{"action":"subscribe","run_id":…,"after_seq":N}`: replays the stored frames after N,
+    /// then hands the subscription to the run's executor for live frames; a run that has ended
+    /// gets its `end` from here. Problems are told to the client as `error` messages.
     pub async fn subscribe(&self, connection_id: &str, body: &str) -> Result<()> {
         let Some(mut connection) = self.connections.get(connection_id).await? else {
             return Ok(()); // gone meanwhile
@@ -100,49 +101,47 @@ impl StreamService {
             return self.tell(connection_id, "run_not_found", &format!("run {run_id} not found")).await;
         };
         let after_seq = request.after_seq.unwrap_or(0);
-        // The acknowledgement goes first: once the connection is registered, live frames may
-        // arrive at any moment.
-        self.send(connection_id, &StreamMessages::subscribed(run_id, after_seq)).await;
-        connection.run_id = Some(run_id);
-        self.connections.put(&connection).await?;
-
-        let Some(mut cursor) = self.replay(connection_id, run_id, after_seq).await? else { return Ok(()) };
-        if !run.status.is_terminal() {
-            tokio::time::sleep(CATCH_UP).await;
-            let Some(caught_up) = self.replay(connection_id, run_id, cursor).await? else { return Ok(()) };
-            cursor = caught_up;
+        // Whatever this connection followed before, it follows nothing until the replay is done:
+        // until then this handler is its only writer.
+        if connection.run_id.take().is_some() {
+            connection.subscription = None;
+            self.connections.put(&connection).await?;
         }
-        // Read the status after the replay: a run that finished meanwhile still gets its end.
-        let status = if run.status.is_terminal() {
-            Some(run.status)
-        } else {
-            self.runs.get(run_id).await?.map(|r| r.status).filter(|s| s.is_terminal())
-        };
-        if let Some(status) = status {
-            let last = self.history.last_seq(run_id).await?.max(cursor);
-            self.send(connection_id, &StreamMessages::end(run_id, last + 1, status)).await;
+        self.send(connection_id, &StreamMessages::subscribed(run_id, after_seq)).await;
+        let Some(cursor) = self.courier.replay(connection_id, run_id, after_seq).await? else { return Ok(()) };
+        if run.status.is_terminal() {
+            // The run had ended before the replay read the log: the log was complete.
+            return self.end(connection_id, run_id, cursor, run.status).await;
+        }
+
+        // Live: the executor adopts the subscription and continues after `cursor`.
+        let subscription = Subscription { id: Uuid::new_v4(), after_seq: cursor, adopted: false };
+        connection.run_id = Some(run_id);
+        connection.subscription = Some(subscription.clone());
+        self.connections.put(&connection).await?;
+        // The run may end before its executor ever sees this subscription (it ended meanwhile,
+        // it was cancelled while queued, the subscriber index lagged): then this handler
+        // finishes the job, if nobody adopted it first.
+        for wait in [Duration::ZERO, LATE_CHECK] {
+            tokio::time::sleep(wait).await;
+            let status = self.runs.get(run_id).await?.map(|r| r.status).filter(|s| s.is_terminal());
+            if let Some(status) = status {
+                if self.connections.adopt(connection_id, subscription.id).await? {
+                    let Some(cursor) = self.courier.replay(connection_id, run_id, cursor).await? else {
+                        return Ok(());
+                    };
+                    return self.end(connection_id, run_id, cursor, status).await;
+                }
+                return Ok(());
+            }
         }
         Ok(())
     }
 
-    /// Sends the stored frames after `after_seq`; the last seq sent, or `None` if the connection
-    /// went away.
-    async fn replay(&self, connection_id: &str, run_id: RunId, after_seq: u64) -> Result<Option<u64>> {
-        let mut cursor = after_seq;
-        loop {
-            let page = self.history.frames_after(run_id, cursor, REPLAY_PAGE).await?;
-            for frame in &page {
-                for message in StreamMessages::frame(frame) {
-                    if !self.send(connection_id, &message).await {
-                        return Ok(None);
-                    }
-                }
-                cursor = frame.seq;
-            }
-            if page.len() < REPLAY_PAGE {
-                return Ok(Some(cursor));
-            }
-        }
+    async fn end(&self, connection_id: &str, run_id: RunId, cursor: u64, status: RunStatus) -> Result<()> {
+        let last = self.courier.history.last_seq(run_id).await?.max(cursor);
+        self.send(connection_id, &StreamMessages::end(run_id, last + 1, status)).await;
+        Ok(())
     }
 
     /// `$default`: an action this API does not have gets an answer, not silence.
@@ -166,6 +165,6 @@ impl StreamService {
 
     /// False once the connection is gone.
     async fn send(&self, connection_id: &str, message: &str) -> bool {
-        super::fanout::post_with_backoff(self.gateway.as_ref(), self.connections.as_ref(), connection_id, message).await
+        self.courier.post(connection_id, message).await
     }
 }
