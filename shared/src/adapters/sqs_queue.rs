@@ -6,7 +6,7 @@ use crate::ports::{RunMessage, RunQueue};
 use crate::{Error, Result};
 
 /// The runs queue. On a FIFO queue the message group is the session lineage, so two runs of one
-/// session never overlap, and the run id deduplicates a retried send.
+/// session never overlap, and the run id with its version deduplicates a retried send.
 pub struct SqsRunQueue {
     client: Client,
     queue_url: String,
@@ -24,7 +24,7 @@ impl RunQueue for SqsRunQueue {
         let body = serde_json::to_string(message).map_err(|e| Error::dependency("encode run message", e))?;
         let mut send = self.client.send_message().queue_url(&self.queue_url).message_body(body);
         if self.queue_url.ends_with(".fifo") {
-            send = send.message_group_id(&message.message_group).message_deduplication_id(message.run_id.to_string());
+            send = send.message_group_id(&message.message_group).message_deduplication_id(&message.deduplication_id);
         }
         send.send().await.map_err(|e| Error::QueueUnavailable(describe(&e)))?;
         Ok(())

@@ -5,7 +5,7 @@ mod frame;
 mod owner;
 mod repository;
 mod request;
-mod run;
+pub(crate) mod run;
 mod session;
 mod stream;
 mod validation;

@@ -360,7 +360,7 @@ pub enum CancelOutcome {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use RunStatus::*;
 

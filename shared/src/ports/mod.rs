@@ -70,13 +70,17 @@ pub struct Heartbeat {
 pub struct RunMessage {
     pub run_id: RunId,
     pub message_group: String,
+    /// The run and its version: a retried send of one state is dropped by a FIFO queue, a send
+    /// for a later state (the janitor re-queueing a run) is not.
+    #[serde(default)]
+    pub deduplication_id: String,
 }
 
 impl RunMessage {
     /// A run of a session queues behind the session's other runs; any other run is alone.
     pub fn for_run(run: &Run) -> Self {
         let group = run.session_id.map_or_else(|| run.run_id.to_string(), |s| s.to_string());
-        Self { run_id: run.run_id, message_group: group }
+        Self { run_id: run.run_id, message_group: group, deduplication_id: format!("{}.{}", run.run_id, run.version) }
     }
 }
 
@@ -274,4 +278,22 @@ pub trait SessionStore: Send + Sync {
     async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>>;
     /// Up to `limit` sessions that expired before `now` (DynamoDB's TTL is only a backstop).
     async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Session>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunMessage;
+    use crate::domain::RunStatus;
+    use crate::domain::run::tests::run_in;
+
+    #[test]
+    fn a_later_state_of_a_run_is_a_new_message_and_the_same_state_is_not() {
+        let mut run = run_in(RunStatus::Preparing);
+        let first = RunMessage::for_run(&run);
+        assert_eq!(first.deduplication_id, RunMessage::for_run(&run).deduplication_id);
+        run.transition(RunStatus::Queued, chrono::Utc::now()).unwrap();
+        let requeued = RunMessage::for_run(&run);
+        assert_eq!((requeued.run_id, &requeued.message_group), (first.run_id, &first.message_group));
+        assert_ne!(requeued.deduplication_id, first.deduplication_id, "a FIFO queue would drop the re-queue");
+    }
 }
