@@ -13,7 +13,7 @@ use shared::adapters::{
 };
 use shared::config::{ExecutorConfig, Settings};
 use shared::ports::{FrameSink, ObjectStore, RunMessage};
-use shared::usecases::{Delivery, RunExecutor, WebSocketFanout};
+use shared::usecases::{Delivery, ExecutorPorts, RunExecutor, WebSocketFanout};
 
 /// Builds the executor once per cold start.
 pub async fn build(
@@ -45,16 +45,16 @@ pub async fn build(
             frames,
         )));
     }
-    Ok(RunExecutor::new(
-        Arc::new(DynamoRunStore::new(aws::dynamodb(sdk), &settings.runs_table, &settings.idempotency_table)),
-        Arc::new(workflows),
-        Arc::new(workspaces),
-        Arc::new(ClaudeCli::new(config.cli.clone())),
+    let ports = ExecutorPorts {
+        store: Arc::new(DynamoRunStore::new(aws::dynamodb(sdk), &settings.runs_table, &settings.idempotency_table)),
+        workflows: Arc::new(workflows),
+        workspaces: Arc::new(workspaces),
+        cli: Arc::new(ClaudeCli::new(config.cli.clone())),
         objects,
-        Arc::new(DynamoSessionStore::new(aws::dynamodb(sdk), &settings.sessions_table)),
+        sessions: Arc::new(DynamoSessionStore::new(aws::dynamodb(sdk), &settings.sessions_table)),
         sinks,
-        config.run.clone(),
-    ))
+    };
+    Ok(RunExecutor::new(ports, config.run.clone()))
 }
 
 /// Handles a batch in order. On a FIFO queue, once one message fails every later one is

@@ -62,8 +62,8 @@ pub async fn handle(
 }
 
 enum Change {
-    Run(Run),
-    Session(Session),
+    Run(Box<Run>),
+    Session(Box<Session>),
     SessionRemoved(uuid::Uuid),
 }
 
@@ -82,13 +82,15 @@ fn decode(record: &EventRecord) -> Option<Change> {
                 .ok_or("bad session key".to_owned())
         } else {
             serde_dynamo::from_item::<_, Session>(record.change.new_image.clone())
-                .map(Change::Session)
+                .map(|session| Change::Session(Box::new(session)))
                 .map_err(|e| e.to_string())
         }
     } else if removed {
         return None;
     } else {
-        serde_dynamo::from_item::<_, Run>(record.change.new_image.clone()).map(Change::Run).map_err(|e| e.to_string())
+        serde_dynamo::from_item::<_, Run>(record.change.new_image.clone())
+            .map(|run| Change::Run(Box::new(run)))
+            .map_err(|e| e.to_string())
     };
     match decoded {
         Ok(change) => Some(change),

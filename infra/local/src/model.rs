@@ -237,7 +237,7 @@ fn demo_turn(request: &Value) -> Turn {
             Value::Array(blocks) => blocks.iter().rev().find_map(|b| b["text"].as_str().map(str::to_owned)),
             _ => None,
         })
-        .last()
+        .next_back()
         .unwrap_or_default();
     let note = format!(
         "# Offline model run\n\nThis file was written by claude-runner's offline model (no ANTHROPIC_API_KEY was set).\n\n## Task\n\n{task}\n"

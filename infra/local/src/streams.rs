@@ -36,10 +36,10 @@ pub async fn feed_projector(
         if *shutdown.borrow() {
             return;
         }
-        if polls % 20 == 0 {
-            if let Err(err) = discover_shards(&client, &stream_arn, &mut shards).await {
-                tracing::warn!(error = %err, "describe stream failed");
-            }
+        if polls.is_multiple_of(20)
+            && let Err(err) = discover_shards(&client, &stream_arn, &mut shards).await
+        {
+            tracing::warn!(error = %err, "describe stream failed");
         }
         polls = polls.wrapping_add(1);
         for (shard_id, cursor) in shards.iter_mut().filter(|(_, c)| !c.closed) {

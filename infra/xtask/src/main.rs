@@ -187,6 +187,7 @@ fn test(args: &[String]) -> Result<()> {
     let claude = claude_cli()?;
     check_template(&venv)?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["build", "--quiet", "-p", "local", "--bin", "claude-runner-local"]))?;
     let (mut services, (aws_endpoint, database_url)) = Services::start(&venv)?;
     eprintln!("xtask: services up (moto {aws_endpoint}, postgres {database_url})");

@@ -135,10 +135,10 @@ impl Session {
 
     /// Folds a finished run in, and extends the expiry from now.
     pub fn record(&mut self, used: &SessionUse, now: DateTime<Utc>, ttl: Duration) {
-        if let Some(run_id) = used.run_id {
-            if !self.run_ids.contains(&run_id) {
-                self.run_ids.push(run_id);
-            }
+        if let Some(run_id) = used.run_id
+            && !self.run_ids.contains(&run_id)
+        {
+            self.run_ids.push(run_id);
         }
         if used.cli_session_id.is_some() {
             self.cli_session_id = used.cli_session_id;

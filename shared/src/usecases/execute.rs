@@ -61,6 +61,18 @@ pub enum Delivery {
     Retry,
 }
 
+/// What an executor works with: the ports its function wires to AWS, Postgres, git and the CLI.
+pub struct ExecutorPorts {
+    pub store: Arc<dyn RunStore>,
+    pub workflows: Arc<WorkflowRegistry>,
+    pub workspaces: Arc<dyn Workspaces>,
+    pub cli: Arc<dyn AgentCli>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// Every frame goes to each, in this order.
+    pub sinks: Vec<Arc<dyn FrameSink>>,
+}
+
 pub struct RunExecutor {
     store: Arc<dyn RunStore>,
     workflows: Arc<WorkflowRegistry>,
@@ -73,7 +85,7 @@ pub struct RunExecutor {
 }
 
 enum Claim {
-    Claimed(Run),
+    Claimed(Box<Run>),
     Nothing,
     HeldElsewhere,
     /// A run that has ended: before this message came, or here because its executor was lost.
@@ -90,22 +102,14 @@ enum Ended {
 }
 
 impl RunExecutor {
-    pub fn new(
-        store: Arc<dyn RunStore>,
-        workflows: Arc<WorkflowRegistry>,
-        workspaces: Arc<dyn Workspaces>,
-        cli: Arc<dyn AgentCli>,
-        objects: Arc<dyn ObjectStore>,
-        sessions: Arc<dyn SessionStore>,
-        sinks: Vec<Arc<dyn FrameSink>>,
-        settings: ExecutorSettings,
-    ) -> Self {
+    pub fn new(ports: ExecutorPorts, settings: ExecutorSettings) -> Self {
+        let ExecutorPorts { store, workflows, workspaces, cli, objects, sessions, sinks } = ports;
         Self { store, workflows, workspaces, cli, objects, sessions, sinks, settings }
     }
 
     pub async fn execute(&self, run_id: RunId) -> Result<Delivery> {
         let mut run = match self.claim(run_id).await? {
-            Claim::Claimed(run) => run,
+            Claim::Claimed(run) => *run,
             Claim::Nothing => return Ok(Delivery::Done),
             Claim::HeldElsewhere => return Ok(Delivery::Retry),
             Claim::Ended(status) => {
@@ -179,7 +183,7 @@ impl RunExecutor {
             }
             run.claim(&self.settings.executor_id, now + self.settings.lease, now)?;
             match self.store.update(&run, expected).await {
-                Ok(()) => return Ok(Claim::Claimed(run)),
+                Ok(()) => return Ok(Claim::Claimed(Box::new(run))),
                 Err(Error::Conflict) => continue,
                 Err(err) => return Err(err),
             }
@@ -482,10 +486,10 @@ impl RunExecutor {
         let ttl = chrono::Duration::from_std(self.settings.session_ttl).unwrap_or(chrono::Duration::days(30));
         let result = self.fold_into_session(run, lineage, used, ttl).await;
         // The CLI named the conversation differently: link that id to the lineage too.
-        if let (Ok(session), Some(cli_id)) = (&result, used.cli_session_id) {
-            if cli_id != lineage {
-                self.sessions.create(&session.alias(cli_id)).await?;
-            }
+        if let (Ok(session), Some(cli_id)) = (&result, used.cli_session_id)
+            && cli_id != lineage
+        {
+            self.sessions.create(&session.alias(cli_id)).await?;
         }
         result.map(|_| ())
     }

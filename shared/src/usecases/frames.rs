@@ -88,13 +88,13 @@ async fn write_batches(
                 Ok(None) | Err(_) => break,
             }
         }
-        if let Some(file) = log.as_mut() {
-            if let Err(err) = append(file, &batch).await {
-                // The sinks matter more than the local copy: keep publishing without it.
-                tracing::error!(error = %err, "writing the frame log failed; continuing without it");
-                report.log_failed = true;
-                log = None;
-            }
+        if let Some(file) = log.as_mut()
+            && let Err(err) = append(file, &batch).await
+        {
+            // The sinks matter more than the local copy: keep publishing without it.
+            tracing::error!(error = %err, "writing the frame log failed; continuing without it");
+            report.log_failed = true;
+            log = None;
         }
         for sink in &sinks {
             if !publish_with_retries(sink.as_ref(), &batch).await {

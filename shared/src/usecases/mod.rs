@@ -8,7 +8,7 @@ mod runs;
 mod sessions;
 mod stream;
 
-pub use execute::{Delivery, ExecutorSettings, RunExecutor};
+pub use execute::{Delivery, ExecutorPorts, ExecutorSettings, RunExecutor};
 pub use fanout::WebSocketFanout;
 pub use frames::{FrameRecorder, RecorderReport};
 pub use janitor::{Janitor, JanitorReport};

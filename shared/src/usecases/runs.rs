@@ -129,10 +129,10 @@ impl RunService {
                 tracing::error!(run_id = %run.run_id, error = %update_err, "could not mark the unqueued run failed");
             }
             // The caller is told to retry: the retry must create a new run, not replay this one.
-            if let Some(key) = idempotency_key {
-                if let Err(release_err) = self.store.release_idempotency_key(owner, key).await {
-                    tracing::error!(run_id = %run.run_id, error = %release_err, "could not release the idempotency key");
-                }
+            if let Some(key) = idempotency_key
+                && let Err(release_err) = self.store.release_idempotency_key(owner, key).await
+            {
+                tracing::error!(run_id = %run.run_id, error = %release_err, "could not release the idempotency key");
             }
             return Err(Error::QueueUnavailable(err.to_string()));
         }
@@ -159,10 +159,10 @@ impl RunService {
                 })
             })
             .transpose()?;
-        if let Some(name) = &query.workflow {
-            if self.workflows.get(name).is_none() {
-                return Err(Error::UnknownWorkflow(name.clone()));
-            }
+        if let Some(name) = &query.workflow
+            && self.workflows.get(name).is_none()
+        {
+            return Err(Error::UnknownWorkflow(name.clone()));
         }
         let limit = match query.limit {
             None => DEFAULT_PAGE_SIZE,
