@@ -129,6 +129,27 @@ async fn subscribers_joining_at_any_moment_get_every_later_frame_once_and_in_ord
 }
 
 #[tokio::test]
+async fn a_subscriber_to_a_queued_run_that_is_cancelled_later_gets_its_end() {
+    let turns = vec![Turn::text("start"), Turn::Delayed(Duration::from_secs(4), Box::new(Turn::text("busy")))];
+    let f = RunnerFixture::start(turns, &[], true).await;
+    let first = f.submit("implement", json!({"message": "start", "branch": "main"})).await;
+    let session = f.wait_until_finished(&first).await["session_id"].as_str().unwrap().to_owned();
+    // The session's next run is busy, so the one after it waits in the queue behind it.
+    let busy = f.submit("implement", json!({"message": "busy", "branch": "main", "session_id": session})).await;
+    let queued = f.submit("implement", json!({"message": "later", "branch": "main", "session_id": session})).await;
+    let mut client = subscribed(&f, &queued, 0).await;
+    // Long enough that the subscribe handler is done looking: the end must come from elsewhere.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = f.t.post_json(&format!("/agent/claude-code/run/{queued}/cancel"), f.t.key()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")), "{body}");
+    let frames = client.frames_until_end(WAIT).await;
+    assert_eq!(frames.len(), 1, "a run that never started has only its end: {frames:?}");
+    assert_eq!((frames[0]["kind"].as_str(), frames[0]["status"].as_str()), (Some("end"), Some("cancelled")));
+    assert_eq!(f.wait_until_finished(&busy).await["status"], "completed");
+    f.stop().await;
+}
+
+#[tokio::test]
 async fn a_frame_above_32_kb_arrives_whole_after_reassembly() {
     let content = "0123456789abcdef".repeat(8 * 1024); // 128 KB
     let f = RunnerFixture::start(vec![Turn::write("big.txt", &content), Turn::text("done")], &[], true).await;
@@ -192,6 +213,19 @@ async fn strangers_bad_tokens_and_unknown_actions_are_refused_with_an_answer() {
     };
     assert_eq!(answer["code"], "unknown_action");
     contract.check(&answer);
+
+    // One run per connection: a second subscribe is refused, and the first goes on to its end.
+    scoped.subscribe(&run_id, 0).await;
+    let again = loop {
+        let m = scoped.next_message(WAIT).await.expect("an answer");
+        if m["type"] == "error" {
+            break m;
+        }
+    };
+    assert_eq!(again["code"], "already_subscribed");
+    contract.check(&again);
+    let frames = scoped.frames_until_end(WAIT).await;
+    assert_eq!(frames.last().unwrap()["kind"], "end");
     f.stop().await;
 }
 

@@ -48,4 +48,12 @@ impl ConnectionGateway for ApiGatewayConnections {
             }
         }
     }
+
+    async fn close(&self, connection_id: &str) {
+        if let Err(err) = self.client.delete_connection().connection_id(connection_id).send().await
+            && !err.as_service_error().is_some_and(|e| e.is_gone_exception())
+        {
+            tracing::warn!(%connection_id, error = %describe(&err), "closing a connection failed");
+        }
+    }
 }

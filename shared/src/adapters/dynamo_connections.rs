@@ -7,10 +7,10 @@ use uuid::Uuid;
 use super::aws::describe;
 use super::dynamo::is_condition_failure;
 use crate::domain::RunId;
-use crate::ports::{Connection, ConnectionStore, Subscriber};
+use crate::ports::{Connection, ConnectionStore, Subscriber, Subscription};
 use crate::{Error, Result};
 
-pub const RUN_INDEX: &str = "by_run";
+pub const RUN_INDEX: &str = "subscribers_by_run";
 
 /// `connection_id → owner, run_id, subscription, …` with a GSI on `run_id` (all attributes projected) and a TTL (`expires_at_epoch`):
 /// API Gateway closes connections after 2 h, so a missed `$disconnect` cleans itself up.
@@ -89,6 +89,47 @@ impl ConnectionStore for DynamoConnectionStore {
             }
         }
         Ok(found)
+    }
+
+    async fn subscribe(&self, connection_id: &str, run_id: RunId, subscription: &Subscription) -> Result<bool> {
+        let subscription =
+            serde_dynamo::to_attribute_value(subscription).map_err(|e| Error::dependency("encode subscription", e))?;
+        let recorded = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .update_expression("SET run_id = :run, subscription = :subscription")
+            .condition_expression("attribute_exists(connection_id) AND attribute_not_exists(run_id)")
+            .expression_attribute_values(":run", AttributeValue::S(run_id.to_string()))
+            .expression_attribute_values(":subscription", subscription)
+            .send()
+            .await;
+        match recorded {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(Error::dependency("dynamodb subscribe", describe(&err))),
+        }
+    }
+
+    async fn release(&self, connection_id: &str, held: Uuid, next: &Subscription) -> Result<bool> {
+        let next = serde_dynamo::to_attribute_value(next).map_err(|e| Error::dependency("encode subscription", e))?;
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .update_expression("SET subscription = :next")
+            .condition_expression("subscription.id = :held")
+            .expression_attribute_values(":held", AttributeValue::S(held.to_string()))
+            .expression_attribute_values(":next", next)
+            .send()
+            .await;
+        match released {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(Error::dependency("dynamodb release subscription", describe(&err))),
+        }
     }
 
     async fn adopt(&self, connection_id: &str, subscription: Uuid) -> Result<bool> {

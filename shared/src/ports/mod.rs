@@ -130,6 +130,8 @@ pub trait FrameSink: Send + Sync {
     async fn publish(&self, frames: &[Frame]) -> Result<()>;
     /// The run has ended with `status` (its record is already saved).
     async fn finish(&self, _run_id: RunId, _status: RunStatus) {}
+    /// This executor stopped working on the run without ending it (its lease was lost).
+    async fn abandon(&self, _run_id: RunId) {}
 }
 
 /// Stored frames, for replay.
@@ -157,9 +159,10 @@ pub struct Connection {
     pub expires_at: DateTime<Utc>,
 }
 
-/// One `subscribe`: the subscriber has everything up to `after_seq` (the subscribe handler
-/// replayed it). Exactly one party then sends it the rest — the run's executor, or the handler
-/// when the run ended meanwhile — whoever `adopt`s it first, so frames never arrive out of order.
+/// A connection's one `subscribe`: the subscriber has everything up to `after_seq`. Whoever holds
+/// it (`adopted`) is its only writer, so frames never arrive twice or out of order: the subscribe
+/// handler while it replays, then — after it hands over — the run's executor, or the handler
+/// again when the run ended first, whoever `adopt`s it first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     pub id: Uuid,
@@ -180,6 +183,11 @@ pub trait ConnectionStore: Send + Sync {
     async fn put(&self, connection: &Connection) -> Result<()>;
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>>;
     async fn delete(&self, connection_id: &str) -> Result<()>;
+    /// Records the connection's one subscription; false if it already has one (or is gone).
+    async fn subscribe(&self, connection_id: &str, run_id: RunId, subscription: &Subscription) -> Result<bool>;
+    /// Replaces the subscription `held` with `next` (a hand-over); false if `held` is no longer
+    /// the connection's subscription.
+    async fn release(&self, connection_id: &str, held: Uuid, next: &Subscription) -> Result<bool>;
     /// The connections subscribed to `run_id`.
     async fn subscribers(&self, run_id: RunId) -> Result<Vec<Subscriber>>;
     /// Takes over delivery to a subscription: true for exactly one caller, false if it was
@@ -201,6 +209,8 @@ pub enum PostOutcome {
 #[async_trait]
 pub trait ConnectionGateway: Send + Sync {
     async fn post(&self, connection_id: &str, message: &str) -> PostOutcome;
+    /// Disconnects the client (best effort): it reconnects and replays from its last seq.
+    async fn close(&self, connection_id: &str);
 }
 
 /// A prepared, isolated workspace for one run.

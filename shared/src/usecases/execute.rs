@@ -143,6 +143,10 @@ impl RunExecutor {
         }
         if run.status.is_terminal() {
             self.notify_finished(run_id, run.status).await;
+        } else {
+            for sink in &self.sinks {
+                sink.abandon(run_id).await;
+            }
         }
         match result {
             Ok(()) | Err(Error::LeaseLost) => Ok(Delivery::Done),

@@ -1,16 +1,18 @@
 //! Live frames to WebSocket subscribers, from the executor.
 //!
-//! Every subscriber has one writer at a time, so it sees frames in `seq` order: the subscribe
-//! handler replays the stored frames and records how far it got; the executor then adopts the
-//! subscription and continues from there. `publish` only hands frames to per-connection bounded
-//! queues and returns: each connection has its own task that posts (backing off when throttled),
-//! so a slow or dead subscriber never slows the CLI, the frame log, or other subscribers. A
-//! subscriber whose queue overflows catches up from the frame log (frames are stored before they
-//! are published) instead of being dropped.
+//! Every subscriber has one writer at a time, so it sees frames in `seq` order, each once: the
+//! subscribe handler replays the stored frames and records how far it got; the executor then
+//! adopts the subscription and continues from there. `publish` only hands frames to
+//! per-connection queues, bounded in bytes, and returns: each connection has its own task that
+//! posts (backing off when throttled), so a slow or dead subscriber never slows the CLI, the
+//! frame log, or other subscribers. A subscriber whose queue overflows catches up from the frame
+//! log (frames are stored before they are published) instead of being dropped. When delivery
+//! cannot go on (the log is unreadable, the run ended and the subscriber is still far behind),
+//! the connection is closed: the client reconnects with its last seq and replays the rest.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,20 +21,26 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::domain::{Frame, RunId, RunStatus, StreamMessages};
-use crate::ports::{ConnectionGateway, ConnectionStore, FrameHistory, FrameSink, PostOutcome, Subscriber};
+use crate::ports::{
+    ConnectionGateway, ConnectionStore, FrameHistory, FrameSink, PostOutcome, Subscriber, Subscription,
+};
 
 /// How often the subscriber list is re-read while frames flow: a new subscriber gets live
 /// frames within this.
 const REFRESH: Duration = Duration::from_millis(500);
-/// Frames queued per subscriber before it falls back to reading the frame log.
-const QUEUE: usize = 2048;
+/// Bytes (and frames) queued per subscriber before it falls back to reading the frame log.
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+const QUEUE_FRAMES: usize = 4096;
 /// Heartbeat on an idle connection; API Gateway closes connections idle for 10 minutes.
 const HEARTBEAT: Duration = Duration::from_secs(60);
 const POST_ATTEMPTS: u32 = 6;
-/// Frames read from the log per page when replaying (a frame can be megabytes).
-const REPLAY_PAGE: usize = 100;
-/// How long `finish` waits for queues to drain before leaving them to their tasks.
-const DRAIN: Duration = Duration::from_secs(5);
+/// Frames read from the log per page when replaying: small, because a frame can be megabytes.
+const REPLAY_PAGE: usize = 32;
+const LOG_READ_ATTEMPTS: u32 = 3;
+/// Attempts at the last look for subscribers when a run ends.
+const FINAL_REFRESH_ATTEMPTS: u32 = 3;
+/// How long `finish` lets subscribers take the rest of a run; one still behind is disconnected.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Sends to one WebSocket connection: single messages, and replays from the frame log.
 #[derive(Clone)]
@@ -60,8 +68,12 @@ impl Courier {
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }
                 PostOutcome::Throttled | PostOutcome::Failed(_) => {
-                    tracing::warn!(%connection_id, "could not deliver a message; the client can replay it");
-                    return true;
+                    // Skipping one message would leave a gap the client cannot see: make it
+                    // reconnect and replay instead.
+                    tracing::warn!(%connection_id, "could not deliver a message; closing so the client replays");
+                    self.gateway.close(connection_id).await;
+                    let _ = self.connections.delete(connection_id).await;
+                    return false;
                 }
             }
         }
@@ -87,26 +99,59 @@ impl Courier {
             }
         }
     }
+
+    /// `replay`, retried a few times while the log cannot be read; after that the connection is
+    /// closed (the client reconnects and replays) rather than left with a gap.
+    async fn catch_up(&self, connection_id: &str, run_id: RunId, after_seq: u64) -> Option<u64> {
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1..=LOG_READ_ATTEMPTS {
+            match self.replay(connection_id, run_id, after_seq).await {
+                Ok(next) => return next,
+                Err(err) if attempt < LOG_READ_ATTEMPTS => {
+                    tracing::warn!(%run_id, %connection_id, error = %err, "reading the frame log failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(err) => {
+                    tracing::error!(%run_id, %connection_id, error = %err, "reading the frame log failed; closing");
+                }
+            }
+        }
+        self.gateway.close(connection_id).await;
+        None
+    }
 }
 
-/// One frame (all its parts), or the run's end, on its way to a subscriber.
+/// One frame (all its parts) on its way to a subscriber.
 struct Outgoing {
     seq: u64,
+    bytes: usize,
     messages: Arc<Vec<String>>,
+}
+
+/// What a subscriber's task and the fan-out share.
+#[derive(Default)]
+struct Progress {
+    /// The last seq the subscriber has been sent.
+    cursor: AtomicU64,
+    queued_bytes: AtomicUsize,
+    /// Frames were not queued: the task re-reads the log before sending on.
+    behind: AtomicBool,
+    /// The run's `end`, once it has ended.
+    end: OnceLock<String>,
 }
 
 struct Follower {
     subscription: Uuid,
     queue: mpsc::Sender<Outgoing>,
-    /// Set when the queue overflowed: the task re-reads the log before sending on.
-    behind: Arc<AtomicBool>,
+    progress: Arc<Progress>,
     task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Default)]
 struct RunFanout {
     followers: HashMap<String, Follower>,
-    /// Subscriptions someone else delivers to (adopted by the subscribe handler).
+    /// Subscriptions someone else delivers to (the subscribe handler holds or adopted them).
     declined: HashSet<Uuid>,
     refreshed: Option<Instant>,
     last_seq: u64,
@@ -126,17 +171,18 @@ impl WebSocketFanout {
         Self { courier: Courier { gateway, connections, history }, runs: Mutex::new(HashMap::new()) }
     }
 
-    /// Re-reads the run's subscribers: adopts new subscriptions, forgets ended ones.
-    async fn refresh(&self, run_id: RunId, fanout: &mut RunFanout, force: bool) {
+    /// Re-reads the run's subscribers: adopts new subscriptions, forgets ended ones. False if
+    /// the list could not be read or a subscription could not be adopted (a later look retries).
+    async fn refresh(&self, run_id: RunId, fanout: &mut RunFanout, force: bool) -> bool {
         if !force && fanout.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {
-            return;
+            return true;
         }
         fanout.refreshed = Some(Instant::now());
         let current: Vec<Subscriber> = match self.courier.connections.subscribers(run_id).await {
             Ok(found) => found,
             Err(err) => {
                 tracing::warn!(%run_id, error = %err, "listing subscribers failed; keeping the old list");
-                return;
+                return false;
             }
         };
         fanout.followers.retain(|id, follower| {
@@ -147,42 +193,59 @@ impl WebSocketFanout {
             }
             keep
         });
+        let mut complete = true;
         for Subscriber { connection_id, subscription } in current {
             let known = fanout.followers.get(&connection_id).is_some_and(|f| f.subscription == subscription.id);
-            if known || fanout.declined.contains(&subscription.id) {
+            if known || subscription.adopted || fanout.declined.contains(&subscription.id) {
                 continue;
             }
             match self.courier.connections.adopt(&connection_id, subscription.id).await {
                 Ok(true) => {
-                    let (queue, rx) = mpsc::channel(QUEUE);
-                    let behind = Arc::new(AtomicBool::new(false));
-                    let follow = follow(
-                        self.courier.clone(),
-                        run_id,
-                        connection_id.clone(),
-                        subscription.after_seq,
-                        rx,
-                        behind.clone(),
-                    );
-                    let task = tokio::spawn(follow);
-                    fanout
-                        .followers
-                        .insert(connection_id, Follower { subscription: subscription.id, queue, behind, task });
+                    let follower = self.follow(run_id, connection_id.clone(), &subscription);
+                    fanout.followers.insert(connection_id, follower);
                 }
                 Ok(false) => {
                     fanout.declined.insert(subscription.id);
                 }
-                Err(err) => tracing::warn!(%run_id, %connection_id, error = %err, "adopting a subscriber failed"),
+                Err(err) => {
+                    tracing::warn!(%run_id, %connection_id, error = %err, "adopting a subscriber failed");
+                    complete = false;
+                }
             }
         }
+        complete
     }
 
-    fn enqueue(fanout: &mut RunFanout, seq: u64, messages: Arc<Vec<String>>) {
+    fn follow(&self, run_id: RunId, connection_id: String, subscription: &Subscription) -> Follower {
+        let (queue, rx) = mpsc::channel(QUEUE_FRAMES);
+        let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
+        let delivery = Delivery {
+            courier: self.courier.clone(),
+            run_id,
+            connection_id,
+            progress: progress.clone(),
+            cursor: subscription.after_seq,
+        };
+        let task = tokio::spawn(delivery.run(rx));
+        Follower { subscription: subscription.id, queue, progress, task }
+    }
+
+    fn enqueue(fanout: &mut RunFanout, frame: &Frame) {
+        let messages = Arc::new(StreamMessages::frame(frame));
+        let bytes = messages.iter().map(String::len).sum::<usize>();
         fanout.followers.retain(|_, follower| {
-            match follower.queue.try_send(Outgoing { seq, messages: messages.clone() }) {
-                Ok(()) => true,
+            let progress = &follower.progress;
+            if progress.queued_bytes.load(Ordering::Acquire) + bytes > QUEUE_BYTES {
+                progress.behind.store(true, Ordering::Release);
+                return true;
+            }
+            match follower.queue.try_send(Outgoing { seq: frame.seq, bytes, messages: messages.clone() }) {
+                Ok(()) => {
+                    progress.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+                    true
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    follower.behind.store(true, Ordering::Release);
+                    progress.behind.store(true, Ordering::Release);
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -205,7 +268,7 @@ impl FrameSink for WebSocketFanout {
         for frame in frames {
             fanout.last_seq = fanout.last_seq.max(frame.seq);
             if !fanout.followers.is_empty() {
-                Self::enqueue(fanout, frame.seq, Arc::new(StreamMessages::frame(frame)));
+                Self::enqueue(fanout, frame);
             }
         }
         Ok(())
@@ -215,74 +278,131 @@ impl FrameSink for WebSocketFanout {
     /// queued, executor lost): whoever subscribed meanwhile still gets the rest and the end.
     async fn finish(&self, run_id: RunId, status: RunStatus) {
         let mut fanout = self.runs.lock().await.remove(&run_id).unwrap_or_default();
-        // The run is saved as ended: anyone subscribing from now on is served by the handler.
-        self.refresh(run_id, &mut fanout, true).await;
+        // The run is saved as ended: anyone subscribing from now on is served by the handler,
+        // so this is the last look; it must not miss anyone.
+        for attempt in 1..=FINAL_REFRESH_ATTEMPTS {
+            if self.refresh(run_id, &mut fanout, true).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+        }
         if fanout.followers.is_empty() {
             return;
         }
-        let stored = self.courier.history.last_seq(run_id).await.unwrap_or_default();
+        let stored = match self.courier.history.last_seq(run_id).await {
+            Ok(seq) => seq,
+            Err(err) => {
+                tracing::warn!(%run_id, error = %err, "reading the last stored seq failed");
+                0
+            }
+        };
         let end = StreamMessages::end(run_id, fanout.last_seq.max(stored) + 1, status);
         let deadline = tokio::time::Instant::now() + DRAIN;
-        for (_, follower) in fanout.followers.drain() {
-            let end = Outgoing { seq: u64::MAX, messages: Arc::new(vec![end.clone()]) };
-            if tokio::time::timeout_at(deadline, follower.queue.send(end)).await.is_err() {
-                tracing::warn!(%run_id, "a subscriber's queue stayed full; it did not get the end");
-            }
-            drop(follower.queue); // the task ends once its queue is empty
+        let followers: Vec<(String, Follower)> = fanout.followers.drain().collect();
+        for (_, follower) in &followers {
+            let _ = follower.progress.end.set(end.clone());
+        }
+        for (connection_id, follower) in followers {
+            drop(follower.queue); // the task sends what is queued, catches up, sends the end
+            let abort = follower.task.abort_handle();
             if tokio::time::timeout_at(deadline, follower.task).await.is_err() {
-                tracing::warn!(%run_id, "a subscriber was still receiving when the run ended");
+                abort.abort();
+                tracing::warn!(%run_id, %connection_id, "subscriber still behind when the run ended; closing");
+                self.courier.gateway.close(&connection_id).await;
+            }
+        }
+    }
+
+    /// This executor no longer runs the run (its lease was lost): its subscribers go back, with
+    /// how far they got, to whoever runs or ends the run next.
+    async fn abandon(&self, run_id: RunId) {
+        let Some(mut fanout) = self.runs.lock().await.remove(&run_id) else { return };
+        for (connection_id, follower) in fanout.followers.drain() {
+            follower.task.abort();
+            let next = Subscription {
+                id: Uuid::new_v4(),
+                after_seq: follower.progress.cursor.load(Ordering::Acquire),
+                adopted: false,
+            };
+            if let Err(err) = self.courier.connections.release(&connection_id, follower.subscription, &next).await {
+                tracing::warn!(%run_id, %connection_id, error = %err, "releasing a subscriber failed; closing");
+                self.courier.gateway.close(&connection_id).await;
             }
         }
     }
 }
 
-/// One adopted subscriber's delivery loop: the log after `after_seq` first, then live frames
-/// (skipping any the log already gave it), heartbeating when idle.
-async fn follow(
+/// One adopted subscriber's delivery: the log after its cursor first, then live frames
+/// (skipping any the log already gave it), heartbeating when idle; the end once the run is over.
+struct Delivery {
     courier: Courier,
     run_id: RunId,
     connection_id: String,
-    after_seq: u64,
-    mut queue: mpsc::Receiver<Outgoing>,
-    behind: Arc<AtomicBool>,
-) {
-    let catch_up = async |cursor: u64| match courier.replay(&connection_id, run_id, cursor).await {
-        Ok(next) => next,
-        Err(err) => {
-            // Live frames still flow; what is missing the client can replay on reconnect.
-            tracing::warn!(%run_id, %connection_id, error = %err, "reading the frame log failed");
-            Some(cursor)
+    progress: Arc<Progress>,
+    cursor: u64,
+}
+
+impl Delivery {
+    async fn run(mut self, mut queue: mpsc::Receiver<Outgoing>) {
+        if !self.catch_up().await {
+            return;
         }
-    };
-    let Some(mut cursor) = catch_up(after_seq).await else { return };
-    loop {
-        let outgoing = match tokio::time::timeout(HEARTBEAT, queue.recv()).await {
-            Ok(Some(outgoing)) => outgoing,
-            Ok(None) => return,
-            Err(_) if behind.swap(false, Ordering::AcqRel) => {
-                let Some(next) = catch_up(cursor).await else { return };
-                cursor = next;
-                continue;
-            }
-            Err(_) => {
-                if !courier.post(&connection_id, &StreamMessages::heartbeat()).await {
+        loop {
+            let delivered = match tokio::time::timeout(HEARTBEAT, queue.recv()).await {
+                Ok(Some(outgoing)) => self.send(outgoing).await,
+                // The queue closed: the run ended (or this executor let go of it).
+                Ok(None) => {
+                    if let Some(end) = self.progress.end.get().cloned()
+                        && self.caught_up().await
+                    {
+                        self.courier.post(&self.connection_id, &end).await;
+                    }
                     return;
                 }
-                continue;
-            }
-        };
-        if behind.swap(false, Ordering::AcqRel) {
-            let Some(next) = catch_up(cursor).await else { return };
-            cursor = next;
-        }
-        if outgoing.seq <= cursor {
-            continue;
-        }
-        for message in outgoing.messages.iter() {
-            if !courier.post(&connection_id, message).await {
+                Err(_) if self.progress.behind.load(Ordering::Acquire) => self.caught_up().await,
+                Err(_) => self.courier.post(&self.connection_id, &StreamMessages::heartbeat()).await,
+            };
+            if !delivered {
                 return;
             }
         }
-        cursor = outgoing.seq;
+    }
+
+    async fn send(&mut self, outgoing: Outgoing) -> bool {
+        self.progress.queued_bytes.fetch_sub(outgoing.bytes, Ordering::AcqRel);
+        if !self.caught_up().await {
+            return false;
+        }
+        if outgoing.seq <= self.cursor {
+            return true;
+        }
+        for message in outgoing.messages.iter() {
+            if !self.courier.post(&self.connection_id, message).await {
+                return false;
+            }
+        }
+        self.advance(outgoing.seq);
+        true
+    }
+
+    /// Catches up from the log if frames were left out of the queue. False once the
+    /// connection is gone.
+    async fn caught_up(&mut self) -> bool {
+        !self.progress.behind.swap(false, Ordering::AcqRel) || self.catch_up().await
+    }
+
+    async fn catch_up(&mut self) -> bool {
+        match self.courier.catch_up(&self.connection_id, self.run_id, self.cursor).await {
+            Some(next) => {
+                self.advance(next);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn advance(&mut self, seq: u64) {
+        self.cursor = seq;
+        self.progress.cursor.store(seq, Ordering::Release);
     }
 }

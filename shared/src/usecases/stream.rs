@@ -81,7 +81,7 @@ impl StreamService {
     /// then hands the subscription to the run's executor for live frames; a run that has ended
     /// gets its `end` from here. Problems are told to the client as `error` messages.
     pub async fn subscribe(&self, connection_id: &str, body: &str) -> Result<()> {
-        let Some(mut connection) = self.connections.get(connection_id).await? else {
+        let Some(connection) = self.connections.get(connection_id).await? else {
             return Ok(()); // gone meanwhile
         };
         let request = match serde_json::from_str::<SubscribeBody>(body) {
@@ -101,11 +101,11 @@ impl StreamService {
             return self.tell(connection_id, "run_not_found", &format!("run {run_id} not found")).await;
         };
         let after_seq = request.after_seq.unwrap_or(0);
-        // Whatever this connection followed before, it follows nothing until the replay is done:
-        // until then this handler is its only writer.
-        if connection.run_id.take().is_some() {
-            connection.subscription = None;
-            self.connections.put(&connection).await?;
+        // The handler holds the subscription while it replays, so nobody else writes meanwhile.
+        let held = Subscription { id: Uuid::new_v4(), after_seq, adopted: true };
+        if !self.connections.subscribe(connection_id, run_id, &held).await? {
+            let message = "this connection already follows a run; open another connection to follow another";
+            return self.tell(connection_id, "already_subscribed", message).await;
         }
         self.send(connection_id, &StreamMessages::subscribed(run_id, after_seq)).await;
         let Some(cursor) = self.courier.replay(connection_id, run_id, after_seq).await? else { return Ok(()) };
@@ -114,11 +114,12 @@ impl StreamService {
             return self.end(connection_id, run_id, cursor, run.status).await;
         }
 
-        // Live: the executor adopts the subscription and continues after `cursor`.
-        let subscription = Subscription { id: Uuid::new_v4(), after_seq: cursor, adopted: false };
-        connection.run_id = Some(run_id);
-        connection.subscription = Some(subscription.clone());
-        self.connections.put(&connection).await?;
+        // Live: hand over to the run's executor, which adopts the subscription and continues
+        // after `cursor`.
+        let next = Subscription { id: Uuid::new_v4(), after_seq: cursor, adopted: false };
+        if !self.connections.release(connection_id, held.id, &next).await? {
+            return Ok(()); // disconnected meanwhile
+        }
         // The run may end before its executor ever sees this subscription (it ended meanwhile,
         // it was cancelled while queued, the subscriber index lagged): then this handler
         // finishes the job, if nobody adopted it first.
@@ -126,7 +127,7 @@ impl StreamService {
             tokio::time::sleep(wait).await;
             let status = self.runs.get(run_id).await?.map(|r| r.status).filter(|s| s.is_terminal());
             if let Some(status) = status {
-                if self.connections.adopt(connection_id, subscription.id).await? {
+                if self.connections.adopt(connection_id, next.id).await? {
                     let Some(cursor) = self.courier.replay(connection_id, run_id, cursor).await? else {
                         return Ok(());
                     };
