@@ -15,6 +15,19 @@ pub(super) fn is_condition_failure<E: ProvideErrorMetadata>(err: &SdkError<E>) -
     err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 
+/// A conditional write's outcome: `Some(output)` if it was applied, `None` if its condition did
+/// not hold; any other failure is an error.
+pub(super) fn applied<T, E>(result: Result<T, SdkError<E>>, what: &'static str) -> Result<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(err) if is_condition_failure(&err) => Ok(None),
+        Err(err) => Err(Error::dependency(what, describe(&err))),
+    }
+}
+
 /// Up to `limit` items a (filtered) scan yields, reading at most `MAX_SCAN_PAGES` pages.
 pub(super) async fn scan_up_to<T: DeserializeOwned>(
     scan: ScanFluentBuilder,

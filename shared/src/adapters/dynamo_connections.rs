@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use uuid::Uuid;
 
 use super::aws::describe;
-use super::dynamo::is_condition_failure;
+use super::dynamo::applied;
 use crate::domain::RunId;
 use crate::ports::{Connection, ConnectionStore, Subscriber, Subscription};
 use crate::{Error, Result};
@@ -105,11 +105,7 @@ impl ConnectionStore for DynamoConnectionStore {
             .expression_attribute_values(":subscription", subscription)
             .send()
             .await;
-        match recorded {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(Error::dependency("dynamodb subscribe", describe(&err))),
-        }
+        Ok(applied(recorded, "dynamodb subscribe")?.is_some())
     }
 
     async fn release(&self, connection_id: &str, held: Uuid, next: &Subscription) -> Result<bool> {
@@ -125,11 +121,7 @@ impl ConnectionStore for DynamoConnectionStore {
             .expression_attribute_values(":next", next)
             .send()
             .await;
-        match released {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(Error::dependency("dynamodb release subscription", describe(&err))),
-        }
+        Ok(applied(released, "dynamodb release subscription")?.is_some())
     }
 
     async fn adopt(&self, connection_id: &str, subscription: Uuid) -> Result<bool> {
@@ -145,10 +137,6 @@ impl ConnectionStore for DynamoConnectionStore {
             .expression_attribute_values(":no", AttributeValue::Bool(false))
             .send()
             .await;
-        match adopted {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(Error::dependency("dynamodb adopt subscription", describe(&err))),
-        }
+        Ok(applied(adopted, "dynamodb adopt subscription")?.is_some())
     }
 }

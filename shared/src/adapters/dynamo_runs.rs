@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
 use super::aws::describe;
-use super::dynamo::{is_condition_failure, scan_up_to};
+use super::dynamo::{applied, scan_up_to};
 use crate::domain::{Owner, Run, RunId, RunStatus, ValidationError};
 use crate::ports::{Heartbeat, IdempotencyRecord, Page, RunFilter, RunStore};
 use crate::{Error, Result};
@@ -80,14 +80,11 @@ impl RunStore for DynamoRunStore {
             .expression_attribute_values(":now", AttributeValue::N(Utc::now().timestamp().to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(None),
-            Err(err) if is_condition_failure(&err) => {
-                let earlier = self.read_idempotency(&record.owner, &record.key).await?;
-                Ok(Some(earlier.ok_or_else(|| Error::dependency("idempotency", "record vanished while being read"))?))
-            }
-            Err(err) => Err(Error::dependency("dynamodb put idempotency key", describe(&err))),
+        if applied(result, "dynamodb put idempotency key")?.is_some() {
+            return Ok(None);
         }
+        let earlier = self.read_idempotency(&record.owner, &record.key).await?;
+        Ok(Some(earlier.ok_or_else(|| Error::dependency("idempotency", "record vanished while being read"))?))
     }
 
     async fn release_idempotency_key(&self, owner: &Owner, key: &str) -> Result<()> {
@@ -110,11 +107,7 @@ impl RunStore for DynamoRunStore {
             .condition_expression("attribute_not_exists(run_id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(Error::dependency("dynamodb put run", describe(&err))),
-        }
+        Ok(applied(result, "dynamodb put run")?.is_some())
     }
 
     async fn get(&self, run_id: RunId) -> Result<Option<Run>> {
@@ -140,11 +133,7 @@ impl RunStore for DynamoRunStore {
             .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Err(Error::Conflict),
-            Err(err) => Err(Error::dependency("dynamodb update run", describe(&err))),
-        }
+        applied(result, "dynamodb update run")?.map(drop).ok_or(Error::Conflict)
     }
 
     async fn heartbeat(&self, run_id: RunId, executor: &str, lease_until: DateTime<Utc>) -> Result<Option<Heartbeat>> {
@@ -165,20 +154,16 @@ impl RunStore for DynamoRunStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => {
-                let cancel_requested = out
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get("cancel_requested"))
-                    .and_then(|v| v.as_bool().ok())
-                    .copied()
-                    .unwrap_or(false);
-                Ok(Some(Heartbeat { cancel_requested }))
-            }
-            Err(err) if is_condition_failure(&err) => Ok(None),
-            Err(err) => Err(Error::dependency("dynamodb heartbeat", describe(&err))),
-        }
+        Ok(applied(result, "dynamodb heartbeat")?.map(|out| {
+            let cancel_requested = out
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("cancel_requested"))
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false);
+            Heartbeat { cancel_requested }
+        }))
     }
 
     async fn stale_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Run>> {

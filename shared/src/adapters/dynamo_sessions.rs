@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
 use super::aws::describe;
-use super::dynamo::{is_condition_failure, scan_up_to};
+use super::dynamo::{applied, scan_up_to};
 use crate::domain::{Owner, Session, ValidationError};
 use crate::ports::{Page, SessionStore};
 use crate::{Error, Result};
@@ -48,11 +48,7 @@ impl DynamoSessionStore {
             .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Err(Error::Conflict),
-            Err(err) => Err(Error::dependency("dynamodb update session", describe(&err))),
-        }
+        applied(result, "dynamodb update session")?.map(drop).ok_or(Error::Conflict)
     }
 
     fn item(session: &Session) -> Result<HashMap<String, AttributeValue>> {
@@ -74,11 +70,7 @@ impl SessionStore for DynamoSessionStore {
             .condition_expression("attribute_not_exists(session_id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(Error::dependency("dynamodb put session", describe(&err))),
-        }
+        Ok(applied(result, "dynamodb put session")?.is_some())
     }
 
     async fn get(&self, session_id: Uuid) -> Result<Option<Session>> {

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
@@ -25,8 +25,8 @@ use crate::ports::{
     ConnectionGateway, ConnectionStore, FrameHistory, FrameSink, PostOutcome, Subscriber, Subscription,
 };
 
-/// How often the subscriber list is re-read while frames flow: a new subscriber gets live
-/// frames within this.
+/// How often a running run's subscriber list is re-read: a new subscriber gets live frames
+/// within this.
 const REFRESH: Duration = Duration::from_millis(500);
 /// Bytes (and frames) queued per subscriber before it falls back to reading the frame log.
 const QUEUE_BYTES: usize = 8 * 1024 * 1024;
@@ -148,18 +148,26 @@ struct Follower {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The subscribers of one run, as this executor serves them.
 #[derive(Default)]
-struct RunFanout {
-    followers: HashMap<String, Follower>,
+struct Followers {
+    by_connection: HashMap<String, Follower>,
     /// Subscriptions someone else delivers to (the subscribe handler holds or adopted them).
     declined: HashSet<Uuid>,
-    refreshed: Option<Instant>,
     last_seq: u64,
+}
+
+/// One run's fan-out: its followers, and the task that keeps looking for new subscribers (so
+/// the frame path never waits on DynamoDB).
+struct RunFanout {
+    followers: Arc<Mutex<Followers>>,
+    stop: Arc<tokio::sync::Notify>,
+    refresher: tokio::task::JoinHandle<()>,
 }
 
 pub struct WebSocketFanout {
     courier: Courier,
-    runs: Mutex<HashMap<RunId, RunFanout>>,
+    runs: std::sync::Mutex<HashMap<RunId, RunFanout>>,
 }
 
 impl WebSocketFanout {
@@ -168,24 +176,57 @@ impl WebSocketFanout {
         gateway: Arc<dyn ConnectionGateway>,
         history: Arc<dyn FrameHistory>,
     ) -> Self {
-        Self { courier: Courier { gateway, connections, history }, runs: Mutex::new(HashMap::new()) }
+        Self { courier: Courier { gateway, connections, history }, runs: std::sync::Mutex::new(HashMap::new()) }
     }
 
-    /// Re-reads the run's subscribers: adopts new subscriptions, forgets ended ones. False if
-    /// the list could not be read or a subscription could not be adopted (a later look retries).
-    async fn refresh(&self, run_id: RunId, fanout: &mut RunFanout, force: bool) -> bool {
-        if !force && fanout.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {
-            return true;
+    /// The run's followers, starting its refresher on first use.
+    fn followers(&self, run_id: RunId) -> Arc<Mutex<Followers>> {
+        let mut runs = self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let run = runs.entry(run_id).or_insert_with(|| {
+            let followers = Arc::new(Mutex::new(Followers::default()));
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let (courier, watched, stopped) = (self.courier.clone(), followers.clone(), stop.clone());
+            let refresher = tokio::spawn(async move {
+                loop {
+                    refresh(&courier, run_id, &watched).await;
+                    tokio::select! {
+                        () = stopped.notified() => return,
+                        () = tokio::time::sleep(REFRESH) => {}
+                    }
+                }
+            });
+            RunFanout { followers, stop, refresher }
+        });
+        run.followers.clone()
+    }
+
+    /// Stops serving the run: its refresher finishes the look it is taking (never aborted
+    /// between adopting a subscription and starting its delivery) and stops; its followers are
+    /// the caller's.
+    async fn take(&self, run_id: RunId) -> Arc<Mutex<Followers>> {
+        let taken = self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&run_id);
+        let Some(run) = taken else { return Arc::default() };
+        run.stop.notify_one();
+        if let Err(err) = run.refresher.await {
+            tracing::warn!(%run_id, error = %err, "the subscriber refresher failed");
         }
-        fanout.refreshed = Some(Instant::now());
-        let current: Vec<Subscriber> = match self.courier.connections.subscribers(run_id).await {
-            Ok(found) => found,
-            Err(err) => {
-                tracing::warn!(%run_id, error = %err, "listing subscribers failed; keeping the old list");
-                return false;
-            }
-        };
-        fanout.followers.retain(|id, follower| {
+        run.followers
+    }
+}
+
+/// Re-reads the run's subscribers: adopts new subscriptions, forgets ended ones. False if the
+/// list could not be read or a subscription could not be adopted (a later look retries).
+async fn refresh(courier: &Courier, run_id: RunId, followers: &Mutex<Followers>) -> bool {
+    let current: Vec<Subscriber> = match courier.connections.subscribers(run_id).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(%run_id, error = %err, "listing subscribers failed; keeping the old list");
+            return false;
+        }
+    };
+    let candidates: Vec<Subscriber> = {
+        let mut state = followers.lock().await;
+        state.by_connection.retain(|id, follower| {
             let keep = !follower.task.is_finished()
                 && current.iter().any(|s| &s.connection_id == id && s.subscription.id == follower.subscription);
             if !keep {
@@ -193,47 +234,58 @@ impl WebSocketFanout {
             }
             keep
         });
-        let mut complete = true;
-        for Subscriber { connection_id, subscription } in current {
-            let known = fanout.followers.get(&connection_id).is_some_and(|f| f.subscription == subscription.id);
-            if known || subscription.adopted || fanout.declined.contains(&subscription.id) {
-                continue;
+        current
+            .into_iter()
+            .filter(|s| {
+                let known =
+                    state.by_connection.get(&s.connection_id).is_some_and(|f| f.subscription == s.subscription.id);
+                !known && !s.subscription.adopted && !state.declined.contains(&s.subscription.id)
+            })
+            .collect()
+    };
+    let mut complete = true;
+    for Subscriber { connection_id, subscription } in candidates {
+        match courier.connections.adopt(&connection_id, subscription.id).await {
+            Ok(true) => {
+                // Started under the lock: every frame published from here on is queued for it,
+                // and every earlier one is already in the log it starts from.
+                let mut state = followers.lock().await;
+                let follower = follow(courier, run_id, connection_id.clone(), &subscription);
+                if let Some(replaced) = state.by_connection.insert(connection_id, follower) {
+                    replaced.task.abort();
+                }
             }
-            match self.courier.connections.adopt(&connection_id, subscription.id).await {
-                Ok(true) => {
-                    let follower = self.follow(run_id, connection_id.clone(), &subscription);
-                    fanout.followers.insert(connection_id, follower);
-                }
-                Ok(false) => {
-                    fanout.declined.insert(subscription.id);
-                }
-                Err(err) => {
-                    tracing::warn!(%run_id, %connection_id, error = %err, "adopting a subscriber failed");
-                    complete = false;
-                }
+            Ok(false) => {
+                followers.lock().await.declined.insert(subscription.id);
+            }
+            Err(err) => {
+                tracing::warn!(%run_id, %connection_id, error = %err, "adopting a subscriber failed");
+                complete = false;
             }
         }
-        complete
     }
+    complete
+}
 
-    fn follow(&self, run_id: RunId, connection_id: String, subscription: &Subscription) -> Follower {
-        let (queue, rx) = mpsc::channel(QUEUE_FRAMES);
-        let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
-        let delivery = Delivery {
-            courier: self.courier.clone(),
-            run_id,
-            connection_id,
-            progress: progress.clone(),
-            cursor: subscription.after_seq,
-        };
-        let task = tokio::spawn(delivery.run(rx));
-        Follower { subscription: subscription.id, queue, progress, task }
-    }
+fn follow(courier: &Courier, run_id: RunId, connection_id: String, subscription: &Subscription) -> Follower {
+    let (queue, rx) = mpsc::channel(QUEUE_FRAMES);
+    let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
+    let delivery = Delivery {
+        courier: courier.clone(),
+        run_id,
+        connection_id,
+        progress: progress.clone(),
+        cursor: subscription.after_seq,
+    };
+    let task = tokio::spawn(delivery.run(rx));
+    Follower { subscription: subscription.id, queue, progress, task }
+}
 
-    fn enqueue(fanout: &mut RunFanout, frame: &Frame) {
+impl Followers {
+    fn enqueue(&mut self, frame: &Frame) {
         let messages = Arc::new(StreamMessages::frame(frame));
         let bytes = messages.iter().map(String::len).sum::<usize>();
-        fanout.followers.retain(|_, follower| {
+        self.by_connection.retain(|_, follower| {
             let progress = &follower.progress;
             if progress.queued_bytes.load(Ordering::Acquire) + bytes > QUEUE_BYTES {
                 progress.behind.store(true, Ordering::Release);
@@ -262,13 +314,12 @@ impl FrameSink for WebSocketFanout {
 
     async fn publish(&self, frames: &[Frame]) -> Result<()> {
         let Some(run_id) = frames.first().map(|f| f.run_id) else { return Ok(()) };
-        let mut runs = self.runs.lock().await;
-        let fanout = runs.entry(run_id).or_default();
-        self.refresh(run_id, fanout, false).await;
+        let followers = self.followers(run_id);
+        let mut state = followers.lock().await;
         for frame in frames {
-            fanout.last_seq = fanout.last_seq.max(frame.seq);
-            if !fanout.followers.is_empty() {
-                Self::enqueue(fanout, frame);
+            state.last_seq = state.last_seq.max(frame.seq);
+            if !state.by_connection.is_empty() {
+                state.enqueue(frame);
             }
         }
         Ok(())
@@ -277,16 +328,17 @@ impl FrameSink for WebSocketFanout {
     /// Also called for a run that ended without this executor running it (cancelled while
     /// queued, executor lost): whoever subscribed meanwhile still gets the rest and the end.
     async fn finish(&self, run_id: RunId, status: RunStatus) {
-        let mut fanout = self.runs.lock().await.remove(&run_id).unwrap_or_default();
+        let followers = self.take(run_id).await;
         // The run is saved as ended: anyone subscribing from now on is served by the handler,
         // so this is the last look; it must not miss anyone.
         for attempt in 1..=FINAL_REFRESH_ATTEMPTS {
-            if self.refresh(run_id, &mut fanout, true).await {
+            if refresh(&self.courier, run_id, &followers).await {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200) * attempt).await;
         }
-        if fanout.followers.is_empty() {
+        let mut state = followers.lock().await;
+        if state.by_connection.is_empty() {
             return;
         }
         let stored = match self.courier.history.last_seq(run_id).await {
@@ -296,13 +348,14 @@ impl FrameSink for WebSocketFanout {
                 0
             }
         };
-        let end = StreamMessages::end(run_id, fanout.last_seq.max(stored) + 1, status);
+        let end = StreamMessages::end(run_id, state.last_seq.max(stored) + 1, status);
         let deadline = tokio::time::Instant::now() + DRAIN;
-        let followers: Vec<(String, Follower)> = fanout.followers.drain().collect();
-        for (_, follower) in &followers {
+        let leaving: Vec<(String, Follower)> = state.by_connection.drain().collect();
+        drop(state);
+        for (_, follower) in &leaving {
             let _ = follower.progress.end.set(end.clone());
         }
-        for (connection_id, follower) in followers {
+        for (connection_id, follower) in leaving {
             drop(follower.queue); // the task sends what is queued, catches up, sends the end
             let abort = follower.task.abort_handle();
             if tokio::time::timeout_at(deadline, follower.task).await.is_err() {
@@ -316,8 +369,9 @@ impl FrameSink for WebSocketFanout {
     /// This executor no longer runs the run (its lease was lost): its subscribers go back, with
     /// how far they got, to whoever runs or ends the run next.
     async fn abandon(&self, run_id: RunId) {
-        let Some(mut fanout) = self.runs.lock().await.remove(&run_id) else { return };
-        for (connection_id, follower) in fanout.followers.drain() {
+        let followers = self.take(run_id).await;
+        let leaving: Vec<(String, Follower)> = followers.lock().await.by_connection.drain().collect();
+        for (connection_id, follower) in leaving {
             follower.task.abort();
             let next = Subscription {
                 id: Uuid::new_v4(),
