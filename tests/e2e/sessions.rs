@@ -310,5 +310,36 @@ async fn an_id_the_cli_handed_back_names_the_same_lineage() {
     assert_eq!(run["session_id"], lineage.session_id.to_string());
     let (_, list) = t.get_json("/agent/claude-code/sessions", t.key()).await;
     assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "aliases are not listed as sessions");
+
+    // The read model has the lineage, never the alias (it would count the totals twice). The
+    // table's stream is ordered: once a session created after the alias is projected, the alias
+    // has been seen too.
+    let marker = shared::domain::Session::reserve(
+        uuid::Uuid::now_v7(),
+        shared::domain::Owner::new("local"),
+        "implement",
+        e2e::DEFAULT_REPOSITORY,
+        "main",
+        chrono::Utc::now(),
+        chrono::Duration::days(1),
+    );
+    assert!(store.create(&marker).await.unwrap());
+    let projected = |id: uuid::Uuid| {
+        let pool = t.stack.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM claude_cli_sessions WHERE session_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let marker_seen = e2e::TestStack::eventually(Duration::from_secs(15), || async {
+        (projected(marker.session_id).await == 1).then_some(())
+    })
+    .await;
+    assert!(marker_seen.is_some(), "the projector keeps up");
+    assert_eq!(projected(lineage.session_id).await, 1);
+    assert_eq!(projected(cli_id).await, 0, "aliases stay out of claude_cli_sessions");
     t.stop().await;
 }

@@ -81,9 +81,13 @@ fn decode(record: &EventRecord) -> Option<Change> {
                 .map(Change::SessionRemoved)
                 .ok_or("bad session key".to_owned())
         } else {
-            serde_dynamo::from_item::<_, Session>(record.change.new_image.clone())
-                .map(|session| Change::Session(Box::new(session)))
-                .map_err(|e| e.to_string())
+            match serde_dynamo::from_item::<_, Session>(record.change.new_image.clone()) {
+                // An alias (an id the CLI handed back) points at its lineage, whose record the
+                // read model already has: projecting it would count its totals twice.
+                Ok(session) if session.alias_of.is_some() => return None,
+                Ok(session) => Ok(Change::Session(Box::new(session))),
+                Err(err) => Err(err.to_string()),
+            }
         }
     } else if removed {
         return None;
