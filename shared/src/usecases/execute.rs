@@ -325,7 +325,7 @@ impl RunExecutor {
         // has to cut the run off.
         let time_limit = Duration::from_secs(workflow.config.timeout_seconds).min(self.settings.max_run_time);
         let deadline = started + time_limit;
-        let secrets: Vec<String> = workspace.secrets.iter().chain(&self.settings.secrets).cloned().collect();
+        let redactor = Redactor::new(workspace.secrets.iter().chain(&self.settings.secrets));
         let mut summary = CliSummary::default();
         let mut seq = 0u64;
         let ended = loop {
@@ -334,7 +334,7 @@ impl RunExecutor {
                     Err(_) => break Ended::Idle,
                     Ok(Ok(Some(line))) => {
                         seq += 1;
-                        let bytes = redact(line.bytes, &secrets);
+                        let bytes = redactor.bytes(line.bytes);
                         let frame = Frame::from_line(run.run_id, seq, &bytes, line.total_bytes.max(bytes.len()), Utc::now());
                         if let crate::domain::FrameData::Json(data) = &frame.data {
                             summary.observe(&frame.kind, frame.subtype.as_deref(), data);
@@ -359,7 +359,7 @@ impl RunExecutor {
         // Always stop the group: even after a clean exit, a tool may have left children behind.
         process.stop(self.settings.stop_grace).await;
         summary.exit_code = process.wait().await;
-        summary.stderr_tail = redact_text(&process.stderr_tail(), &secrets);
+        summary.stderr_tail = redactor.text(&process.stderr_tail());
         summary.frames = seq;
         let report = recorder.finish().await?;
         if report.failed_batches > 0 {
@@ -624,38 +624,51 @@ async fn heartbeat(
     }
 }
 
-/// Replaces every secret value in a line; values shorter than 6 bytes are too likely to be
-/// ordinary words to redact safely.
-fn redact(line: Vec<u8>, secrets: &[String]) -> Vec<u8> {
-    let mut line = line;
-    // Lines are JSON: a value with quotes or backslashes appears there escaped.
-    let escaped: Vec<String> = secrets
-        .iter()
-        .map(|s| serde_json::to_string(s).unwrap_or_default().trim_matches('"').to_owned())
-        .filter(|e| !secrets.contains(e))
-        .collect();
-    for secret in secrets.iter().chain(&escaped).filter(|s| s.len() >= 6) {
-        let needle = secret.as_bytes();
-        if line.windows(needle.len()).any(|w| w == needle) {
-            let mut out = Vec::with_capacity(line.len());
-            let mut i = 0;
-            while i < line.len() {
-                if line[i..].starts_with(needle) {
-                    out.extend_from_slice(b"[REDACTED]");
-                    i += needle.len();
-                } else {
-                    out.push(line[i]);
-                    i += 1;
-                }
-            }
-            line = out;
-        }
-    }
-    line
+/// Replaces secret values in CLI output. Built once per run: the needles (each secret, and its
+/// JSON-escaped form, since lines are JSON) are worked out once, not per line.
+struct Redactor {
+    needles: Vec<Vec<u8>>,
 }
 
-fn redact_text(text: &str, secrets: &[String]) -> String {
-    String::from_utf8_lossy(&redact(text.as_bytes().to_vec(), secrets)).into_owned()
+impl Redactor {
+    /// Values shorter than 6 bytes are too likely to be ordinary words to redact safely.
+    fn new<'a>(secrets: impl IntoIterator<Item = &'a String>) -> Self {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        for secret in secrets {
+            let escaped = serde_json::to_string(secret).unwrap_or_default().trim_matches('"').to_owned();
+            for needle in [secret.clone(), escaped] {
+                if needle.len() >= 6 && !needles.iter().any(|n| n == needle.as_bytes()) {
+                    needles.push(needle.into_bytes());
+                }
+            }
+        }
+        Self { needles }
+    }
+
+    fn bytes(&self, line: Vec<u8>) -> Vec<u8> {
+        let mut line = line;
+        for needle in &self.needles {
+            if line.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                let mut out = Vec::with_capacity(line.len());
+                let mut i = 0;
+                while i < line.len() {
+                    if line[i..].starts_with(needle) {
+                        out.extend_from_slice(b"[REDACTED]");
+                        i += needle.len();
+                    } else {
+                        out.push(line[i]);
+                        i += 1;
+                    }
+                }
+                line = out;
+            }
+        }
+        line
+    }
+
+    fn text(&self, text: &str) -> String {
+        String::from_utf8_lossy(&self.bytes(text.as_bytes().to_vec())).into_owned()
+    }
 }
 
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -684,7 +697,7 @@ mod tests {
     fn json_escaped_secrets_are_redacted_too() {
         let secrets = vec!["pa\"ss\\word".to_owned()];
         let line = serde_json::json!({"content": format!("KEY={}", secrets[0])}).to_string().into_bytes();
-        let out = String::from_utf8(redact(line, &secrets)).unwrap();
+        let out = String::from_utf8(Redactor::new(&secrets).bytes(line)).unwrap();
         assert_eq!(out, r#"{"content":"KEY=[REDACTED]"}"#);
     }
 
@@ -692,7 +705,7 @@ mod tests {
     fn secrets_are_redacted_wherever_they_appear() {
         let secrets = vec!["s3cr3t-value".to_owned(), "abc".to_owned()];
         let line = br#"{"content":"TOKEN=s3cr3t-value and s3cr3t-value; abc"}"#.to_vec();
-        let out = String::from_utf8(redact(line, &secrets)).unwrap();
+        let out = String::from_utf8(Redactor::new(&secrets).bytes(line)).unwrap();
         assert_eq!(out, r#"{"content":"TOKEN=[REDACTED] and [REDACTED]; abc"}"#);
         assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "still JSON");
     }
