@@ -88,19 +88,6 @@ async fn a_subscriber_that_reconnects_with_after_seq_gets_exactly_the_missed_fra
     f.stop().await;
 }
 
-/// Every frame as it arrived, duplicates included, through `end`.
-async fn frames_as_sent(client: &mut WsClient) -> Vec<Value> {
-    let mut frames = Vec::new();
-    while let Some(frame) = client.next_frame(WAIT).await {
-        let is_end = frame["kind"] == "end";
-        frames.push(frame);
-        if is_end {
-            break;
-        }
-    }
-    frames
-}
-
 #[tokio::test]
 async fn subscribers_joining_at_any_moment_get_every_later_frame_once_and_in_order() {
     let turns =
@@ -116,7 +103,7 @@ async fn subscribers_joining_at_any_moment_get_every_later_frame_once_and_in_ord
     }
     let mut received = Vec::new();
     for (after_seq, mut client) in clients {
-        received.push((after_seq, frames_as_sent(&mut client).await));
+        received.push((after_seq, client.frames_until_end(WAIT).await));
     }
     let stored: Vec<u64> = f.frames(&run_id).await.iter().map(|fr| fr.0 as u64).collect();
     for (after_seq, frames) in received {

@@ -360,16 +360,12 @@ impl WsClient {
         }
     }
 
-    /// Frames until the `end` frame (inclusive), duplicates by seq dropped; bounded by `timeout`
-    /// per frame.
+    /// Frames as they arrived until the `end` frame (inclusive), duplicates kept (the contract
+    /// has none); bounded by `timeout` per frame.
     pub async fn frames_until_end(&mut self, timeout: Duration) -> Vec<serde_json::Value> {
         let mut frames: Vec<serde_json::Value> = Vec::new();
         while let Some(frame) = self.next_frame(timeout).await {
             let is_end = frame["kind"] == "end";
-            let seq = frame["seq"].as_u64().unwrap();
-            if !is_end && frames.iter().any(|f| f["seq"].as_u64() == Some(seq)) {
-                continue;
-            }
             frames.push(frame);
             if is_end {
                 break;

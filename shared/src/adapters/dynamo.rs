@@ -11,7 +11,7 @@ use crate::{Error, Result};
 const MAX_SCAN_PAGES: usize = 10;
 
 /// A conditional write lost its condition (the item exists, or its version moved).
-pub(super) fn is_condition_failure<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+fn is_condition_failure<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 

@@ -270,13 +270,7 @@ async fn refresh(courier: &Courier, run_id: RunId, followers: &Mutex<Followers>)
 fn follow(courier: &Courier, run_id: RunId, connection_id: String, subscription: &Subscription) -> Follower {
     let (queue, rx) = mpsc::channel(QUEUE_FRAMES);
     let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
-    let delivery = Delivery {
-        courier: courier.clone(),
-        run_id,
-        connection_id,
-        progress: progress.clone(),
-        cursor: subscription.after_seq,
-    };
+    let delivery = Delivery { courier: courier.clone(), run_id, connection_id, progress: progress.clone() };
     let task = tokio::spawn(delivery.run(rx));
     Follower { subscription: subscription.id, queue, progress, task }
 }
@@ -393,11 +387,15 @@ struct Delivery {
     run_id: RunId,
     connection_id: String,
     progress: Arc<Progress>,
-    cursor: u64,
 }
 
 impl Delivery {
-    async fn run(mut self, mut queue: mpsc::Receiver<Outgoing>) {
+    /// The last seq sent; shared, so a lease-losing executor can hand it back.
+    fn cursor(&self) -> u64 {
+        self.progress.cursor.load(Ordering::Acquire)
+    }
+
+    async fn run(self, mut queue: mpsc::Receiver<Outgoing>) {
         if !self.catch_up().await {
             return;
         }
@@ -422,12 +420,12 @@ impl Delivery {
         }
     }
 
-    async fn send(&mut self, outgoing: Outgoing) -> bool {
+    async fn send(&self, outgoing: Outgoing) -> bool {
         self.progress.queued_bytes.fetch_sub(outgoing.bytes, Ordering::AcqRel);
         if !self.caught_up().await {
             return false;
         }
-        if outgoing.seq <= self.cursor {
+        if outgoing.seq <= self.cursor() {
             return true;
         }
         for message in outgoing.messages.iter() {
@@ -441,12 +439,12 @@ impl Delivery {
 
     /// Catches up from the log if frames were left out of the queue. False once the
     /// connection is gone.
-    async fn caught_up(&mut self) -> bool {
+    async fn caught_up(&self) -> bool {
         !self.progress.behind.swap(false, Ordering::AcqRel) || self.catch_up().await
     }
 
-    async fn catch_up(&mut self) -> bool {
-        match self.courier.catch_up(&self.connection_id, self.run_id, self.cursor).await {
+    async fn catch_up(&self) -> bool {
+        match self.courier.catch_up(&self.connection_id, self.run_id, self.cursor()).await {
             Some(next) => {
                 self.advance(next);
                 true
@@ -455,8 +453,7 @@ impl Delivery {
         }
     }
 
-    fn advance(&mut self, seq: u64) {
-        self.cursor = seq;
+    fn advance(&self, seq: u64) {
         self.progress.cursor.store(seq, Ordering::Release);
     }
 }

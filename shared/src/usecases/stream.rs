@@ -21,7 +21,6 @@ const LATE_CHECK: Duration = Duration::from_millis(1200);
 
 pub struct StreamService {
     runs: Arc<dyn RunStore>,
-    connections: Arc<dyn ConnectionStore>,
     courier: Courier,
     tokens: StreamTokens,
 }
@@ -49,7 +48,7 @@ impl StreamService {
         history: Arc<dyn FrameHistory>,
         tokens: StreamTokens,
     ) -> Self {
-        Self { runs, courier: Courier { gateway, connections: connections.clone(), history }, connections, tokens }
+        Self { runs, courier: Courier { gateway, connections, history }, tokens }
     }
 
     pub async fn connect(&self, connection_id: &str, credentials: Credentials) -> Result<()> {
@@ -70,18 +69,18 @@ impl StreamService {
             connected_at: now,
             expires_at: now + chrono::Duration::hours(CONNECTION_TTL_HOURS),
         };
-        self.connections.put(&connection).await
+        self.courier.connections.put(&connection).await
     }
 
     pub async fn disconnect(&self, connection_id: &str) -> Result<()> {
-        self.connections.delete(connection_id).await
+        self.courier.connections.delete(connection_id).await
     }
 
     /// `{"action":"subscribe","run_id":…,"after_seq":N}`: replays the stored frames after N,
     /// then hands the subscription to the run's executor for live frames; a run that has ended
     /// gets its `end` from here. Problems are told to the client as `error` messages.
     pub async fn subscribe(&self, connection_id: &str, body: &str) -> Result<()> {
-        let Some(connection) = self.connections.get(connection_id).await? else {
+        let Some(connection) = self.courier.connections.get(connection_id).await? else {
             return Ok(()); // gone meanwhile
         };
         let request = match serde_json::from_str::<SubscribeBody>(body) {
@@ -103,7 +102,7 @@ impl StreamService {
         let after_seq = request.after_seq.unwrap_or(0);
         // The handler holds the subscription while it replays, so nobody else writes meanwhile.
         let held = Subscription { id: Uuid::new_v4(), after_seq, adopted: true };
-        if !self.connections.subscribe(connection_id, run_id, &held).await? {
+        if !self.courier.connections.subscribe(connection_id, run_id, &held).await? {
             let message = "this connection already follows a run; open another connection to follow another";
             return self.tell(connection_id, "already_subscribed", message).await;
         }
@@ -117,7 +116,7 @@ impl StreamService {
         // Live: hand over to the run's executor, which adopts the subscription and continues
         // after `cursor`.
         let next = Subscription { id: Uuid::new_v4(), after_seq: cursor, adopted: false };
-        if !self.connections.release(connection_id, held.id, &next).await? {
+        if !self.courier.connections.release(connection_id, held.id, &next).await? {
             return Ok(()); // disconnected meanwhile
         }
         // The run may end before its executor ever sees this subscription (it ended meanwhile,
@@ -127,7 +126,7 @@ impl StreamService {
             tokio::time::sleep(wait).await;
             let status = self.runs.get(run_id).await?.map(|r| r.status).filter(|s| s.is_terminal());
             if let Some(status) = status {
-                if self.connections.adopt(connection_id, next.id).await? {
+                if self.courier.connections.adopt(connection_id, next.id).await? {
                     let Some(cursor) = self.courier.replay(connection_id, run_id, cursor).await? else {
                         return Ok(());
                     };
