@@ -125,6 +125,13 @@ impl RunError {
     }
 }
 
+/// What became of a run whose executor was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostRun {
+    Requeued,
+    Failed,
+}
+
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("a {from} run cannot become {to}")]
 pub struct TransitionError {
@@ -287,6 +294,24 @@ impl Run {
             && self.lease_expires_at.is_none_or(|until| until < now)
     }
 
+    /// Takes back a run whose executor was lost (its lease expired): before the CLI started
+    /// (`preparing`) it can simply go again; after, its effects are unknown, so it fails with
+    /// `executor_lost`. `None` while the lease holds.
+    pub fn recover_lost(&mut self, now: DateTime<Utc>) -> Option<LostRun> {
+        if !self.lease_expired(now) {
+            return None;
+        }
+        if self.status == RunStatus::Preparing {
+            self.transition(RunStatus::Queued, now).ok()?;
+            self.lease_owner = None;
+            self.lease_expires_at = None;
+            return Some(LostRun::Requeued);
+        }
+        let error = RunError::new("executor_lost", "the executor running this run stopped renewing its lease");
+        self.finish(RunOutcome::failed(error), now).ok()?;
+        Some(LostRun::Failed)
+    }
+
     /// Ends the run with everything the executor learned. The session id is kept even when the
     /// CLI failed, so a caller can still resume the conversation; a run that already names its
     /// session (the lineage id) keeps that name whatever id the CLI used.
@@ -392,6 +417,25 @@ pub(crate) mod tests {
         (Running, Cancelled),
         (Running, TimedOut),
     ];
+
+    #[test]
+    fn a_lost_run_goes_again_before_the_cli_started_and_fails_after() {
+        let now = Utc::now();
+        let mut preparing = run_in(Preparing);
+        preparing.lease_owner = Some("executor-a".into());
+        preparing.lease_expires_at = Some(now + chrono::Duration::seconds(30));
+        assert_eq!(preparing.recover_lost(now), None, "the lease still holds");
+        preparing.lease_expires_at = Some(now - chrono::Duration::seconds(1));
+        assert_eq!(preparing.recover_lost(now), Some(LostRun::Requeued));
+        assert_eq!((preparing.status, preparing.lease_owner.as_deref()), (Queued, None));
+
+        let mut running = run_in(Running);
+        running.lease_expires_at = Some(now - chrono::Duration::seconds(1));
+        assert_eq!(running.recover_lost(now), Some(LostRun::Failed));
+        assert_eq!((running.status, running.error.map(|e| e.code)), (Failed, Some("executor_lost".to_owned())));
+
+        assert_eq!(run_in(Completed).recover_lost(now), None, "an ended run has no lease to lose");
+    }
 
     #[test]
     fn every_pair_of_states_is_allowed_exactly_when_the_table_says_so() {

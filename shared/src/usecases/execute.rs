@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::frames::FrameRecorder;
 use crate::claude::{CliInvocation, CliSummary, SessionMode, encoded_project_dir};
 use crate::domain::{
-    DEFAULT_SESSION_TTL_DAYS, Frame, Run, RunError, RunId, RunOutcome, RunStatus, Session, SessionUse, TransitionError,
-    WorkflowRegistry,
+    DEFAULT_SESSION_TTL_DAYS, Frame, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, Session, SessionUse,
+    TransitionError, WorkflowRegistry,
 };
 use crate::ports::{AgentCli, FrameSink, ObjectStore, PublishedChanges, RunStore, SessionStore, Workspace, Workspaces};
 use crate::{Error, Result};
@@ -164,23 +164,20 @@ impl RunExecutor {
             let now = Utc::now();
             match run.status {
                 RunStatus::Queued => {}
-                // The executor died before the CLI started: take the run over from the start.
-                RunStatus::Preparing if run.lease_expired(now) => {
-                    tracing::warn!(%run_id, lost = ?run.lease_owner, "taking over a run whose executor was lost");
-                    run.transition(RunStatus::Queued, now)?;
-                }
-                // The CLI was running when its executor died; its effects are unknown, so end it.
-                RunStatus::Running if run.lease_expired(now) => {
-                    let error =
-                        RunError::new("executor_lost", "the executor running this run stopped renewing its lease");
-                    run.finish(RunOutcome::failed(error), now)?;
-                    match self.store.update(&run, expected).await {
-                        Ok(()) => return Ok(Claim::Ended(run.status)),
-                        Err(Error::Conflict) => return Ok(Claim::Nothing),
-                        Err(err) => return Err(err),
+                RunStatus::Preparing | RunStatus::Running => {
+                    let lost = run.lease_owner.clone();
+                    match run.recover_lost(now) {
+                        None => return Ok(Claim::HeldElsewhere),
+                        Some(LostRun::Requeued) => {
+                            tracing::warn!(%run_id, ?lost, "taking over a run whose executor was lost");
+                        }
+                        Some(LostRun::Failed) => match self.store.update(&run, expected).await {
+                            Ok(()) => return Ok(Claim::Ended(run.status)),
+                            Err(Error::Conflict) => return Ok(Claim::Nothing),
+                            Err(err) => return Err(err),
+                        },
                     }
                 }
-                RunStatus::Preparing | RunStatus::Running => return Ok(Claim::HeldElsewhere),
                 // Cancelled while queued, or a duplicate delivery: nothing to run, but whoever
                 // subscribed meanwhile still needs the end.
                 status => return Ok(Claim::Ended(status)),

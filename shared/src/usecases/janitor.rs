@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{RunError, RunId, RunOutcome, RunStatus};
+use crate::domain::{LostRun, RunId};
 use crate::ports::{ObjectStore, RunMessage, RunQueue, RunStore, SessionStore};
 use crate::{Error, Result};
 
@@ -42,34 +42,20 @@ impl Janitor {
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<JanitorReport> {
         let mut report = JanitorReport::default();
         for session in self.sessions.expired(now, self.batch).await? {
-            for key in self.objects.list(&format!("sessions/{}/", session.session_id)).await? {
-                self.objects.delete(&key).await?;
-            }
-            self.sessions.delete(session.session_id).await?;
+            super::sessions::remove_session(self.objects.as_ref(), self.sessions.as_ref(), session.session_id).await?;
             report.expired_sessions += 1;
         }
         for mut run in self.runs.stale_leases(now, self.batch).await? {
             let expected = run.version;
-            let requeue = run.status == RunStatus::Preparing;
-            // Before the CLI started, the run can simply go again; after, its effects are unknown.
-            let changed = if requeue {
-                run.transition(RunStatus::Queued, now).map(|()| run.lease_owner = None)
-            } else {
-                let error = RunError::new("executor_lost", "the executor running this run stopped renewing its lease");
-                run.finish(RunOutcome::failed(error), now)
-            };
-            if changed.is_err() {
-                continue;
-            }
+            let Some(recovery) = run.recover_lost(now) else { continue };
             match self.runs.update(&run, expected).await {
                 Ok(()) => {
                     // A re-queued run goes again; for an ended one, the executor that takes the
                     // message sends the end to whoever is still subscribed.
                     self.queue.enqueue(&RunMessage::for_run(&run)).await?;
-                    if requeue {
-                        report.requeued_runs += 1;
-                    } else {
-                        report.failed_runs += 1;
+                    match recovery {
+                        LostRun::Requeued => report.requeued_runs += 1,
+                        LostRun::Failed => report.failed_runs += 1,
                     }
                 }
                 Err(Error::Conflict) => {} // its executor woke up, or another sweep got there first
