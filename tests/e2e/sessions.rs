@@ -53,13 +53,10 @@ async fn twenty_resumptions_in_a_row_all_succeed_and_the_history_lists_every_tur
     let f = RunnerFixture::start(vec![], &[], true).await;
     let first = run_in_session(&f, None, "turn 0").await;
     let session = first["session_id"].as_str().unwrap().to_owned();
-    let mut completed = 1;
     for i in 1..=20 {
         let run = run_in_session(&f, Some(&session), &format!("turn {i}")).await;
         assert_eq!(run["status"], "completed", "resumption {i}: {run}");
-        completed += 1;
     }
-    assert_eq!(completed, 21);
     let mut texts = Vec::new();
     let mut offset = 0;
     loop {

@@ -157,9 +157,6 @@ struct PageQuery {
 
 fn page_query(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageQuery, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    if query.limit.is_some_and(|l| l == 0 || l > 100) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be an integer from 1 to 100"));
-    }
     Ok(query)
 }
 
@@ -178,7 +175,7 @@ async fn list_sessions(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = page_query(query)?;
-    let page = state.sessions.list(&owner, query.limit.unwrap_or(20), query.cursor.as_deref()).await?;
+    let page = state.sessions.list(&owner, query.limit, query.cursor.as_deref()).await?;
     let sessions: Vec<SessionView> = page.items.iter().map(SessionView::from).collect();
     Ok(Json(serde_json::json!({"sessions": sessions, "next_cursor": page.next_cursor})))
 }
@@ -207,7 +204,6 @@ async fn session_history(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = page_query(query)?;
-    let (messages, next) =
-        state.sessions.history(&owner, &session_id, query.offset.unwrap_or(0), query.limit.unwrap_or(50)).await?;
+    let (messages, next) = state.sessions.history(&owner, &session_id, query.offset, query.limit).await?;
     Ok(Json(serde_json::json!({"messages": messages, "next_offset": next})))
 }

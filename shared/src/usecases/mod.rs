@@ -13,5 +13,5 @@ pub use fanout::WebSocketFanout;
 pub use frames::{FrameRecorder, RecorderReport};
 pub use janitor::{Janitor, JanitorReport};
 pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunService, Submitted};
-pub use sessions::{HistoryMessage, MAX_HISTORY_PAGE, ReserveSession, SessionService, parse_transcript};
+pub use sessions::{HistoryMessage, ReserveSession, SessionService};
 pub use stream::{Credentials, StreamService};

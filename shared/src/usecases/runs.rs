@@ -17,6 +17,15 @@ use crate::{Error, Result};
 pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
+
+/// A page size the caller asked for (or `default`), checked against `1..=max`.
+pub(super) fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize, ValidationError> {
+    match asked {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ValidationError::InvalidQuery(format!("limit must be an integer from 1 to {max}"))),
+    }
+}
 /// Optimistic-concurrency retries for a cancel racing the executor.
 const CANCEL_ATTEMPTS: usize = 3;
 
@@ -164,12 +173,8 @@ impl RunService {
         {
             return Err(Error::UnknownWorkflow(name.clone()));
         }
-        let limit = match query.limit {
-            None => DEFAULT_PAGE_SIZE,
-            Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE_SIZE).contains(n)).ok_or_else(|| {
-                ValidationError::InvalidQuery(format!("limit must be an integer from 1 to {MAX_PAGE_SIZE}"))
-            })?,
-        };
+        // Not a number is as out of range as 0.
+        let limit = page_limit(query.limit.map(|raw| raw.parse().unwrap_or(0)), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let filter = RunFilter { status, workflow: query.workflow };
         self.store.list(owner, &filter, limit, query.cursor.as_deref()).await
     }

@@ -6,11 +6,13 @@ use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::runs::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_limit};
 use crate::domain::{BranchName, Owner, RepositoryPolicy, Session, ValidationError, WorkflowRegistry};
 use crate::ports::{ObjectStore, Page, SessionStore};
 use crate::{Error, Result};
 
-pub const MAX_HISTORY_PAGE: usize = 200;
+const DEFAULT_HISTORY_PAGE: usize = 50;
+const MAX_HISTORY_PAGE: usize = 200;
 
 /// `POST /agent/claude-code/sessions`.
 #[derive(Clone, Debug, Deserialize)]
@@ -83,7 +85,8 @@ impl SessionService {
         }
     }
 
-    pub async fn list(&self, owner: &Owner, limit: usize, cursor: Option<&str>) -> Result<Page<Session>> {
+    pub async fn list(&self, owner: &Owner, limit: Option<usize>, cursor: Option<&str>) -> Result<Page<Session>> {
+        let limit = page_limit(limit, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let mut page = self.sessions.list(owner, limit, cursor).await?;
         let now = Utc::now();
         page.items.retain(|s| !s.is_expired(now) && s.alias_of.is_none());
@@ -95,9 +98,10 @@ impl SessionService {
         &self,
         owner: &Owner,
         id: &str,
-        offset: usize,
-        limit: usize,
+        offset: Option<usize>,
+        limit: Option<usize>,
     ) -> Result<(Vec<HistoryMessage>, Option<usize>)> {
+        let (offset, limit) = (offset.unwrap_or(0), page_limit(limit, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?);
         let session = self.get(owner, id).await?;
         let Some(prefix) = &session.transcript_prefix else { return Ok((Vec::new(), None)) };
         let text = self
@@ -106,7 +110,6 @@ impl SessionService {
             .await?
             .ok_or_else(|| Error::UnknownSession(id.to_owned(), "has lost its transcript"))?;
         let messages = parse_transcript(&String::from_utf8_lossy(&text));
-        let limit = limit.clamp(1, MAX_HISTORY_PAGE);
         let page: Vec<HistoryMessage> = messages.iter().skip(offset).take(limit).cloned().collect();
         let next = (offset + page.len() < messages.len()).then_some(offset + page.len());
         Ok((page, next))
@@ -115,20 +118,20 @@ impl SessionService {
     /// Expires the session now: its objects go, then its record.
     pub async fn delete(&self, owner: &Owner, id: &str) -> Result<()> {
         let session = self.get(owner, id).await?;
-        self.remove(&session).await
-    }
-
-    /// Deletes a session's objects and record (also the janitor's job for expired ones).
-    pub async fn remove(&self, session: &Session) -> Result<()> {
-        for key in self.objects.list(&format!("sessions/{}/", session.session_id)).await? {
-            self.objects.delete(&key).await?;
-        }
-        self.sessions.delete(session.session_id).await
+        remove_session(self.objects.as_ref(), self.sessions.as_ref(), session.session_id).await
     }
 }
 
+/// Deletes a session's objects, then its record: on delete, and by the janitor once it expired.
+pub(super) async fn remove_session(objects: &dyn ObjectStore, sessions: &dyn SessionStore, id: Uuid) -> Result<()> {
+    for key in objects.list(&format!("sessions/{id}/")).await? {
+        objects.delete(&key).await?;
+    }
+    sessions.delete(id).await
+}
+
 /// User and assistant messages of a CLI transcript (`.jsonl`), in order.
-pub fn parse_transcript(text: &str) -> Vec<HistoryMessage> {
+fn parse_transcript(text: &str) -> Vec<HistoryMessage> {
     let mut messages = Vec::new();
     for line in text.lines() {
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
