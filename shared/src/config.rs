@@ -132,7 +132,10 @@ impl ExecutorConfig {
             stop_grace: seconds("STOP_GRACE_SECONDS", 5)?,
             frame_flush: std::time::Duration::from_millis(number("FRAME_FLUSH_MS", 100)?),
             secrets: optional("ANTHROPIC_API_KEY").into_iter().collect(),
-            session_ttl: seconds("SESSION_TTL_DAYS", crate::domain::DEFAULT_SESSION_TTL_DAYS as u64)? * 86_400,
+            // Days, like `Settings::session_ttl_days` reads it.
+            session_ttl: std::time::Duration::from_secs(
+                number("SESSION_TTL_DAYS", crate::domain::DEFAULT_SESSION_TTL_DAYS as u64)? * 86_400,
+            ),
         };
         if run.heartbeat >= run.lease {
             return Err(Error::Config("HEARTBEAT_SECONDS must be shorter than LEASE_SECONDS".into()));

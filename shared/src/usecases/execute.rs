@@ -484,7 +484,8 @@ impl RunExecutor {
 
     /// Adds the run to its session (creating the session for a run that started one).
     async fn record_session_use(&self, run: &Run, lineage: Uuid, used: &SessionUse) -> Result<()> {
-        let ttl = chrono::Duration::from_std(self.settings.session_ttl).unwrap_or(chrono::Duration::days(30));
+        let ttl = chrono::Duration::from_std(self.settings.session_ttl)
+            .unwrap_or(chrono::Duration::days(DEFAULT_SESSION_TTL_DAYS));
         let result = self.fold_into_session(run, lineage, used, ttl).await;
         // The CLI named the conversation differently: link that id to the lineage too.
         if let (Ok(session), Some(cli_id)) = (&result, used.cli_session_id)
