@@ -3,10 +3,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use e2e::TestStack;
+use runner_adapters::DynamoRunStore;
+use runner_core::domain::{RunId, RunStatus};
+use runner_core::ports::RunStore;
 use serde_json::{Value, json};
-use shared::adapters::DynamoRunStore;
-use shared::domain::{RunId, RunStatus};
-use shared::ports::RunStore;
 
 fn run_body() -> Value {
     json!({"message": "Add a /version endpoint", "branch": "feature/version"})
@@ -224,7 +224,7 @@ async fn a_stale_version_is_refused_by_the_store() {
     first.transition(RunStatus::Preparing, Utc::now()).unwrap();
     store.update(&first, 1).await.unwrap();
     second.transition(RunStatus::Preparing, Utc::now()).unwrap();
-    assert!(matches!(store.update(&second, 1).await, Err(shared::Error::Conflict)), "a duplicate claim loses");
+    assert!(matches!(store.update(&second, 1).await, Err(runner_core::Error::Conflict)), "a duplicate claim loses");
     t.stop().await;
 }
 

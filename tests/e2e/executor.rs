@@ -5,9 +5,9 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use e2e::RunnerFixture;
 use local::model::Turn;
+use runner_adapters::{S3ObjectStore, aws};
+use runner_core::ports::ObjectStore;
 use serde_json::{Value, json};
-use shared::adapters::{S3ObjectStore, aws};
-use shared::ports::ObjectStore;
 
 fn s3(f: &RunnerFixture) -> S3ObjectStore {
     S3ObjectStore::new(aws::s3(&f.t.stack.sdk), &f.t.stack.settings.artifacts_bucket)

@@ -2,8 +2,8 @@
 
 use aws_lambda_events::dynamodb::Event;
 use e2e::TestStack;
+use runner_adapters::PgRunProjection;
 use serde_json::{Value, json};
-use shared::adapters::PgRunProjection;
 
 fn image(run_id: &str, status: &str, version: u64) -> Value {
     json!({
@@ -110,7 +110,7 @@ async fn removals_and_foreign_images_are_skipped_without_blocking_the_shard() {
 #[tokio::test]
 async fn a_database_failure_reports_the_first_unapplied_record() {
     let t = TestStack::start().await;
-    let pool = shared::adapters::postgres::connect(&t.stack.database_url, 1).await.unwrap();
+    let pool = runner_adapters::postgres::connect(&t.stack.database_url, 1).await.unwrap();
     let projection = PgRunProjection::new(pool.clone());
     pool.close().await;
     let id = uuid::Uuid::now_v7().to_string();

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use e2e::RunnerFixture;
 use local::model::Turn;
+use runner_adapters::{S3ObjectStore, aws};
+use runner_core::ports::ObjectStore;
 use serde_json::{Value, json};
-use shared::adapters::{S3ObjectStore, aws};
-use shared::ports::ObjectStore;
 
 /// Every user message text the model server was sent in its last agent-loop request.
 fn last_conversation(f: &RunnerFixture) -> String {
@@ -127,11 +127,11 @@ async fn bad_sessions_are_refused_at_submit_and_a_lost_transcript_fails_clearly(
     assert_eq!(status, 404);
 
     // Expired: past its expiry, the session is gone for submit and read alike.
-    let sessions = shared::adapters::DynamoSessionStore::new(
+    let sessions = runner_adapters::DynamoSessionStore::new(
         aws_sdk_dynamodb::Client::new(&f.t.stack.sdk),
         &f.t.stack.settings.sessions_table,
     );
-    use shared::ports::SessionStore as _;
+    use runner_core::ports::SessionStore as _;
     let id: uuid::Uuid = session.parse().unwrap();
     let mut stored = sessions.get(id).await.unwrap().unwrap();
     let expected = stored.version;
@@ -227,7 +227,7 @@ async fn sessions_reach_postgres_through_the_projector_and_leave_with_their_dele
 
 #[tokio::test]
 async fn the_janitor_removes_expired_sessions_lost_runs_and_orphans_and_leaves_the_rest() {
-    use shared::ports::{RunStore as _, SessionStore as _};
+    use runner_core::ports::{RunStore as _, SessionStore as _};
     let f = RunnerFixture::start(vec![], &[], true).await;
     let expired = run_in_session(&f, None, "old conversation").await;
     let live = run_in_session(&f, None, "live conversation").await;
@@ -236,7 +236,7 @@ async fn the_janitor_removes_expired_sessions_lost_runs_and_orphans_and_leaves_t
         live["session_id"].as_str().unwrap().parse().unwrap(),
     );
     let dynamodb = aws_sdk_dynamodb::Client::new(&f.t.stack.sdk);
-    let sessions = shared::adapters::DynamoSessionStore::new(dynamodb.clone(), &f.t.stack.settings.sessions_table);
+    let sessions = runner_adapters::DynamoSessionStore::new(dynamodb.clone(), &f.t.stack.settings.sessions_table);
     let mut old = sessions.get(expired_id).await.unwrap().unwrap();
     let expected = old.version;
     old.expires_at = chrono::Utc::now() - chrono::Duration::hours(1);
@@ -244,14 +244,14 @@ async fn the_janitor_removes_expired_sessions_lost_runs_and_orphans_and_leaves_t
     sessions.update(&old, expected).await.unwrap();
 
     // A run whose executor vanished mid-run, and objects that belong to no run.
-    let runs = shared::adapters::DynamoRunStore::new(
+    let runs = runner_adapters::DynamoRunStore::new(
         dynamodb,
         &f.t.stack.settings.runs_table,
         &f.t.stack.settings.idempotency_table,
     );
     let mut lost = runs.get(live["run_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
-    lost.run_id = shared::domain::RunId::new();
-    lost.status = shared::domain::RunStatus::Running;
+    lost.run_id = runner_core::domain::RunId::new();
+    lost.status = runner_core::domain::RunStatus::Running;
     lost.finished_at = None;
     lost.lease_owner = Some("gone".into());
     lost.lease_expires_at = Some(chrono::Utc::now() - chrono::Duration::minutes(5));
@@ -267,27 +267,30 @@ async fn the_janitor_removes_expired_sessions_lost_runs_and_orphans_and_leaves_t
     assert!(sessions.get(live_id).await.unwrap().is_some(), "a live session is untouched");
     assert!(!objects.list(&format!("sessions/{live_id}/")).await.unwrap().is_empty());
     let lost = runs.get(lost.run_id).await.unwrap().unwrap();
-    assert_eq!((lost.status, lost.error.unwrap().code.as_str()), (shared::domain::RunStatus::Failed, "executor_lost"));
+    assert_eq!(
+        (lost.status, lost.error.unwrap().code.as_str()),
+        (runner_core::domain::RunStatus::Failed, "executor_lost")
+    );
     assert_eq!(objects.get(&orphan).await.unwrap(), None);
     let real_log = format!("runs/{}/output.ndjson", live["run_id"].as_str().unwrap());
     assert!(objects.get(&real_log).await.unwrap().is_some(), "a real run's objects stay");
 
     let again = f.t.stack.janitor().sweep(chrono::Utc::now()).await.unwrap();
-    assert_eq!(again, shared::usecases::JanitorReport::default(), "a second sweep finds nothing: idempotent");
+    assert_eq!(again, runner_core::usecases::JanitorReport::default(), "a second sweep finds nothing: idempotent");
     f.stop().await;
 }
 
 #[tokio::test]
 async fn an_id_the_cli_handed_back_names_the_same_lineage() {
-    use shared::ports::SessionStore as _;
+    use runner_core::ports::SessionStore as _;
     let t = e2e::TestStack::start().await;
-    let store = shared::adapters::DynamoSessionStore::new(
+    let store = runner_adapters::DynamoSessionStore::new(
         aws_sdk_dynamodb::Client::new(&t.stack.sdk),
         &t.stack.settings.sessions_table,
     );
-    let lineage = shared::domain::Session::reserve(
+    let lineage = runner_core::domain::Session::reserve(
         uuid::Uuid::now_v7(),
-        shared::domain::Owner::new("local"),
+        runner_core::domain::Owner::new("local"),
         "implement",
         e2e::DEFAULT_REPOSITORY,
         "main",
@@ -311,9 +314,9 @@ async fn an_id_the_cli_handed_back_names_the_same_lineage() {
     // The read model has the lineage, never the alias (it would count the totals twice). The
     // table's stream is ordered: once a session created after the alias is projected, the alias
     // has been seen too.
-    let marker = shared::domain::Session::reserve(
+    let marker = runner_core::domain::Session::reserve(
         uuid::Uuid::now_v7(),
-        shared::domain::Owner::new("local"),
+        runner_core::domain::Owner::new("local"),
         "implement",
         e2e::DEFAULT_REPOSITORY,
         "main",

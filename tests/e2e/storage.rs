@@ -1,6 +1,6 @@
 use e2e::TestStack;
-use shared::adapters::{S3ObjectStore, aws};
-use shared::ports::ObjectStore;
+use runner_adapters::{S3ObjectStore, aws};
+use runner_core::ports::ObjectStore;
 
 #[tokio::test]
 async fn the_object_store_round_trips_through_s3() {

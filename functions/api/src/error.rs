@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use runner_core::{Error, ErrorKind};
 use serde_json::json;
-use shared::{Error, ErrorKind};
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -4,8 +4,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use runner_core::domain::Owner;
 use serde::de::DeserializeOwned;
-use shared::domain::{ApiKey, Owner};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -17,11 +17,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = || ApiError::from(shared::Error::Unauthorized);
-        let presented = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
-        let key = ApiKey::from_presented(presented).ok_or_else(unauthorized)?;
-        let owner = state.keys.owner_of(&key.hash()).await?.ok_or_else(unauthorized)?;
-        Ok(Caller(owner))
+        let presented = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        Ok(Caller(state.auth.authenticate(presented).await?))
     }
 }
 

@@ -15,57 +15,38 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use shared::adapters::{DynamoApiKeyStore, DynamoRunStore, DynamoSessionStore, S3ObjectStore, SqsRunQueue, aws};
-use shared::config::Settings;
-use shared::domain::{RunRequest, StreamTokens};
-use shared::ports::{ApiKeyStore, SessionStore};
-use shared::usecases::{ListQuery, ReserveSession, RunService, SessionService};
+use runner_adapters::Wiring;
+use runner_core::domain::{RunRequest, StreamTokens};
+use runner_core::usecases::{Authenticator, ListQuery, ReserveSession, RunService, SessionService};
 
 pub use error::ApiError;
 use extract::{Caller, JsonBody};
 use views::{Links, RunSummary, RunView, SessionView, SubmitResponse};
 
+/// What every route shares: the use cases and the stream settings, built once per cold start.
 #[derive(Clone)]
 pub struct AppState {
     pub runs: Arc<RunService>,
     pub sessions: Arc<SessionService>,
-    pub keys: Arc<dyn ApiKeyStore>,
+    pub auth: Authenticator,
     pub websocket_url: Option<String>,
     pub stream_tokens: Option<StreamTokens>,
 }
 
-impl AppState {
-    /// Builds every client once per cold start.
-    pub async fn from_settings(sdk: &aws_config::SdkConfig, settings: &Settings) -> shared::Result<Self> {
-        let dynamodb = aws::dynamodb(sdk);
-        let workflows = settings.workflow_registry()?;
-        let workflows = Arc::new(workflows);
-        let session_store: Arc<dyn SessionStore> =
-            Arc::new(DynamoSessionStore::new(dynamodb.clone(), &settings.sessions_table));
-        let runs = RunService::new(
-            Arc::new(DynamoRunStore::new(dynamodb.clone(), &settings.runs_table, &settings.idempotency_table)),
-            session_store.clone(),
-            Arc::new(SqsRunQueue::new(aws::sqs(sdk), &settings.runs_queue_url)),
-            workflows.clone(),
-            settings.intake_limits(),
-            settings.repository_policy(),
-        );
-        let sessions = SessionService::new(
-            session_store,
-            Arc::new(S3ObjectStore::new(aws::s3(sdk), &settings.artifacts_bucket)),
-            workflows,
-            settings.repository_policy(),
-            chrono::Duration::days(settings.session_ttl_days),
-        );
-        Ok(Self {
-            runs: Arc::new(runs),
-            sessions: Arc::new(sessions),
-            keys: Arc::new(DynamoApiKeyStore::new(dynamodb, &settings.api_keys_table)),
-            websocket_url: settings.websocket_url.clone(),
-            stream_tokens: settings.stream_token_secret.as_ref().map(|s| StreamTokens::new(s.as_bytes().to_vec())),
-        })
-    }
+/// Builds the API's state once per cold start.
+pub async fn build(wiring: &Wiring) -> runner_core::Result<AppState> {
+    let settings = wiring.settings()?;
+    let workflows = Arc::new(settings.workflow_registry()?);
+    Ok(AppState {
+        runs: Arc::new(wiring.run_service(&settings, workflows.clone())),
+        sessions: Arc::new(wiring.session_service(&settings, workflows)),
+        auth: wiring.authenticator(&settings),
+        websocket_url: settings.websocket_url.clone(),
+        stream_tokens: settings.stream_token_secret.as_ref().map(|s| StreamTokens::new(s.as_bytes().to_vec())),
+    })
+}
 
+impl AppState {
     /// Room for the largest allowed message even when JSON escaping doubles it.
     fn body_limit(&self) -> usize {
         self.runs.limits().max_message_bytes * 2 + 64 * 1024
@@ -106,7 +87,7 @@ async fn submit_run(
 ) -> Result<impl IntoResponse, ApiError> {
     // An unknown workflow is reported before anything about the body.
     if !state.runs.knows_workflow(&workflow) {
-        return Err(shared::Error::UnknownWorkflow(workflow).into());
+        return Err(runner_core::Error::UnknownWorkflow(workflow).into());
     }
     let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));

@@ -1,10 +1,8 @@
-use shared::adapters::aws;
-use shared::config::Settings;
+use runner_adapters::{Wiring, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init();
-    let settings = Settings::from_env()?;
-    let state = api::AppState::from_settings(&aws::load_config().await, &settings).await?;
+    telemetry::init();
+    let state = api::build(&Wiring::from_env().await).await?;
     lambda_http::run(api::router(state)).await
 }

@@ -3,8 +3,8 @@
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
+use runner_core::domain::{DiffStats, Run, RunError, RunId, RunStatus, Session};
 use serde::Serialize;
-use shared::domain::{DiffStats, Run, RunError, RunId, RunStatus, Session};
 use uuid::Uuid;
 
 /// Absolute URLs for links, from the Host the caller used.

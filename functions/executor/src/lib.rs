@@ -3,58 +3,15 @@
 //! The event source mapping must have `ReportBatchItemFailures` on: a message reported here is
 //! retried (and after a few receives lands in the DLQ) while the rest of the batch is deleted.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_lambda_events::sqs::BatchItemFailure;
-use shared::adapters::{
-    ApiGatewayConnections, ClaudeCli, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore, GitWorkspaces,
-    PgFrameStore, S3ObjectStore, WorkspaceConfig, aws, postgres,
-};
-use shared::config::{ExecutorConfig, Settings};
-use shared::ports::{FrameSink, ObjectStore, RunMessage};
-use shared::usecases::{Delivery, ExecutorPorts, RunExecutor, WebSocketFanout};
+use runner_adapters::Wiring;
+use runner_core::ports::RunMessage;
+use runner_core::usecases::{Disposition, RunExecutor};
 
 /// Builds the executor once per cold start.
-pub async fn build(
-    sdk: &aws_config::SdkConfig,
-    settings: &Settings,
-    config: &ExecutorConfig,
-) -> shared::Result<RunExecutor> {
-    let workflows = settings.workflow_registry()?;
-    let pool = postgres::connect(&config.database_url, config.pg_pool_size).await?;
-    let objects: Arc<dyn ObjectStore> = Arc::new(S3ObjectStore::new(aws::s3(sdk), &settings.artifacts_bucket));
-    let workspaces = GitWorkspaces::new(
-        WorkspaceConfig {
-            root: config.workspace_root.clone(),
-            cache_dir: config.repo_cache_dir.clone(),
-            author_name: config.author_name.clone(),
-            author_email: config.author_email.clone(),
-            dotenv: config.workspace_dotenv.clone(),
-        },
-        Some(objects.clone()),
-    );
-    let frames = Arc::new(PgFrameStore::new(pool));
-    let mut sinks: Vec<Arc<dyn FrameSink>> = vec![frames.clone()];
-    // After the frame store: a frame is stored before any subscriber sees it, so a subscriber
-    // that catches up from the store misses nothing.
-    if let (Some(table), Some(management_url)) = (&config.connections_table, &config.management_url) {
-        sinks.push(Arc::new(WebSocketFanout::new(
-            Arc::new(DynamoConnectionStore::new(aws::dynamodb(sdk), table)),
-            Arc::new(ApiGatewayConnections::new(sdk, management_url)),
-            frames,
-        )));
-    }
-    let ports = ExecutorPorts {
-        store: Arc::new(DynamoRunStore::new(aws::dynamodb(sdk), &settings.runs_table, &settings.idempotency_table)),
-        workflows: Arc::new(workflows),
-        workspaces: Arc::new(workspaces),
-        cli: Arc::new(ClaudeCli::new(config.cli.clone())),
-        objects,
-        sessions: Arc::new(DynamoSessionStore::new(aws::dynamodb(sdk), &settings.sessions_table)),
-        sinks,
-    };
-    Ok(RunExecutor::new(ports, config.run.clone()))
+pub async fn build(wiring: &Wiring) -> runner_core::Result<RunExecutor> {
+    wiring.run_executor().await
 }
 
 /// Handles a batch in order. On a FIFO queue, once one message fails every later one is
@@ -75,8 +32,8 @@ pub async fn handle(executor: &RunExecutor, event: SqsEvent) -> SqsBatchResponse
                 false
             }
             Ok(message) => match executor.execute(message.run_id).await {
-                Ok(Delivery::Done) => true,
-                Ok(Delivery::Retry) => {
+                Ok(Disposition::Done) => true,
+                Ok(Disposition::Retry) => {
                     tracing::info!(run_id = %message.run_id, "run held by another executor; retry later");
                     false
                 }

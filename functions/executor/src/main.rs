@@ -1,12 +1,10 @@
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use shared::adapters::aws;
-use shared::config::{ExecutorConfig, Settings};
+use runner_adapters::{Wiring, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init();
-    let sdk = aws::load_config().await;
-    let executor = executor::build(&sdk, &Settings::from_env()?, &ExecutorConfig::from_env()?).await?;
+    telemetry::init();
+    let executor = executor::build(&Wiring::from_env().await).await?;
     run(service_fn(|event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
         let executor = &executor;
         async move { Ok::<_, lambda_runtime::Error>(executor::handle(executor, event.payload).await) }

@@ -7,8 +7,9 @@
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use shared::domain::{Run, Session};
-use shared::ports::RunProjection;
+use runner_adapters::{PgRunProjection, Wiring};
+use runner_core::domain::{Run, Session};
+use runner_core::ports::RunProjection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -24,6 +25,12 @@ pub struct BatchReport {
     pub skipped: usize,
 }
 
+/// Builds the projection once per cold start.
+pub async fn build(wiring: &Wiring) -> runner_core::Result<PgRunProjection> {
+    wiring.projection().await
+}
+
+/// Applies a batch of stream records in order; the first that fails is the batch's failure.
 pub async fn handle(
     projection: &dyn RunProjection,
     event: Event,

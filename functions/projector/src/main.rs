@@ -1,12 +1,10 @@
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use shared::adapters::{PgRunProjection, postgres};
+use runner_adapters::{Wiring, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init();
-    // One connection: a stream shard is processed by one invocation at a time.
-    let pool = postgres::connect(&shared::config::database_url()?, 1).await?;
-    let projection = PgRunProjection::new(pool);
+    telemetry::init();
+    let projection = projector::build(&Wiring::from_env().await).await?;
     run(service_fn(|event: LambdaEvent<aws_lambda_events::dynamodb::Event>| {
         let projection = &projection;
         async move { Ok::<_, lambda_runtime::Error>(projector::handle(projection, event.payload).await?.0) }

@@ -2,38 +2,22 @@
 //! `$disconnect`, `subscribe`, `$default`), dispatched on the route key. One function keeps one
 //! warm container for all of them; the routes stay separate in the template.
 
-use std::sync::Arc;
-
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
-use shared::adapters::{
-    ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoRunStore, PgFrameStore, aws, postgres,
-};
-use shared::config::{Settings, StreamSettings};
-use shared::domain::{ApiKey, StreamTokens};
-use shared::ports::ApiKeyStore;
-use shared::usecases::{Credentials, StreamService};
+use runner_adapters::Wiring;
+use runner_core::domain::ApiKey;
+use runner_core::usecases::{Authenticator, Credentials, StreamService};
 
+/// The WebSocket API's use cases, built once per cold start.
 pub struct WebSocketHandler {
     pub stream: StreamService,
-    keys: Arc<dyn ApiKeyStore>,
+    auth: Authenticator,
 }
 
-pub async fn build(
-    sdk: &aws_config::SdkConfig,
-    settings: &Settings,
-    stream: &StreamSettings,
-) -> shared::Result<WebSocketHandler> {
-    let dynamodb = aws::dynamodb(sdk);
-    let pool = postgres::connect(&stream.database_url, 1).await?;
-    let service = StreamService::new(
-        Arc::new(DynamoRunStore::new(dynamodb.clone(), &settings.runs_table, &settings.idempotency_table)),
-        Arc::new(DynamoConnectionStore::new(dynamodb.clone(), &stream.connections_table)),
-        Arc::new(ApiGatewayConnections::new(sdk, &stream.management_url)),
-        Arc::new(PgFrameStore::new(pool)),
-        StreamTokens::new(stream.token_secret.as_bytes().to_vec()),
-    );
-    Ok(WebSocketHandler { stream: service, keys: Arc::new(DynamoApiKeyStore::new(dynamodb, &settings.api_keys_table)) })
+/// Builds the handler once per cold start.
+pub async fn build(wiring: &Wiring) -> runner_core::Result<WebSocketHandler> {
+    let stream = wiring.stream_service().await?;
+    Ok(WebSocketHandler { stream, auth: wiring.authenticator(&wiring.settings()?) })
 }
 
 fn respond(status: i64, body: &str) -> ApiGatewayProxyResponse {
@@ -50,7 +34,7 @@ pub async fn handle(handler: &WebSocketHandler, event: ApiGatewayWebsocketProxyR
     let result = match route.as_str() {
         "$connect" => match credentials(handler, &event).await {
             Ok(Some(credentials)) => handler.stream.connect(&connection_id, credentials).await,
-            Ok(None) => Err(shared::Error::Unauthorized),
+            Ok(None) => Err(runner_core::Error::Unauthorized),
             Err(err) => Err(err),
         },
         "$disconnect" => handler.stream.disconnect(&connection_id).await,
@@ -59,7 +43,7 @@ pub async fn handle(handler: &WebSocketHandler, event: ApiGatewayWebsocketProxyR
     };
     match result {
         Ok(()) => respond(200, "ok"),
-        Err(shared::Error::Unauthorized) => respond(401, "unauthorized"),
+        Err(runner_core::Error::Unauthorized) => respond(401, "unauthorized"),
         Err(err) => {
             tracing::error!(%route, %connection_id, error = %err, "websocket route failed");
             respond(500, "internal error")
@@ -71,9 +55,11 @@ pub async fn handle(handler: &WebSocketHandler, event: ApiGatewayWebsocketProxyR
 async fn credentials(
     handler: &WebSocketHandler,
     event: &ApiGatewayWebsocketProxyRequest,
-) -> shared::Result<Option<Credentials>> {
-    if let Some(key) = event.headers.get("x-api-key").and_then(|v| v.to_str().ok()).and_then(ApiKey::from_presented) {
-        return Ok(handler.keys.owner_of(&key.hash()).await?.map(Credentials::Owner));
+) -> runner_core::Result<Option<Credentials>> {
+    if let Some(presented) = event.headers.get("x-api-key").and_then(|v| v.to_str().ok())
+        && ApiKey::from_presented(presented).is_some()
+    {
+        return Ok(handler.auth.owner_of(presented).await?.map(Credentials::Owner));
     }
     Ok(event.query_string_parameters.first("token").map(|t| Credentials::Token(t.to_owned())))
 }

@@ -17,9 +17,9 @@ use anyhow::{Context as _, Result, ensure};
 use chrono::Utc;
 use local::model::{ScriptedModel, Turn};
 use local::{Emulator, ExecutorOptions, LocalStack, PgCluster, StackOptions, create_database};
-use shared::adapters::{GitWorkspaces, WorkspaceConfig};
-use shared::domain::{Owner, Run, RunRequest, WorkflowRegistry};
-use shared::ports::Workspaces;
+use runner_adapters::{GitWorkspaces, WorkspaceConfig};
+use runner_core::domain::{Owner, Run, RunRequest, WorkflowRegistry};
+use runner_core::ports::Workspaces;
 
 const FILES: usize = 5_000;
 const SAMPLES: usize = 7;
@@ -55,7 +55,7 @@ fn run_for(url: &str) -> Result<Run> {
     let workflow = WorkflowRegistry::builtin().get("implement").cloned().context("implement workflow")?;
     let request: RunRequest =
         serde_json::from_value(serde_json::json!({"message": "bench", "branch": "main", "repository_url": url}))?;
-    let policy = shared::domain::RepositoryPolicy::new(None, vec!["file://*".into()]);
+    let policy = runner_core::domain::RepositoryPolicy::new(None, vec!["file://*".into()]);
     let valid = request.validate(&workflow, &Default::default(), &policy)?;
     Ok(Run::queued(Owner::new("bench"), valid, None, Utc::now()))
 }

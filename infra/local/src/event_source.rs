@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use shared::usecases::RunExecutor;
+use runner_core::usecases::RunExecutor;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 

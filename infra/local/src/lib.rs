@@ -1,4 +1,4 @@
-//! The local stack (ARCHITECTURE.md §8): the AWS emulator, a throwaway Postgres, the resources
+//! The local stack: the AWS emulator, a throwaway Postgres, the resources
 //! of `template.yaml`, and every function's handler served in process, as AWS would invoke it.
 //!
 //! The binary (`claude-runner-local`) starts everything for a person; the end-to-end tests use
@@ -37,7 +37,7 @@ pub enum LocalError {
     #[error("provisioning ({what}): {detail}")]
     Provision { what: &'static str, detail: String },
     #[error(transparent)]
-    Service(#[from] shared::Error),
+    Service(#[from] runner_core::Error),
 }
 
 impl LocalError {

@@ -83,7 +83,7 @@ impl Started {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    runner_adapters::telemetry::init();
     let args = Args::parse();
     let mut started = Started::default();
     let result = tokio::select! {

@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
+use runner_adapters::aws;
 use serde_yaml::Value;
-use shared::adapters::aws;
 
 use crate::LocalError;
 use crate::template::{Physical, Resolver, Template};

@@ -1,16 +1,17 @@
 //! One running stack: provisioned resources, the HTTP API on a local port, and the projector
 //! fed from the runs table's stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
-use shared::adapters::{PgRunProjection, postgres};
-use shared::config::{ExecutorConfig, Settings, StreamSettings};
-use shared::domain::{ApiKey, Owner};
+use runner_adapters::config::Settings;
+use runner_adapters::{Wiring, postgres};
+use runner_core::domain::{ApiKey, Owner};
+use runner_core::usecases::Authenticator;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -58,8 +59,10 @@ pub struct LocalStack {
     pub settings: Settings,
     pub resources: HashMap<String, Physical>,
     /// The executor function's environment as the template resolves it locally.
-    executor_env: std::collections::BTreeMap<String, String>,
-    keys: Arc<dyn shared::ports::ApiKeyStore>,
+    executor_env: BTreeMap<String, String>,
+    /// The janitor function's wiring, for sweeps on demand.
+    janitor: Wiring,
+    auth: Authenticator,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -69,7 +72,7 @@ pub async fn local_aws_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
-        .timeout_config(shared::adapters::aws::timeouts())
+        .timeout_config(runner_adapters::aws::timeouts())
         .credentials_provider(Credentials::new("local", "local", None, None, "claude-runner-local"))
         .load()
         .await
@@ -82,7 +85,7 @@ pub async fn create_database(server_url: &str, name: &str) -> Result<String, Loc
         .bind(name)
         .fetch_one(&pool)
         .await
-        .map_err(|e| shared::Error::dependency("postgres", e))?;
+        .map_err(|e| runner_core::Error::dependency("postgres", e))?;
     if !exists {
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(LocalError::Missing(format!("a plain database name (got {name:?})")));
@@ -91,7 +94,7 @@ pub async fn create_database(server_url: &str, name: &str) -> Result<String, Loc
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&pool)
             .await
-            .map_err(|e| shared::Error::dependency("postgres create database", e))?;
+            .map_err(|e| runner_core::Error::dependency("postgres create database", e))?;
     }
     pool.close().await;
     let (base, _) =
@@ -137,7 +140,7 @@ impl LocalStack {
             physical: &resources,
             parameters: &parameters,
         };
-        let environment = |function: &str| -> Result<std::collections::BTreeMap<String, String>, LocalError> {
+        let environment = |function: &str| -> Result<BTreeMap<String, String>, LocalError> {
             let mut env = template.function_environment(function, &resolver)?;
             for (name, value) in &local_urls {
                 if env.contains_key(*name) {
@@ -152,10 +155,10 @@ impl LocalStack {
         let pool = postgres::connect(&options.database_url, 5).await?;
         postgres::migrate(&pool).await?;
 
-        let state = api::AppState::from_settings(&sdk, &settings).await?;
-        let keys = state.keys.clone();
+        let state = api::build(&Wiring::new(sdk.clone(), api_env)).await?;
+        let auth = state.auth.clone();
         let api_key = ApiKey::generate();
-        keys.register(&api_key.hash(), &Owner::new("local"), "local stack").await?;
+        auth.register(&api_key, &Owner::new("local"), "local stack").await?;
 
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -175,7 +178,8 @@ impl LocalStack {
             }
         }));
 
-        let projection = Arc::new(PgRunProjection::new(pool.clone()));
+        let projection =
+            Arc::new(projector::build(&Wiring::new(sdk.clone(), environment("ProjectorFunction")?)).await?);
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
         for source in template.event_sources("ProjectorFunction", "DynamoDB") {
             let stream_arn = resolver.resolve(source.get("Stream").unwrap_or(&serde_yaml::Value::Null))?;
@@ -187,9 +191,7 @@ impl LocalStack {
             )));
         }
 
-        let ws_env = environment("WebSocketFunction")?;
-        let stream_settings = StreamSettings::from_vars(|name| ws_env.get(name).cloned())?;
-        let ws_handler = websocket::build(&sdk, &settings, &stream_settings).await?;
+        let ws_handler = websocket::build(&Wiring::new(sdk.clone(), environment("WebSocketFunction")?)).await?;
         let gateway = crate::websocket::Gateway::new(Arc::new(ws_handler));
         let mut stop = shutdown.subscribe();
         let ws_router = gateway.router();
@@ -215,7 +217,8 @@ impl LocalStack {
         }
 
         // The janitor's schedule, sped up: every minute.
-        let janitor = janitor::build(&sdk, &settings);
+        let janitor_wiring = Wiring::new(sdk.clone(), environment("JanitorFunction")?);
+        let janitor = janitor::build(&janitor_wiring).await?;
         let mut stop = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -240,7 +243,8 @@ impl LocalStack {
             pool,
             settings,
             resources,
-            keys,
+            janitor: janitor_wiring,
+            auth,
             shutdown,
             tasks,
         })
@@ -249,17 +253,17 @@ impl LocalStack {
     /// A new API key for `owner` (tests use it to act as another tenant).
     pub async fn issue_key(&self, owner: &str) -> Result<String, LocalError> {
         let key = ApiKey::generate();
-        self.keys.register(&key.hash(), &Owner::new(owner), "issued by the local stack").await?;
+        self.auth.register(&key, &Owner::new(owner), "issued by the local stack").await?;
         Ok(key.expose().to_owned())
     }
 
     /// The janitor, for tests that sweep on demand.
-    pub fn janitor(&self) -> shared::usecases::Janitor {
-        janitor::build(&self.sdk, &self.settings)
+    pub fn janitor(&self) -> runner_core::usecases::Janitor {
+        self.janitor.janitor(janitor::BATCH).expect("the janitor's settings resolved at start")
     }
 
     /// An executor like the one the queue poller runs (tests drive it directly).
-    pub async fn executor(&self, options: &ExecutorOptions) -> Result<shared::usecases::RunExecutor, LocalError> {
+    pub async fn executor(&self, options: &ExecutorOptions) -> Result<runner_core::usecases::RunExecutor, LocalError> {
         build_executor(&self.sdk, &self.executor_env, options).await
     }
 
@@ -276,14 +280,12 @@ impl LocalStack {
 
 async fn build_executor(
     sdk: &SdkConfig,
-    template_env: &std::collections::BTreeMap<String, String>,
+    template_env: &BTreeMap<String, String>,
     options: &ExecutorOptions,
-) -> Result<shared::usecases::RunExecutor, LocalError> {
+) -> Result<runner_core::usecases::RunExecutor, LocalError> {
     let mut env = template_env.clone();
     // Every run of this process shares one pool: size it like the concurrency.
     env.insert("PG_POOL_SIZE".into(), (options.concurrency + 1).max(2).to_string());
     env.extend(options.environment.clone());
-    let config = ExecutorConfig::from_vars(|name| env.get(name).cloned())?;
-    let settings = Settings::from_vars(|name| env.get(name).cloned())?;
-    Ok(executor::build(sdk, &settings, &config).await?)
+    Ok(executor::build(&Wiring::new(sdk.clone(), env)).await?)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
-use shared::ports::RunProjection;
+use runner_core::ports::RunProjection;
 use tokio::sync::watch;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);

@@ -5,6 +5,9 @@
 //!   run every test with nextest (ARGS go to nextest), stop what it started
 //! - `cargo xtask bench`      — build optimized and print the benchmark tables
 //! - `cargo xtask tools`      — only install the tools
+//! - `cargo xtask tidy`       — check the layering the compiler cannot (see `tidy.rs`)
+
+mod tidy;
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -24,8 +27,9 @@ fn main() -> ExitCode {
         "test" => test(&rest),
         "tools" => tools().and_then(|_| claude_cli()).map(|_| ()),
         "bench" => bench(&rest),
+        "tidy" => tidy::check(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <up|test|bench|tools> [ARGS]");
+            eprintln!("usage: cargo xtask <up|test|bench|tools|tidy> [ARGS]");
             return ExitCode::from(2);
         }
     };
@@ -187,6 +191,7 @@ fn test(args: &[String]) -> Result<()> {
     let claude = claude_cli()?;
     check_template(&venv)?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    tidy::check(&root())?;
     run(cargo().args(["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["build", "--quiet", "-p", "local", "--bin", "claude-runner-local"]))?;
     let (mut services, (aws_endpoint, database_url)) = Services::start(&venv)?;

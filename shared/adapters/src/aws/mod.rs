@@ -1,0 +1,59 @@
+//! The AWS adapters (DynamoDB, SQS, S3, API Gateway's management API) and their clients, built
+//! from one `SdkConfig` per process that honours `AWS_ENDPOINT_URL`, so the same binaries talk
+//! to moto or LocalStack locally.
+
+mod apigw_connections;
+mod dynamo;
+mod dynamo_connections;
+mod dynamo_keys;
+mod dynamo_runs;
+mod dynamo_sessions;
+mod s3_objects;
+mod sqs_queue;
+
+pub use apigw_connections::ApiGatewayConnections;
+pub use dynamo_connections::{DynamoConnectionStore, RUN_INDEX};
+pub use dynamo_keys::DynamoApiKeyStore;
+pub use dynamo_runs::{DynamoRunStore, OWNER_INDEX};
+pub use dynamo_sessions::DynamoSessionStore;
+pub use s3_objects::S3ObjectStore;
+pub use sqs_queue::SqsRunQueue;
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+pub async fn load_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts()).load().await
+}
+
+/// Bounded waits on every AWS call (the SDK sets none by default); retries stay the SDK's
+/// standard three attempts with backoff.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(20))
+        .operation_timeout(Duration::from_secs(60))
+        .build()
+}
+
+pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}
+
+pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(config)
+}
+
+/// S3 with path-style addressing whenever an endpoint is configured: emulators serve one host,
+/// and `force_path_style` is not read from the environment.
+pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some()).build();
+    aws_sdk_s3::Client::from_conf(s3_config)
+}
+
+/// Renders an SDK error with its whole source chain (the default Display says only "service error").
+pub(crate) fn describe(err: &(impl std::error::Error + 'static)) -> String {
+    aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string()
+}

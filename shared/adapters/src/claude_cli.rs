@@ -1,0 +1,205 @@
+//! The Claude CLI as a child process: argument vector, scrubbed environment, its own process
+//! group and rlimits. Stdout is read line by line; a line longer than the cap is kept cut at the
+//! cap with its full length recorded, so a megabyte line never breaks the reader.
+
+use std::collections::VecDeque;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, ChildStdout};
+
+use runner_core::claude::CliInvocation;
+use runner_core::ports::{Cli, CliProcess, OutputLine, Workspace};
+use runner_core::{Error, Result};
+
+/// The longest line kept whole; longer ones are cut (and marked so).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+const STDERR_TAIL_BYTES: usize = 64 * 1024;
+
+/// How the CLI is started: binary, model endpoint and key, resource limits.
+#[derive(Clone, Debug)]
+pub struct ClaudeCliConfig {
+    /// `CLAUDE_BIN`; `claude` on `PATH` by default.
+    pub bin: PathBuf,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    /// A line longer than this is kept truncated (and marked so).
+    pub max_frame_bytes: usize,
+    pub max_file_bytes: u64,
+    pub max_open_files: u64,
+    pub max_cpu_seconds: u64,
+}
+
+impl Default for ClaudeCliConfig {
+    fn default() -> Self {
+        Self {
+            bin: PathBuf::from("claude"),
+            base_url: None,
+            api_key: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_file_bytes: 2 * 1024 * 1024 * 1024,
+            max_open_files: 4096,
+            max_cpu_seconds: 1800,
+        }
+    }
+}
+
+/// Starts the real `claude` binary.
+pub struct ClaudeCli {
+    config: ClaudeCliConfig,
+}
+
+impl ClaudeCli {
+    /// A launcher with this binary, endpoint and limits.
+    pub fn new(config: ClaudeCliConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait]
+impl Cli for ClaudeCli {
+    async fn start(&self, workspace: &Workspace, invocation: &CliInvocation) -> Result<Box<dyn CliProcess>> {
+        let config = &self.config;
+        let mut command = std::process::Command::new(&config.bin);
+        command
+            .args(invocation.args())
+            .current_dir(&workspace.work_dir)
+            // Only what the CLI needs: never the executor's AWS credentials or anything else.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+            .env("HOME", &workspace.home_dir)
+            .env("TMPDIR", &workspace.tmp_dir)
+            .env("LANG", "C.UTF-8")
+            .env("CLAUDE_CONFIG_DIR", &workspace.config_dir)
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("DISABLE_ERROR_REPORTING", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(url) = &config.base_url {
+            command.env("ANTHROPIC_BASE_URL", url);
+        }
+        if let Some(key) = &config.api_key {
+            command.env("ANTHROPIC_API_KEY", key);
+        }
+        let limits = (config.max_file_bytes, config.max_open_files, config.max_cpu_seconds);
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                let (fsize, nofile, cpu) = limits;
+                setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize)?;
+                setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile)?;
+                setrlimit(Resource::RLIMIT_CPU, cpu, cpu + 30)?;
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::run_failed("cli_start_failed", format!("{}: {e}", config.bin.display())))?;
+        let pgid = child.id().map(|id| id as i32);
+
+        let mut stdin = child.stdin.take().expect("piped");
+        let message = invocation.message.clone();
+        tokio::spawn(async move {
+            // A closed stdin (the CLI exited early) is not an error worth more than a debug line.
+            if let Err(err) = stdin.write_all(message.as_bytes()).await {
+                tracing::debug!(error = %err, "writing the message to the CLI failed");
+            }
+            let _ = stdin.shutdown().await;
+        });
+
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_BYTES)));
+        let mut stderr = child.stderr.take().expect("piped");
+        let tail = stderr_tail.clone();
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let mut tail = tail.lock().expect("stderr lock");
+                tail.extend(&chunk[..n]);
+                let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
+                tail.drain(..excess);
+            }
+        });
+        let stdout = BufReader::with_capacity(256 * 1024, child.stdout.take().expect("piped"));
+        Ok(Box::new(ClaudeCliProcess { child, stdout, stderr_tail, pgid, max_line: config.max_frame_bytes }))
+    }
+}
+
+struct ClaudeCliProcess {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    stderr_tail: Arc<Mutex<VecDeque<u8>>>,
+    pgid: Option<i32>,
+    max_line: usize,
+}
+
+impl Drop for ClaudeCliProcess {
+    /// A run abandoned mid-way (its task aborted) still takes its whole process group with it.
+    fn drop(&mut self) {
+        if let (Some(pgid), Ok(None)) = (self.pgid, self.child.try_wait()) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[async_trait]
+impl CliProcess for ClaudeCliProcess {
+    async fn next_line(&mut self) -> Result<Option<OutputLine>> {
+        let mut bytes = Vec::new();
+        let mut total = 0usize;
+        loop {
+            let buf = self.stdout.fill_buf().await.map_err(|e| Error::dependency("read CLI output", e))?;
+            if buf.is_empty() {
+                return Ok((total > 0).then_some(OutputLine { bytes, total_bytes: total }));
+            }
+            let (chunk, consumed, done) = match buf.iter().position(|b| *b == b'\n') {
+                Some(end) => (&buf[..end], end + 1, true),
+                None => (buf, buf.len(), false),
+            };
+            let room = self.max_line.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            total += chunk.len();
+            self.stdout.consume(consumed);
+            if done {
+                return Ok(Some(OutputLine { bytes, total_bytes: total }));
+            }
+        }
+    }
+
+    async fn stop(&mut self, grace: Duration) {
+        let Some(pgid) = self.pgid else { return };
+        let group = Pid::from_raw(pgid);
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = killpg(group, Signal::SIGTERM);
+            if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+                tracing::warn!(pgid, "the CLI ignored SIGTERM; killing its process group");
+            }
+        }
+        // Whatever is left of the group (tools' children) goes too.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+
+    async fn wait(&mut self) -> Option<i32> {
+        self.child.wait().await.ok().and_then(|status| status.code())
+    }
+
+    fn stderr_tail(&self) -> String {
+        let tail = self.stderr_tail.lock().expect("stderr lock");
+        String::from_utf8_lossy(&tail.iter().copied().collect::<Vec<_>>()).into_owned()
+    }
+}

@@ -1,0 +1,24 @@
+//! The adapters: every port of `runner_core` implemented on the outside world — DynamoDB, SQS,
+//! S3 and API Gateway (`aws`), Postgres (`postgres`), the `git` binary (`git`), the Claude CLI
+//! as a child process (`claude_cli`) and the local file system (`files`) — plus the settings
+//! read from the environment (`config`) and the one place that wires them together (`wiring`).
+//!
+//! Adapters hold no domain rules: they translate between a port's types and a service's.
+
+pub mod aws;
+mod claude_cli;
+pub mod config;
+pub mod files;
+mod git;
+pub mod postgres;
+pub mod telemetry;
+pub mod wiring;
+
+pub use aws::{
+    ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore, OWNER_INDEX,
+    RUN_INDEX, S3ObjectStore, SqsRunQueue,
+};
+pub use claude_cli::{ClaudeCli, ClaudeCliConfig, DEFAULT_MAX_FRAME_BYTES};
+pub use git::{GitWorkspaces, WorkspaceConfig};
+pub use postgres::{PgFrameStore, PgRunProjection};
+pub use wiring::Wiring;

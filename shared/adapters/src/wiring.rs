@@ -1,0 +1,204 @@
+//! The one place that builds adapters from settings and puts the use cases together. Every
+//! function's `build` and the local stack wire through a `Wiring`, so each store, queue and
+//! service is configured the same way wherever it runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use sqlx::PgPool;
+
+use runner_core::domain::{StreamTokens, WorkflowRegistry};
+use runner_core::ports::{
+    ConnectionGateway, ConnectionStore, FrameSink, ObjectStore, RunQueue, RunStore, SessionStore,
+};
+use runner_core::usecases::{
+    Authenticator, ExecutorPorts, Janitor, RunExecutor, RunService, SessionService, StreamService, WebSocketFanout,
+};
+use runner_core::{Error, Result};
+
+use crate::config::{ExecutorConfig, Settings, StreamSettings};
+use crate::files::{NdjsonFrameLogs, StoredTranscripts};
+use crate::{
+    ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore,
+    GitWorkspaces, PgFrameStore, PgRunProjection, S3ObjectStore, SqsRunQueue, WorkspaceConfig, aws, postgres,
+};
+
+type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// An AWS configuration and a source of settings (environment variables).
+#[derive(Clone)]
+pub struct Wiring {
+    sdk: SdkConfig,
+    vars: Vars,
+}
+
+impl Wiring {
+    /// The process environment and the default AWS configuration: how a function starts on
+    /// Lambda.
+    pub async fn from_env() -> Self {
+        Self { sdk: aws::load_config().await, vars: Arc::new(|name| std::env::var(name).ok()) }
+    }
+
+    /// These variables (the local stack resolves a function's from `template.yaml`) and this AWS
+    /// configuration.
+    pub fn new(sdk: SdkConfig, vars: BTreeMap<String, String>) -> Self {
+        Self { sdk, vars: Arc::new(move |name| vars.get(name).cloned()) }
+    }
+
+    /// The AWS configuration every client is built from.
+    pub fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    /// The deployment's settings (tables, queues, policies).
+    pub fn settings(&self) -> Result<Settings> {
+        Settings::from_vars(|name| (self.vars)(name))
+    }
+
+    /// The executor's settings.
+    pub fn executor_config(&self) -> Result<ExecutorConfig> {
+        ExecutorConfig::from_vars(|name| (self.vars)(name))
+    }
+
+    /// The WebSocket side's settings.
+    pub fn stream_settings(&self) -> Result<StreamSettings> {
+        StreamSettings::from_vars(|name| (self.vars)(name))
+    }
+
+    /// A Postgres pool on `DATABASE_URL` (migrations are the deployment's job, not a function's).
+    pub async fn postgres(&self, max_connections: u32) -> Result<PgPool> {
+        let url = (self.vars)("DATABASE_URL")
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| Error::Config("DATABASE_URL is not set".into()))?;
+        postgres::connect(&url, max_connections).await
+    }
+
+    /// The runs table.
+    pub fn run_store(&self, settings: &Settings) -> Arc<dyn RunStore> {
+        Arc::new(DynamoRunStore::new(aws::dynamodb(&self.sdk), &settings.runs_table, &settings.idempotency_table))
+    }
+
+    /// The sessions table.
+    pub fn session_store(&self, settings: &Settings) -> Arc<dyn SessionStore> {
+        Arc::new(DynamoSessionStore::new(aws::dynamodb(&self.sdk), &settings.sessions_table))
+    }
+
+    /// The runs queue.
+    pub fn run_queue(&self, settings: &Settings) -> Arc<dyn RunQueue> {
+        Arc::new(SqsRunQueue::new(aws::sqs(&self.sdk), &settings.runs_queue_url))
+    }
+
+    /// The artifact bucket.
+    pub fn objects(&self, settings: &Settings) -> Arc<dyn ObjectStore> {
+        Arc::new(S3ObjectStore::new(aws::s3(&self.sdk), &settings.artifacts_bucket))
+    }
+
+    /// The connections table.
+    pub fn connections(&self, table: &str) -> Arc<dyn ConnectionStore> {
+        Arc::new(DynamoConnectionStore::new(aws::dynamodb(&self.sdk), table))
+    }
+
+    /// API Gateway's management API at `management_url`.
+    pub fn gateway(&self, management_url: &str) -> Arc<dyn ConnectionGateway> {
+        Arc::new(ApiGatewayConnections::new(&self.sdk, management_url))
+    }
+
+    /// API keys, looked up in the keys table.
+    pub fn authenticator(&self, settings: &Settings) -> Authenticator {
+        Authenticator::new(Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table)))
+    }
+
+    /// Run intake and queries.
+    pub fn run_service(&self, settings: &Settings, workflows: Arc<WorkflowRegistry>) -> RunService {
+        RunService::new(
+            self.run_store(settings),
+            self.session_store(settings),
+            self.run_queue(settings),
+            workflows,
+            settings.intake_limits(),
+            settings.repository_policy(),
+        )
+    }
+
+    /// The sessions API.
+    pub fn session_service(&self, settings: &Settings, workflows: Arc<WorkflowRegistry>) -> SessionService {
+        SessionService::new(
+            self.session_store(settings),
+            self.objects(settings),
+            workflows,
+            settings.repository_policy(),
+            chrono::Duration::days(settings.session_ttl_days),
+        )
+    }
+
+    /// The executor: workspaces, the CLI, the frame sinks (Postgres, then — when the WebSocket
+    /// API is configured — the live fan-out).
+    pub async fn run_executor(&self) -> Result<RunExecutor> {
+        let settings = self.settings()?;
+        let config = self.executor_config()?;
+        let pool = self.postgres(config.pg_pool_size).await?;
+        let objects = self.objects(&settings);
+        let workspaces = GitWorkspaces::new(
+            WorkspaceConfig {
+                root: config.workspace_root.clone(),
+                cache_dir: config.repo_cache_dir.clone(),
+                author_name: config.author_name.clone(),
+                author_email: config.author_email.clone(),
+                dotenv: config.workspace_dotenv.clone(),
+            },
+            Some(objects.clone()),
+        );
+        let frames = Arc::new(PgFrameStore::new(pool));
+        let mut sinks: Vec<Arc<dyn FrameSink>> = vec![frames.clone()];
+        // After the frame store: a frame is stored before any subscriber sees it, so a subscriber
+        // that catches up from the store misses nothing.
+        if let (Some(table), Some(management_url)) = (&config.connections_table, &config.management_url) {
+            sinks.push(Arc::new(WebSocketFanout::new(self.connections(table), self.gateway(management_url), frames)));
+        }
+        let ports = ExecutorPorts {
+            store: self.run_store(&settings),
+            workflows: Arc::new(settings.workflow_registry()?),
+            workspaces: Arc::new(workspaces),
+            cli: Arc::new(ClaudeCli::new(config.cli.clone())),
+            transcripts: Arc::new(StoredTranscripts::new(objects.clone())),
+            frame_logs: Arc::new(NdjsonFrameLogs),
+            objects,
+            sessions: self.session_store(&settings),
+            sinks,
+        };
+        Ok(RunExecutor::new(ports, config.settings))
+    }
+
+    /// The WebSocket API's use cases (one Postgres connection: replays only).
+    pub async fn stream_service(&self) -> Result<StreamService> {
+        let settings = self.settings()?;
+        let stream = self.stream_settings()?;
+        let pool = self.postgres(1).await?;
+        Ok(StreamService::new(
+            self.run_store(&settings),
+            self.connections(&stream.connections_table),
+            self.gateway(&stream.management_url),
+            Arc::new(PgFrameStore::new(pool)),
+            StreamTokens::new(stream.token_secret.as_bytes().to_vec()),
+        ))
+    }
+
+    /// The janitor, handling at most `batch` items of each kind per sweep.
+    pub fn janitor(&self, batch: usize) -> Result<Janitor> {
+        let settings = self.settings()?;
+        Ok(Janitor::new(
+            self.run_store(&settings),
+            self.session_store(&settings),
+            self.objects(&settings),
+            self.run_queue(&settings),
+            batch,
+        ))
+    }
+
+    /// The read model in Postgres, on one connection (a stream shard is processed by one
+    /// invocation at a time).
+    pub async fn projection(&self) -> Result<PgRunProjection> {
+        Ok(PgRunProjection::new(self.postgres(1).await?))
+    }
+}

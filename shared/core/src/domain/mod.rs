@@ -1,0 +1,33 @@
+//! Types and rules: runs and their state machine, requests and their validation, sessions,
+//! workflows, frames and the stream's messages, owners and keys, redaction, the artifact
+//! store's key layout.
+
+mod branch;
+mod frame;
+pub mod object_keys;
+mod owner;
+mod redaction;
+mod repository;
+mod request;
+pub(crate) mod run;
+mod session;
+mod stream;
+mod validation;
+mod workflow;
+
+pub use branch::{BranchName, MAX_BRANCH_BYTES};
+pub use frame::{Frame, FrameData};
+pub use owner::{API_KEY_PREFIX, ApiKey, KeyHash, Owner};
+pub use redaction::Redactor;
+pub use repository::RepositoryPolicy;
+pub use request::{
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURNS, IntakeLimits, MAX_MAX_TURNS, MIN_MAX_TURNS, RunRequest,
+    ValidRunRequest, validate_idempotency_key,
+};
+pub use run::{CancelOutcome, DiffStats, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError};
+pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};
+pub use stream::{MAX_MESSAGE_BYTES, StreamClaims, StreamMessages, StreamTokens};
+pub use validation::ValidationError;
+pub use workflow::{
+    DEFAULT_TIMEOUT_SECONDS, PermissionMode, Workflow, WorkflowConfig, WorkflowLoadError, WorkflowRegistry,
+};

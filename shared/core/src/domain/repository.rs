@@ -1,0 +1,104 @@
+//! Which repositories a deployment will clone.
+
+use super::ValidationError;
+
+/// The default repository and the allowlist. An allowlist entry is an exact URL or a prefix
+/// ending in `*` (`https://github.com/acme/*`); an empty allowlist allows only the default.
+#[derive(Clone, Debug, Default)]
+pub struct RepositoryPolicy {
+    default: Option<String>,
+    allowlist: Vec<String>,
+}
+
+impl RepositoryPolicy {
+    /// A policy with this default (an empty string counts as none) and allowlist.
+    pub fn new(default: Option<String>, allowlist: Vec<String>) -> Self {
+        Self { default: default.filter(|d| !d.is_empty()), allowlist }
+    }
+
+    /// The repository a run will use: the requested one if it is allowed, else the default.
+    pub fn resolve(&self, requested: Option<&str>) -> Result<String, ValidationError> {
+        let Some(url) = requested else {
+            return self.default.clone().ok_or(ValidationError::RepositoryRequired);
+        };
+        check_git_url(url)?;
+        if self.allows(url) { Ok(url.to_owned()) } else { Err(ValidationError::RepositoryNotAllowed(url.to_owned())) }
+    }
+
+    fn allows(&self, url: &str) -> bool {
+        self.default.as_deref() == Some(url)
+            || self.allowlist.iter().any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => url.starts_with(prefix),
+                None => entry == url,
+            })
+    }
+}
+
+/// Accepts `https://`, `ssh://`, `git://`, `file://` URLs and scp-like `user@host:path`; refuses
+/// credentials in the URL (they would end up in run records and logs).
+fn check_git_url(raw: &str) -> Result<(), ValidationError> {
+    let invalid = |why: &str| Err(ValidationError::InvalidRepositoryUrl(why.to_owned()));
+    if raw.len() > 2048 || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return invalid("too long or contains whitespace");
+    }
+    if raw.starts_with('-') {
+        return invalid("must not start with '-'");
+    }
+    if let Ok(url) = url::Url::parse(raw) {
+        if !matches!(url.scheme(), "https" | "ssh" | "git" | "file" | "http") {
+            return invalid("scheme must be https, ssh, git or file");
+        }
+        if url.password().is_some() || (url.scheme().starts_with("http") && !url.username().is_empty()) {
+            return invalid("credentials must not be embedded in the URL");
+        }
+        if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
+            return invalid("a host is required");
+        }
+        return Ok(());
+    }
+    // scp-like syntax: user@host:path
+    match raw.split_once(':') {
+        Some((user_host, path)) if user_host.contains('@') && !path.is_empty() && !user_host.contains('/') => Ok(()),
+        _ => invalid("not a URL or user@host:path"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_used_when_none_is_requested() {
+        let p = RepositoryPolicy::new(Some("https://h/a.git".into()), vec![]);
+        assert_eq!(p.resolve(None).unwrap(), "https://h/a.git");
+        assert_eq!(RepositoryPolicy::default().resolve(None), Err(ValidationError::RepositoryRequired));
+    }
+
+    #[test]
+    fn allowlist_matches_exact_entries_and_prefixes() {
+        let p = RepositoryPolicy::new(None, vec!["https://h/acme/*".into(), "git@h:solo/one.git".into()]);
+        assert!(p.resolve(Some("https://h/acme/x.git")).is_ok());
+        assert!(p.resolve(Some("git@h:solo/one.git")).is_ok());
+        assert_eq!(p.resolve(Some("git@h:solo/two.git")).unwrap_err().code(), "repository_not_allowed");
+        assert_eq!(p.resolve(Some("https://h/other/x.git")).unwrap_err().code(), "repository_not_allowed");
+    }
+
+    #[test]
+    fn malformed_or_dangerous_urls_are_invalid() {
+        let p = RepositoryPolicy::new(None, vec!["*".into()]);
+        for bad in [
+            "not a url",
+            "https://user:token@h/a.git",
+            "https://token@h/a.git",
+            "ftp://h/a.git",
+            "-uhttps://h/a.git",
+            "https://",
+            "plainword",
+        ] {
+            assert_eq!(p.resolve(Some(bad)).unwrap_err().code(), "invalid_repository_url", "{bad}");
+        }
+        for good in ["https://h/a.git", "ssh://git@h/a.git", "git@h:a/b.git", "file:///tmp/repo.git"] {
+            assert!(p.resolve(Some(good)).is_ok(), "{good}");
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! A run and its state machine.
+//!
+//! Every change of status goes through [`Run::transition`], which refuses what the state machine
+//! forbids and bumps `version`; stores write the result conditionally on the previous version, so a
+//! duplicate delivery, a crash-retry or a late cancel can never corrupt a run.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Owner, ValidRunRequest};
+
+/// A run id: a UUID v7, so ids sort by creation time (newest-first listing needs no extra index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(Uuid);
+
+impl RunId {
+    /// A fresh id, ordered by creation time.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+    /// The plain UUID, for stores and APIs that take one.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+impl From<Uuid> for RunId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
+/// Where a run is in its life; [`RunStatus::can_become`] says which moves are allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted and waiting for an executor to claim it.
+    Queued,
+    /// Claimed by an executor, which is setting up the workspace; the CLI has not started yet.
+    Preparing,
+    /// The CLI is running.
+    Running,
+    /// The CLI finished and reported success.
+    Completed,
+    /// Ended in error; the run's `error` says why.
+    Failed,
+    /// Stopped because someone asked to cancel it.
+    Cancelled,
+    /// Stopped by a watchdog: the run went idle or exceeded its time limit.
+    TimedOut,
+}
+
+impl RunStatus {
+    /// Every status, in lifecycle order; for parsing and for listing the valid names.
+    pub const ALL: [RunStatus; 7] =
+        [Self::Queued, Self::Preparing, Self::Running, Self::Completed, Self::Failed, Self::Cancelled, Self::TimedOut];
+
+    /// The snake_case name used in the API and the stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Preparing => "preparing",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    /// Whether the run has ended for good; no transition leads out of these.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::TimedOut)
+    }
+
+    /// The whole state machine in one table.
+    ///
+    /// `preparing → queued` is the janitor handing a run whose executor died before the CLI started
+    /// back to the queue; once the CLI has run, a lost executor can only end the run.
+    pub fn can_become(self, next: RunStatus) -> bool {
+        use RunStatus::*;
+        matches!(
+            (self, next),
+            (Queued, Preparing | Cancelled | Failed)
+                | (Preparing, Running | Queued | Failed | Cancelled | TimedOut)
+                | (Running, Completed | Failed | Cancelled | TimedOut)
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
+    }
+}
+
+/// Why a run failed: a machine-readable code and a sentence for people.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunError {
+    /// Machine-readable reason, such as `cli_failed` or `executor_lost`.
+    pub code: String,
+    /// What went wrong, in a sentence for people.
+    pub message: String,
+}
+
+impl RunError {
+    /// An error from a machine-readable code and a human-readable message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into() }
+    }
+}
+
+/// What became of a run whose executor was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostRun {
+    /// It had not started the CLI, so it went back to the queue.
+    Requeued,
+    /// The CLI had started, so its effects are unknown; the run failed with `executor_lost`.
+    Failed,
+}
+
+/// A status change the state machine forbids.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("a {from} run cannot become {to}")]
+pub struct TransitionError {
+    /// The status the run was in.
+    pub from: RunStatus,
+    /// The status it was asked to take.
+    pub to: RunStatus,
+}
+
+/// One queued execution of the Claude Code CLI: the request, its progress and its results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Unique, time-ordered id of the run.
+    pub run_id: RunId,
+    /// Who submitted the run; to anyone else it does not exist.
+    pub owner: Owner,
+    /// Name of the workflow (prompt, tools, settings) the run uses.
+    pub workflow: String,
+    /// The git branch the run works on and pushes its commits to.
+    pub branch: String,
+    /// The git repository the run works in, as the repository policy approved it.
+    pub repository_url: String,
+    /// The caller's prompt, given to the CLI on stdin.
+    pub message: String,
+    /// Most agent turns the CLI may take (`--max-turns`).
+    pub max_turns: u32,
+    /// The session (lineage id) the run continues or started, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
+    /// Caller's free-form JSON, kept as text so DynamoDB stores it verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_json: Option<String>,
+    /// The caller's `Idempotency-Key`, so a retried submission replays this run rather than adding one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The request's override of the workflow's `auto_commit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_commit: Option<bool>,
+    /// Where the run is in its state machine.
+    pub status: RunStatus,
+    /// Someone asked to cancel the run; the executor's watchdog polls it.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Bumped by every change; the optimistic-concurrency token of conditional writes and the
+    /// ordering key of the Postgres projection.
+    pub version: u64,
+    /// When the run was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When the run last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the CLI started; cleared if the run goes back to the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run reached a terminal status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The CLI's final result text, truncated; the full text is in the frame log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_summary: Option<String>,
+    /// Why the run failed or timed out, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+    /// What the run cost, in US dollars, as the CLI reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Agent turns the CLI reported taking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_turns: Option<u32>,
+    /// The executor holding the run and until when; renewed by heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_owner: Option<String>,
+    /// When the lease lapses unless a heartbeat renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// How many times an executor claimed the run.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The CLI's `usage` object from its `result` frame, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_json: Option<String>,
+    /// How long the CLI reported running, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The CLI process's exit code; `None` if a signal ended it or it never ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Commits the run added to its branch, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<String>,
+    /// Size of the changes the run pushed, from the base commit to its last commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_stats: Option<DiffStats>,
+}
+
+/// Size of a change as `git diff --shortstat` counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffStats {
+    /// Files changed.
+    pub files_changed: u32,
+    /// Lines added.
+    pub insertions: u32,
+    /// Lines removed.
+    pub deletions: u32,
+}
+
+/// How a run ended, as the executor saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    /// The status the run ends in.
+    pub status: RunStatus,
+    /// The CLI's final result text, truncated; `None` when the run was stopped.
+    pub result_summary: Option<String>,
+    /// Why the run did not complete, when it did not.
+    pub error: Option<RunError>,
+    /// The conversation id the CLI reported, kept so the run can be resumed.
+    pub session_id: Option<Uuid>,
+    /// What the run cost, in US dollars, as the CLI reported it.
+    pub cost_usd: Option<f64>,
+    /// Agent turns the CLI reported taking.
+    pub num_turns: Option<u32>,
+    /// The CLI's `usage` object, as JSON text.
+    pub usage_json: Option<String>,
+    /// How long the CLI reported running, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// The CLI process's exit code; `None` if a signal ended it or it never ran.
+    pub exit_code: Option<i32>,
+}
+
+impl RunOutcome {
+    /// A failure known only by its error; the caller fills in whatever else it learned.
+    pub fn failed(error: RunError) -> Self {
+        Self {
+            status: RunStatus::Failed,
+            result_summary: None,
+            error: Some(error),
+            session_id: None,
+            cost_usd: None,
+            num_turns: None,
+            usage_json: None,
+            duration_ms: None,
+            exit_code: None,
+        }
+    }
+}
+
+impl Run {
+    /// A freshly submitted run, version 1.
+    pub fn queued(owner: Owner, request: ValidRunRequest, idempotency_key: Option<String>, at: DateTime<Utc>) -> Self {
+        Self {
+            run_id: RunId::new(),
+            owner,
+            workflow: request.workflow,
+            branch: request.branch.into(),
+            repository_url: request.repository_url,
+            message: request.message,
+            max_turns: request.max_turns,
+            session_id: request.session_id,
+            metadata_json: request.metadata_json,
+            auto_commit: request.auto_commit,
+            idempotency_key,
+            status: RunStatus::Queued,
+            cancel_requested: false,
+            version: 1,
+            created_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+            result_summary: None,
+            error: None,
+            cost_usd: None,
+            num_turns: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            attempts: 0,
+            usage_json: None,
+            duration_ms: None,
+            exit_code: None,
+            commits: Vec::new(),
+            diff_stats: None,
+        }
+    }
+
+    /// An executor takes the run: `queued → preparing`, under a lease it must keep renewing.
+    pub fn claim(
+        &mut self,
+        executor: &str,
+        lease_until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.transition(RunStatus::Preparing, at)?;
+        self.lease_owner = Some(executor.to_owned());
+        self.lease_expires_at = Some(lease_until);
+        self.attempts += 1;
+        Ok(())
+    }
+
+    /// True when a live run's executor has stopped renewing its lease.
+    pub fn lease_expired(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.status, RunStatus::Preparing | RunStatus::Running)
+            && self.lease_expires_at.is_none_or(|until| until < now)
+    }
+
+    /// Takes back a run whose executor was lost (its lease expired): before the CLI started
+    /// (`preparing`) it can simply go again; after, its effects are unknown, so it fails with
+    /// `executor_lost`. `None` while the lease holds.
+    pub fn recover_lost(&mut self, now: DateTime<Utc>) -> Option<LostRun> {
+        if !self.lease_expired(now) {
+            return None;
+        }
+        if self.status == RunStatus::Preparing {
+            self.transition(RunStatus::Queued, now).ok()?;
+            self.lease_owner = None;
+            self.lease_expires_at = None;
+            return Some(LostRun::Requeued);
+        }
+        let error = RunError::new("executor_lost", "the executor running this run stopped renewing its lease");
+        self.finish(RunOutcome::failed(error), now).ok()?;
+        Some(LostRun::Failed)
+    }
+
+    /// Ends the run with everything the executor learned. The session id is kept even when the
+    /// CLI failed, so a caller can still resume the conversation; a run that already names its
+    /// session (the lineage id) keeps that name whatever id the CLI used.
+    pub fn finish(&mut self, outcome: RunOutcome, at: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.transition(outcome.status, at)?;
+        self.result_summary = outcome.result_summary;
+        self.error = outcome.error;
+        self.session_id = self.session_id.or(outcome.session_id);
+        self.cost_usd = outcome.cost_usd;
+        self.num_turns = outcome.num_turns;
+        self.usage_json = outcome.usage_json;
+        self.duration_ms = outcome.duration_ms;
+        self.exit_code = outcome.exit_code;
+        self.lease_owner = None;
+        self.lease_expires_at = None;
+        Ok(())
+    }
+
+    /// Moves the run to `next`, stamping the times that belong to it.
+    pub fn transition(&mut self, next: RunStatus, at: DateTime<Utc>) -> Result<(), TransitionError> {
+        if !self.status.can_become(next) {
+            return Err(TransitionError { from: self.status, to: next });
+        }
+        match next {
+            RunStatus::Running => self.started_at = Some(at),
+            RunStatus::Queued => self.started_at = None,
+            s if s.is_terminal() => self.finished_at = Some(at),
+            _ => {}
+        }
+        self.status = next;
+        self.touch(at);
+        Ok(())
+    }
+
+    /// Ends the run as failed with a reason.
+    pub fn fail(&mut self, error: RunError, at: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.transition(RunStatus::Failed, at)?;
+        self.error = Some(error);
+        Ok(())
+    }
+
+    /// Asks a live run to stop: a queued run is cancelled at once, a preparing or running one is
+    /// flagged for its executor's watchdog. Asking twice is not an error.
+    pub fn request_cancel(&mut self, at: DateTime<Utc>) -> Result<CancelOutcome, TransitionError> {
+        match self.status {
+            RunStatus::Queued => {
+                self.transition(RunStatus::Cancelled, at)?;
+                Ok(CancelOutcome::Cancelled)
+            }
+            RunStatus::Preparing | RunStatus::Running if self.cancel_requested => Ok(CancelOutcome::AlreadyRequested),
+            RunStatus::Preparing | RunStatus::Running => {
+                self.cancel_requested = true;
+                self.touch(at);
+                Ok(CancelOutcome::Requested)
+            }
+            from => Err(TransitionError { from, to: RunStatus::Cancelled }),
+        }
+    }
+
+    fn touch(&mut self, at: DateTime<Utc>) {
+        self.version += 1;
+        self.updated_at = at;
+    }
+}
+
+/// What a cancel request did to a live run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The run was still queued, so it is cancelled at once.
+    Cancelled,
+    /// The run is preparing or running; it is flagged for its executor to stop.
+    Requested,
+    /// A cancel was already pending; nothing changed.
+    AlreadyRequested,
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

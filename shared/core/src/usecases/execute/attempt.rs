@@ -1,0 +1,239 @@
+//! One attempt at a claimed run: a workspace, the session to continue or start, the CLI under
+//! its watchdogs while frames stream out, and the outcome its `result` frame (or the reason it
+//! was stopped) decides.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::RunExecutor;
+use super::lease::{Lease, StopReason, stop_requested};
+use crate::claude::{CliInvocation, CliSummary, SessionMode};
+use crate::domain::{Frame, FrameData, Redactor, Run, RunError, RunStatus, Workflow, object_keys};
+use crate::ports::{PublishedChanges, Workspace};
+use crate::usecases::FrameRecorder;
+use crate::{Error, Result};
+
+/// Why the CLI loop stopped.
+enum Ended {
+    Exited,
+    Idle,
+    OutOfTime(Duration),
+    Cancelled,
+    LeaseLost,
+}
+
+/// What the CLI did, as far as the run's outcome is concerned.
+struct CliRun {
+    ended: Ended,
+    summary: CliSummary,
+}
+
+impl RunExecutor {
+    pub(super) async fn run_claimed(&self, run: &mut Run, lease: &Lease, started: tokio::time::Instant) -> Result<()> {
+        let Some(workflow) = self.ports.workflows.get(&run.workflow).cloned() else {
+            let error = RunError::new("unknown_workflow", format!("workflow {} is not deployed here", run.workflow));
+            return self.fail(run, error).await;
+        };
+        let workspace = match self.ports.workspaces.prepare(run, &workflow).await {
+            Ok(workspace) => workspace,
+            Err(err) => return self.fail(run, err.into_run_error("workspace_failed")).await,
+        };
+        let result = self.run_in_workspace(run, &workflow, &workspace, lease, started).await;
+        self.ports.workspaces.cleanup(&workspace, run.run_id).await;
+        result
+    }
+
+    async fn run_in_workspace(
+        &self,
+        run: &mut Run,
+        workflow: &Workflow,
+        workspace: &Workspace,
+        lease: &Lease,
+        started: tokio::time::Instant,
+    ) -> Result<()> {
+        let session = match self.session_mode(run, workspace).await {
+            Ok(session) => session,
+            Err(Error::RunFailed(error)) => return self.fail(run, error).await,
+            Err(err) => return Err(err),
+        };
+        match lease.requested() {
+            None => {}
+            Some(StopReason::LeaseLost) => return Err(Error::LeaseLost),
+            Some(StopReason::Cancel) => return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await,
+        }
+        self.start_running(run, &session).await?;
+        if run.cancel_requested {
+            // Asked while the workspace was being prepared (the re-read on conflict brought it).
+            return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
+        }
+        let cli = match self.run_cli(run, workflow, workspace, session, lease.stop.clone(), started).await {
+            Ok(cli) => cli,
+            Err(Error::RunFailed(error)) => return self.fail(run, error).await,
+            Err(err) => return Err(err),
+        };
+        if !matches!(cli.ended, Ended::Exited) {
+            return self.finish_stopped(run, cli.ended, cli.summary).await;
+        }
+        let mut outcome = cli.summary.outcome();
+        let mut changes = PublishedChanges::default();
+        if outcome.status == RunStatus::Completed {
+            let commit = run.auto_commit.unwrap_or(workflow.config.auto_commit);
+            match self.ports.workspaces.publish_changes(workspace, run, commit).await {
+                Ok(published) => changes = published,
+                Err(err) => {
+                    outcome.status = RunStatus::Failed;
+                    outcome.error = Some(err.into_run_error("publish_failed"));
+                }
+            }
+        }
+        self.keep_artifacts(run, &outcome, workspace).await;
+        tracing::info!(run_id = %run.run_id, status = %outcome.status, frames = cli.summary.frames, "run finished");
+        self.save(run, |r| {
+            r.finish(outcome.clone(), Utc::now())?;
+            r.commits = changes.commits.clone();
+            r.diff_stats = changes.diff_stats;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A run with a session continues it when it has a transcript, or starts it under the id
+    /// reserved up front; a run without one starts a new session of its own.
+    async fn session_mode(&self, run: &Run, workspace: &Workspace) -> Result<SessionMode> {
+        let Some(id) = run.session_id else { return Ok(SessionMode::New(Uuid::new_v4())) };
+        match self.ports.sessions.get(id).await? {
+            Some(session) if session.has_transcript() => {
+                Ok(SessionMode::Resume(self.ports.transcripts.restore(&session, workspace).await?))
+            }
+            Some(_) => Ok(SessionMode::New(id)),
+            None => Err(Error::run_failed("unknown_session", format!("session {id} no longer exists"))),
+        }
+    }
+
+    /// `preparing → running`. The caller learns the session id as soon as the CLI starts; the
+    /// lease is renewed in the same write, since this put replaces the whole item.
+    async fn start_running(&self, run: &mut Run, session: &SessionMode) -> Result<()> {
+        let new_session = match session {
+            SessionMode::New(id) if run.session_id.is_none() => Some(*id),
+            _ => None,
+        };
+        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::seconds(60));
+        self.save(run, |r| {
+            let now = Utc::now();
+            r.transition(RunStatus::Running, now)?;
+            r.lease_expires_at = Some(now + lease);
+            if new_session.is_some() {
+                r.session_id = new_session;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs the CLI until it exits or a watchdog or stop request ends it, recording every line
+    /// as a frame; then uploads the frame log. `Error::RunFailed` if the CLI could not start.
+    async fn run_cli(
+        &self,
+        run: &Run,
+        workflow: &Workflow,
+        workspace: &Workspace,
+        session: SessionMode,
+        mut stop: watch::Receiver<Option<StopReason>>,
+        started: tokio::time::Instant,
+    ) -> Result<CliRun> {
+        let invocation =
+            CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone());
+        let log = self.ports.frame_logs.open(workspace).await?;
+        let log_path = log.path().to_path_buf();
+        let recorder = FrameRecorder::start(self.ports.sinks.clone(), log, self.settings.frame_flush);
+        let mut process = match self.ports.cli.start(workspace, &invocation).await {
+            Ok(process) => process,
+            Err(err) => {
+                recorder.finish().await?;
+                return Err(Error::RunFailed(err.into_run_error("cli_start_failed")));
+            }
+        };
+        // Counted from the claim: preparation and the CLI share one budget, so Lambda never
+        // has to cut the run off.
+        let time_limit = Duration::from_secs(workflow.config.timeout_seconds).min(self.settings.max_run_time);
+        let deadline = started + time_limit;
+        let redactor = Redactor::new(workspace.secrets.iter().chain(&self.settings.secrets));
+        let mut summary = CliSummary::default();
+        let mut seq = 0u64;
+        let ended = loop {
+            tokio::select! {
+                line = tokio::time::timeout(self.settings.idle_timeout, process.next_line()) => match line {
+                    Err(_) => break Ended::Idle,
+                    Ok(Ok(Some(line))) => {
+                        seq += 1;
+                        let bytes = redactor.bytes(line.bytes);
+                        let frame = Frame::from_line(run.run_id, seq, &bytes, line.total_bytes.max(bytes.len()), Utc::now());
+                        if let FrameData::Json(data) = &frame.data {
+                            summary.observe(&frame.kind, frame.subtype.as_deref(), data);
+                        }
+                        // A stalled sink must not hold the watchdogs off.
+                        if tokio::time::timeout_at(deadline, recorder.record(frame, bytes.len())).await.is_err() {
+                            break Ended::OutOfTime(time_limit);
+                        }
+                    }
+                    Ok(Ok(None)) => break Ended::Exited,
+                    Ok(Err(err)) => {
+                        tracing::error!(run_id = %run.run_id, error = %err, "reading CLI output failed");
+                        break Ended::Exited;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => break Ended::OutOfTime(time_limit),
+                reason = stop_requested(&mut stop) => {
+                    break if reason == StopReason::LeaseLost { Ended::LeaseLost } else { Ended::Cancelled };
+                }
+            }
+        };
+        // Always stop the group: even after a clean exit, a tool may have left children behind.
+        process.stop(self.settings.stop_grace).await;
+        summary.exit_code = process.wait().await;
+        summary.stderr_tail = redactor.text(&process.stderr_tail());
+        summary.frames = seq;
+        let report = recorder.finish().await?;
+        if report.failed_batches > 0 {
+            tracing::error!(run_id = %run.run_id, failed = report.failed_batches, "some frame batches did not reach every sink");
+        }
+        self.upload_log(run, log_path).await;
+        Ok(CliRun { ended, summary })
+    }
+
+    async fn upload_log(&self, run: &Run, path: PathBuf) {
+        let key = object_keys::run_log(run.run_id);
+        if let Err(err) = self.ports.objects.put_file(&key, &path, "application/x-ndjson").await {
+            tracing::error!(run_id = %run.run_id, error = %err, "uploading the frame log failed");
+        }
+    }
+
+    /// Ends a run the CLI did not finish by itself: cancelled or timed out. A lost lease writes
+    /// nothing: the run belongs to whoever took it over.
+    async fn finish_stopped(&self, run: &mut Run, ended: Ended, summary: CliSummary) -> Result<()> {
+        let mut outcome = summary.outcome();
+        outcome.result_summary = None;
+        (outcome.status, outcome.error) = match ended {
+            Ended::LeaseLost => return Err(Error::LeaseLost),
+            Ended::Cancelled => (RunStatus::Cancelled, None),
+            Ended::Idle => (
+                RunStatus::TimedOut,
+                Some(RunError::new(
+                    "idle_timeout",
+                    format!("no output for {} s", self.settings.idle_timeout.as_secs()),
+                )),
+            ),
+            Ended::OutOfTime(limit) => (
+                RunStatus::TimedOut,
+                Some(RunError::new("run_timeout", format!("the run exceeded {} s", limit.as_secs()))),
+            ),
+            Ended::Exited => unreachable!("a CLI that exited is finished from its result frame"),
+        };
+        tracing::info!(run_id = %run.run_id, status = %outcome.status, "run stopped");
+        self.save(run, |r| r.finish(outcome.clone(), Utc::now())).await
+    }
+}

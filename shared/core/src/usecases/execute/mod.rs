@@ -1,0 +1,235 @@
+//! Executing a run: claim it under a lease, prepare a workspace, run the CLI under its
+//! watchdogs while frames stream out, publish and archive what it did, finish the run.
+//!
+//! - `mod.rs`: the executor, its settings and ports, the claim, and every write of the run;
+//! - `lease.rs`: the heartbeat that renews the lease and hears cancel requests;
+//! - `attempt.rs`: one attempt in a workspace (session, CLI loop, outcome);
+//! - `artifacts.rs`: what outlives the workspace (archive, transcript, session totals).
+
+mod artifacts;
+mod attempt;
+mod lease;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use self::lease::Lease;
+use super::optimistic::{self, Edit};
+use crate::domain::{
+    DEFAULT_SESSION_TTL_DAYS, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError, WorkflowRegistry,
+};
+use crate::ports::{Cli, FrameLogs, FrameSink, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces};
+use crate::{Error, Result};
+
+/// How an executor runs runs: its name in leases, the lease, the watchdogs. The defaults here
+/// are the deployment's defaults.
+#[derive(Clone, Debug)]
+pub struct ExecutorSettings {
+    /// Names this executor in leases.
+    pub executor_id: String,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often the lease is renewed (and a cancel request looked for).
+    pub heartbeat: Duration,
+    /// No CLI output for this long ends the run as `timed_out`.
+    pub idle_timeout: Duration,
+    /// Ceiling on any run's total time, whatever its workflow asks (Lambda stops at 15 min).
+    pub max_run_time: Duration,
+    /// Between SIGTERM and SIGKILL when the CLI is stopped.
+    pub stop_grace: Duration,
+    /// The longest a frame waits to be batched.
+    pub frame_flush: Duration,
+    /// Values never to appear in a frame (the model API key), besides the workspace's own.
+    pub secrets: Vec<String>,
+    /// How long a session lives after its last run.
+    pub session_ttl: Duration,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            executor_id: format!("executor-{}", Uuid::new_v4()),
+            lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_run_time: Duration::from_secs(840),
+            stop_grace: Duration::from_secs(5),
+            frame_flush: Duration::from_millis(100),
+            secrets: Vec::new(),
+            session_ttl: Duration::from_secs(DEFAULT_SESSION_TTL_DAYS as u64 * 86_400),
+        }
+    }
+}
+
+/// What to do with the queue message that asked for the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Handled (executed, or nothing to do): delete the message.
+    Done,
+    /// Another executor holds a live lease: let the message come back later.
+    Retry,
+}
+
+/// What an executor works with: the ports its function wires to AWS, Postgres, git and the CLI.
+pub struct ExecutorPorts {
+    /// The runs table.
+    pub store: Arc<dyn RunStore>,
+    /// The workflows this deployment runs.
+    pub workflows: Arc<WorkflowRegistry>,
+    /// Checkouts to run in.
+    pub workspaces: Arc<dyn Workspaces>,
+    /// The agent CLI.
+    pub cli: Arc<dyn Cli>,
+    /// The artifact store (frame logs, archives).
+    pub objects: Arc<dyn ObjectStore>,
+    /// The sessions table.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Session transcripts, restored before and kept after a run.
+    pub transcripts: Arc<dyn Transcripts>,
+    /// Each run's own frame log.
+    pub frame_logs: Arc<dyn FrameLogs>,
+    /// Every frame goes to each, in this order.
+    pub sinks: Vec<Arc<dyn FrameSink>>,
+}
+
+/// Runs the runs the queue asks for, one `execute` per message.
+pub struct RunExecutor {
+    ports: ExecutorPorts,
+    settings: ExecutorSettings,
+}
+
+/// What a claim found.
+enum Claim {
+    Claimed(Box<Run>),
+    Nothing,
+    HeldElsewhere,
+    /// A run that has ended: before this message came, or here because its executor was lost.
+    Ended(RunStatus),
+}
+
+/// What the claim's look at the stored run decided.
+enum Found {
+    Claimable,
+    HeldElsewhere,
+    Ended(RunStatus),
+}
+
+impl RunExecutor {
+    /// An executor over these ports.
+    pub fn new(ports: ExecutorPorts, settings: ExecutorSettings) -> Self {
+        Self { ports, settings }
+    }
+
+    /// Claims and runs the run to its end (or hands it back when its lease is lost). A run that
+    /// has already ended is only announced to its subscribers.
+    pub async fn execute(&self, run_id: RunId) -> Result<Disposition> {
+        let mut run = match self.claim(run_id).await? {
+            Claim::Claimed(run) => *run,
+            Claim::Nothing => return Ok(Disposition::Done),
+            Claim::HeldElsewhere => return Ok(Disposition::Retry),
+            Claim::Ended(status) => {
+                self.announce_end(run_id, status).await;
+                return Ok(Disposition::Done);
+            }
+        };
+        let started = tokio::time::Instant::now();
+        tracing::info!(%run_id, workflow = %run.workflow, attempt = run.attempts, "claimed");
+        let settings = &self.settings;
+        let lease = Lease::hold(
+            self.ports.store.clone(),
+            run_id,
+            settings.executor_id.clone(),
+            settings.lease,
+            settings.heartbeat,
+        );
+        let result = self.run_claimed(&mut run, &lease, started).await;
+        drop(lease);
+        match &result {
+            Err(Error::LeaseLost) => tracing::warn!(%run_id, "lease lost; the run is another executor's now"),
+            Err(err) => {
+                // Infrastructure failure after the claim: end the run rather than leave it leased.
+                tracing::error!(%run_id, error = %err, "execution failed");
+                let _ = self.fail(&mut run, RunError::new("executor_error", err.to_string())).await;
+            }
+            Ok(()) => {}
+        }
+        if run.status.is_terminal() {
+            self.announce_end(run_id, run.status).await;
+        } else {
+            for sink in &self.ports.sinks {
+                sink.abandon(run_id).await;
+            }
+        }
+        match result {
+            Ok(()) | Err(Error::LeaseLost) => Ok(Disposition::Done),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Takes the run under this executor's lease, if it is queued or its executor was lost.
+    async fn claim(&self, run_id: RunId) -> Result<Claim> {
+        let Some(mut run) = self.ports.store.get(run_id).await? else {
+            tracing::warn!(%run_id, "message for an unknown run; dropped");
+            return Ok(Claim::Nothing);
+        };
+        let (executor, lease) = (self.settings.executor_id.as_str(), self.settings.lease);
+        let claimed = optimistic::update(self.ports.store.as_ref(), &mut run, |run| {
+            let now = Utc::now();
+            match run.status {
+                RunStatus::Queued => {}
+                RunStatus::Preparing | RunStatus::Running => {
+                    let lost = run.lease_owner.clone();
+                    match run.recover_lost(now) {
+                        None => return Ok(Edit::Keep(Found::HeldElsewhere)),
+                        Some(LostRun::Requeued) => {
+                            tracing::warn!(%run_id, ?lost, "taking over a run whose executor was lost");
+                        }
+                        Some(LostRun::Failed) => return Ok(Edit::Write(Found::Ended(run.status))),
+                    }
+                }
+                // Cancelled while queued, or a duplicate delivery: nothing to run, but whoever
+                // subscribed meanwhile still needs the end.
+                status => return Ok(Edit::Keep(Found::Ended(status))),
+            }
+            run.claim(executor, now + lease, now)?;
+            Ok(Edit::Write(Found::Claimable))
+        })
+        .await;
+        match claimed {
+            Ok(Found::Claimable) => Ok(Claim::Claimed(Box::new(run))),
+            Ok(Found::HeldElsewhere) | Err(Error::Conflict) => Ok(Claim::HeldElsewhere),
+            Ok(Found::Ended(status)) => Ok(Claim::Ended(status)),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Tells every sink the run has ended.
+    async fn announce_end(&self, run_id: RunId, status: RunStatus) {
+        for sink in &self.ports.sinks {
+            sink.finish(run_id, status).await;
+        }
+    }
+
+    /// Applies `change` and writes it conditionally; on a concurrent write (a cancel request)
+    /// re-reads and applies it again, unless the run has meanwhile passed to another executor.
+    async fn save(&self, run: &mut Run, change: impl Fn(&mut Run) -> Result<(), TransitionError>) -> Result<()> {
+        let me = self.settings.executor_id.as_str();
+        optimistic::update(self.ports.store.as_ref(), run, |next| {
+            if next.lease_owner.as_deref() != Some(me) && !next.status.is_terminal() {
+                return Err(Error::LeaseLost);
+            }
+            change(next)?;
+            Ok(Edit::Write(()))
+        })
+        .await
+    }
+
+    /// Ends the run as failed with `error`: the one way a run fails here.
+    async fn fail(&self, run: &mut Run, error: RunError) -> Result<()> {
+        tracing::warn!(run_id = %run.run_id, code = %error.code, "run failed");
+        self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await
+    }
+}

@@ -1,0 +1,256 @@
+//! Live frames to WebSocket subscribers, from the executor.
+//!
+//! Every subscriber has one writer at a time, so it sees frames in `seq` order, each once: the
+//! subscribe handler replays the stored frames and records how far it got; the executor then
+//! adopts the subscription and continues from there. `publish` only hands frames to
+//! per-connection queues, bounded in bytes, and returns: each connection has its own task that
+//! posts (backing off when throttled), so a slow or dead subscriber never slows the CLI, the
+//! frame log, or other subscribers. A subscriber whose queue overflows catches up from the frame
+//! log (frames are stored before they are published) instead of being dropped. When delivery
+//! cannot go on (the log is unreadable, the run ended and the subscriber is still far behind),
+//! the connection is closed: the client reconnects with its last seq and replays the rest.
+
+mod subscriber;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, mpsc};
+use uuid::Uuid;
+
+use self::subscriber::{Follower, Outgoing, QUEUE_BYTES, follow};
+use super::courier::Courier;
+use crate::Result;
+use crate::domain::{Frame, RunId, RunStatus, StreamMessages};
+use crate::ports::{ConnectionGateway, ConnectionStore, FrameHistory, FrameSink, Subscriber};
+
+/// How often a running run's subscriber list is re-read: a new subscriber gets live frames
+/// within this.
+const REFRESH: Duration = Duration::from_millis(500);
+/// Attempts at the last look for subscribers when a run ends.
+const FINAL_REFRESH_ATTEMPTS: u32 = 3;
+/// How long `finish` lets subscribers take the rest of a run; one still behind is disconnected.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The subscribers of one run, as this executor serves them.
+#[derive(Default)]
+struct Followers {
+    by_connection: HashMap<String, Follower>,
+    /// Subscriptions someone else delivers to (the subscribe handler holds or adopted them).
+    declined: HashSet<Uuid>,
+    last_seq: u64,
+}
+
+/// One run's fan-out: its followers, and the task that keeps looking for new subscribers (so
+/// the frame path never waits on DynamoDB).
+struct RunFanout {
+    followers: Arc<Mutex<Followers>>,
+    stop: Arc<tokio::sync::Notify>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+/// The executor's frame sink for WebSocket subscribers.
+pub struct WebSocketFanout {
+    courier: Courier,
+    runs: std::sync::Mutex<HashMap<RunId, RunFanout>>,
+}
+
+impl WebSocketFanout {
+    /// A fan-out that finds subscribers in `connections`, posts through `gateway` and replays
+    /// from `history`.
+    pub fn new(
+        connections: Arc<dyn ConnectionStore>,
+        gateway: Arc<dyn ConnectionGateway>,
+        history: Arc<dyn FrameHistory>,
+    ) -> Self {
+        Self { courier: Courier { gateway, connections, history }, runs: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// The run's followers, starting its refresher on first use.
+    fn followers(&self, run_id: RunId) -> Arc<Mutex<Followers>> {
+        let mut runs = self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let run = runs.entry(run_id).or_insert_with(|| {
+            let followers = Arc::new(Mutex::new(Followers::default()));
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let (courier, watched, stopped) = (self.courier.clone(), followers.clone(), stop.clone());
+            let refresher = tokio::spawn(async move {
+                loop {
+                    refresh(&courier, run_id, &watched).await;
+                    tokio::select! {
+                        () = stopped.notified() => return,
+                        () = tokio::time::sleep(REFRESH) => {}
+                    }
+                }
+            });
+            RunFanout { followers, stop, refresher }
+        });
+        run.followers.clone()
+    }
+
+    /// Stops serving the run: its refresher finishes the look it is taking (never aborted
+    /// between adopting a subscription and starting its delivery) and stops; its followers are
+    /// the caller's.
+    async fn take(&self, run_id: RunId) -> Arc<Mutex<Followers>> {
+        let taken = self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&run_id);
+        let Some(run) = taken else { return Arc::default() };
+        run.stop.notify_one();
+        if let Err(err) = run.refresher.await {
+            tracing::warn!(%run_id, error = %err, "the subscriber refresher failed");
+        }
+        run.followers
+    }
+}
+
+/// Re-reads the run's subscribers: adopts new subscriptions, forgets ended ones. False if the
+/// list could not be read or a subscription could not be adopted (a later look retries).
+async fn refresh(courier: &Courier, run_id: RunId, followers: &Mutex<Followers>) -> bool {
+    let current: Vec<Subscriber> = match courier.connections.subscribers(run_id).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(%run_id, error = %err, "listing subscribers failed; keeping the old list");
+            return false;
+        }
+    };
+    let candidates: Vec<Subscriber> = {
+        let mut state = followers.lock().await;
+        state.by_connection.retain(|id, follower| {
+            let keep = !follower.task.is_finished()
+                && current.iter().any(|s| &s.connection_id == id && s.subscription.id == follower.subscription);
+            if !keep {
+                follower.task.abort();
+            }
+            keep
+        });
+        current
+            .into_iter()
+            .filter(|s| {
+                let known =
+                    state.by_connection.get(&s.connection_id).is_some_and(|f| f.subscription == s.subscription.id);
+                !known && !s.subscription.adopted && !state.declined.contains(&s.subscription.id)
+            })
+            .collect()
+    };
+    let mut complete = true;
+    for Subscriber { connection_id, subscription } in candidates {
+        match courier.connections.adopt(&connection_id, subscription.id).await {
+            Ok(true) => {
+                // Started under the lock: every frame published from here on is queued for it,
+                // and every earlier one is already in the log it starts from.
+                let mut state = followers.lock().await;
+                let follower = follow(courier, run_id, connection_id.clone(), &subscription);
+                if let Some(replaced) = state.by_connection.insert(connection_id, follower) {
+                    replaced.task.abort();
+                }
+            }
+            Ok(false) => {
+                followers.lock().await.declined.insert(subscription.id);
+            }
+            Err(err) => {
+                tracing::warn!(%run_id, %connection_id, error = %err, "adopting a subscriber failed");
+                complete = false;
+            }
+        }
+    }
+    complete
+}
+
+impl Followers {
+    fn enqueue(&mut self, frame: &Frame) {
+        let messages = Arc::new(StreamMessages::frame(frame));
+        let bytes = messages.iter().map(String::len).sum::<usize>();
+        self.by_connection.retain(|_, follower| {
+            let progress = &follower.progress;
+            if progress.queued_bytes.load(Ordering::Acquire) + bytes > QUEUE_BYTES {
+                progress.behind.store(true, Ordering::Release);
+                return true;
+            }
+            match follower.queue.try_send(Outgoing { seq: frame.seq, bytes, messages: messages.clone() }) {
+                Ok(()) => {
+                    progress.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    progress.behind.store(true, Ordering::Release);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl FrameSink for WebSocketFanout {
+    fn name(&self) -> &'static str {
+        "websocket"
+    }
+
+    async fn publish(&self, frames: &[Frame]) -> Result<()> {
+        let Some(run_id) = frames.first().map(|f| f.run_id) else { return Ok(()) };
+        let followers = self.followers(run_id);
+        let mut state = followers.lock().await;
+        for frame in frames {
+            state.last_seq = state.last_seq.max(frame.seq);
+            if !state.by_connection.is_empty() {
+                state.enqueue(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Also called for a run that ended without this executor running it (cancelled while
+    /// queued, executor lost): whoever subscribed meanwhile still gets the rest and the end.
+    async fn finish(&self, run_id: RunId, status: RunStatus) {
+        let followers = self.take(run_id).await;
+        // The run is saved as ended: anyone subscribing from now on is served by the handler,
+        // so this is the last look; it must not miss anyone.
+        for attempt in 1..=FINAL_REFRESH_ATTEMPTS {
+            if refresh(&self.courier, run_id, &followers).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+        }
+        let mut state = followers.lock().await;
+        if state.by_connection.is_empty() {
+            return;
+        }
+        let end = self.courier.end_message(run_id, state.last_seq, status).await;
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let leaving: Vec<(String, Follower)> = state.by_connection.drain().collect();
+        drop(state);
+        for (_, follower) in &leaving {
+            let _ = follower.progress.end.set(end.clone());
+        }
+        for (connection_id, follower) in leaving {
+            drop(follower.queue); // the task sends what is queued, catches up, sends the end
+            let abort = follower.task.abort_handle();
+            if tokio::time::timeout_at(deadline, follower.task).await.is_err() {
+                abort.abort();
+                tracing::warn!(%run_id, %connection_id, "subscriber still behind when the run ended; closing");
+                self.courier.gateway.close(&connection_id).await;
+            }
+        }
+    }
+
+    /// This executor no longer runs the run (its lease was lost): its subscribers go back, with
+    /// how far they got, to whoever runs or ends the run next.
+    async fn abandon(&self, run_id: RunId) {
+        let followers = self.take(run_id).await;
+        let leaving: Vec<(String, Follower)> = followers.lock().await.by_connection.drain().collect();
+        for (connection_id, follower) in leaving {
+            follower.task.abort();
+            let next = crate::ports::Subscription {
+                id: Uuid::new_v4(),
+                after_seq: follower.progress.cursor.load(Ordering::Acquire),
+                adopted: false,
+            };
+            if let Err(err) = self.courier.connections.release(&connection_id, follower.subscription, &next).await {
+                tracing::warn!(%run_id, %connection_id, error = %err, "releasing a subscriber failed; closing");
+                self.courier.gateway.close(&connection_id).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! One adopted subscriber: its queue of live frames, and the task that posts them in order —
+//! after the stored frames it has not had yet, skipping what the log already gave it,
+//! heartbeating while idle, and sending the run's `end` once the run is over.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::super::courier::Courier;
+use crate::domain::{RunId, StreamMessages};
+use crate::ports::Subscription;
+
+/// Bytes (and frames) queued per subscriber before it falls back to reading the frame log.
+pub(super) const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+const QUEUE_FRAMES: usize = 4096;
+/// Heartbeat on an idle connection; API Gateway closes connections idle for 10 minutes.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// One frame (all its parts) on its way to a subscriber.
+pub(super) struct Outgoing {
+    pub seq: u64,
+    pub bytes: usize,
+    pub messages: Arc<Vec<String>>,
+}
+
+/// What a subscriber's task and the fan-out share.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// The last seq the subscriber has been sent.
+    pub cursor: AtomicU64,
+    pub queued_bytes: AtomicUsize,
+    /// Frames were not queued: the task re-reads the log before sending on.
+    pub behind: AtomicBool,
+    /// The run's `end`, once it has ended.
+    pub end: OnceLock<String>,
+}
+
+/// A subscriber this executor delivers to.
+pub(super) struct Follower {
+    pub subscription: Uuid,
+    pub queue: mpsc::Sender<Outgoing>,
+    pub progress: Arc<Progress>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts delivering to an adopted subscription, from its cursor.
+pub(super) fn follow(courier: &Courier, run_id: RunId, connection_id: String, subscription: &Subscription) -> Follower {
+    let (queue, rx) = mpsc::channel(QUEUE_FRAMES);
+    let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
+    let delivery = SubscriberTask { courier: courier.clone(), run_id, connection_id, progress: progress.clone() };
+    let task = tokio::spawn(delivery.run(rx));
+    Follower { subscription: subscription.id, queue, progress, task }
+}
+
+/// One adopted subscriber's delivery: the log after its cursor first, then live frames
+/// (skipping any the log already gave it), heartbeating when idle; the end once the run is over.
+struct SubscriberTask {
+    courier: Courier,
+    run_id: RunId,
+    connection_id: String,
+    progress: Arc<Progress>,
+}
+
+impl SubscriberTask {
+    /// The last seq sent; shared, so a lease-losing executor can hand it back.
+    fn cursor(&self) -> u64 {
+        self.progress.cursor.load(Ordering::Acquire)
+    }
+
+    async fn run(self, mut queue: mpsc::Receiver<Outgoing>) {
+        if !self.replay_missed().await {
+            return;
+        }
+        loop {
+            let delivered = match tokio::time::timeout(HEARTBEAT, queue.recv()).await {
+                Ok(Some(outgoing)) => self.send(outgoing).await,
+                // The queue closed: the run ended (or this executor let go of it).
+                Ok(None) => {
+                    if let Some(end) = self.progress.end.get().cloned()
+                        && self.replay_if_behind().await
+                    {
+                        self.courier.post(&self.connection_id, &end).await;
+                    }
+                    return;
+                }
+                Err(_) if self.progress.behind.load(Ordering::Acquire) => self.replay_if_behind().await,
+                Err(_) => self.courier.post(&self.connection_id, &StreamMessages::heartbeat()).await,
+            };
+            if !delivered {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, outgoing: Outgoing) -> bool {
+        self.progress.queued_bytes.fetch_sub(outgoing.bytes, Ordering::AcqRel);
+        if !self.replay_if_behind().await {
+            return false;
+        }
+        if outgoing.seq <= self.cursor() {
+            return true;
+        }
+        for message in outgoing.messages.iter() {
+            if !self.courier.post(&self.connection_id, message).await {
+                return false;
+            }
+        }
+        self.advance(outgoing.seq);
+        true
+    }
+
+    /// Catches up from the log if frames were left out of the queue. False once the
+    /// connection is gone.
+    async fn replay_if_behind(&self) -> bool {
+        !self.progress.behind.swap(false, Ordering::AcqRel) || self.replay_missed().await
+    }
+
+    /// Sends the stored frames after the cursor. False once the connection is gone.
+    async fn replay_missed(&self) -> bool {
+        match self.courier.replay_or_close(&self.connection_id, self.run_id, self.cursor()).await {
+            Some(next) => {
+                self.advance(next);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn advance(&self, seq: u64) {
+        self.progress.cursor.store(seq, Ordering::Release);
+    }
+}

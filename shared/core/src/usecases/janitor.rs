@@ -1,0 +1,90 @@
+//! The janitor (scheduled): expired sessions, runs whose executor stopped renewing its lease, and
+//! run objects that belong to no run. Idempotent, and bounded per invocation.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::{LostRun, RunId, object_keys};
+use crate::ports::{ObjectStore, RunMessage, RunQueue, RunStore, SessionStore};
+use crate::{Error, Result};
+
+/// What one sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JanitorReport {
+    /// Sessions removed (objects and record).
+    pub expired_sessions: usize,
+    /// Lost runs ended as `executor_lost`.
+    pub failed_runs: usize,
+    /// Lost runs queued again (their CLI had not started).
+    pub requeued_runs: usize,
+    /// Objects under `runs/` of no run, removed.
+    pub orphaned_objects: usize,
+}
+
+/// The scheduled sweep.
+pub struct Janitor {
+    runs: Arc<dyn RunStore>,
+    sessions: Arc<dyn SessionStore>,
+    objects: Arc<dyn ObjectStore>,
+    queue: Arc<dyn RunQueue>,
+    /// Items of each kind handled per invocation.
+    batch: usize,
+}
+
+impl Janitor {
+    /// A janitor handling at most `batch` items of each kind per sweep.
+    pub fn new(
+        runs: Arc<dyn RunStore>,
+        sessions: Arc<dyn SessionStore>,
+        objects: Arc<dyn ObjectStore>,
+        queue: Arc<dyn RunQueue>,
+        batch: usize,
+    ) -> Self {
+        Self { runs, sessions, objects, queue, batch }
+    }
+
+    /// One sweep, as of `now`.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<JanitorReport> {
+        let mut report = JanitorReport::default();
+        for session in self.sessions.expired(now, self.batch).await? {
+            super::sessions::remove_session(self.objects.as_ref(), self.sessions.as_ref(), session.session_id).await?;
+            report.expired_sessions += 1;
+        }
+        for mut run in self.runs.stale_leases(now, self.batch).await? {
+            let expected = run.version;
+            let Some(recovery) = run.recover_lost(now) else { continue };
+            match self.runs.update(&run, expected).await {
+                Ok(()) => {
+                    // A re-queued run goes again; for an ended one, the executor that takes the
+                    // message sends the end to whoever is still subscribed.
+                    self.queue.enqueue(&RunMessage::for_run(&run)).await?;
+                    match recovery {
+                        LostRun::Requeued => report.requeued_runs += 1,
+                        LostRun::Failed => report.failed_runs += 1,
+                    }
+                }
+                Err(Error::Conflict) => {} // its executor woke up, or another sweep got there first
+                Err(err) => return Err(err),
+            }
+        }
+        let keys = self.objects.list_up_to(object_keys::RUNS_PREFIX, self.batch * 10).await?;
+        let run_ids: BTreeSet<&str> = keys.iter().filter_map(|k| object_keys::run_of(k)).collect();
+        for id in run_ids {
+            let orphaned = match id.parse::<RunId>() {
+                Ok(run_id) => self.runs.get(run_id).await?.is_none(),
+                Err(_) => true,
+            };
+            if orphaned {
+                for key in keys.iter().filter(|k| object_keys::run_of(k) == Some(id)) {
+                    self.objects.delete(key).await?;
+                    report.orphaned_objects += 1;
+                }
+            }
+        }
+        tracing::info!(?report, "janitor sweep");
+        Ok(report)
+    }
+}

@@ -1,0 +1,27 @@
+//! The use cases, written against `crate::ports` only:
+//!
+//! - intake and queries: `RunService` (runs), `SessionService` (sessions), `Authenticator` (keys);
+//! - execution: `RunExecutor` (claim, lease, workspace, CLI, outcome), `FrameRecorder`
+//!   (batching frames to the log and the sinks), `WebSocketFanout` (the live sink);
+//! - streaming: `StreamService` (connect, subscribe, replay, hand over to the executor);
+//! - upkeep: `Janitor` (expired sessions, lost executors, orphaned objects).
+
+mod auth;
+mod courier;
+mod execute;
+mod fanout;
+mod frames;
+mod janitor;
+mod optimistic;
+mod runs;
+mod sessions;
+mod stream;
+
+pub use auth::Authenticator;
+pub use execute::{Disposition, ExecutorPorts, ExecutorSettings, RunExecutor};
+pub use fanout::WebSocketFanout;
+pub use frames::{FrameRecorder, RecorderReport};
+pub use janitor::{Janitor, JanitorReport};
+pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunService, Submitted};
+pub use sessions::{HistoryMessage, ReserveSession, SessionService};
+pub use stream::{Credentials, StreamService};

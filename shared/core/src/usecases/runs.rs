@@ -1,0 +1,221 @@
+//! Run intake and the caller-facing queries: submit, get, list, cancel.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use sha2::{Digest, Sha256};
+
+use super::optimistic::{self, Edit};
+use crate::domain::{
+    CancelOutcome, IntakeLimits, Owner, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus, SessionRefusal,
+    ValidRunRequest, ValidationError, WorkflowRegistry, validate_idempotency_key,
+};
+use crate::ports::{IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore, SessionStore};
+use crate::{Error, Result};
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
+/// Items in a page when the caller does not say.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// The most items a page can hold.
+pub const MAX_PAGE_SIZE: usize = 100;
+
+/// A page size the caller asked for (or `default`), checked against `1..=max`.
+pub(super) fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize, ValidationError> {
+    match asked {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ValidationError::InvalidQuery(format!("limit must be an integer from 1 to {max}"))),
+    }
+}
+
+/// Run intake and the caller-facing queries.
+pub struct RunService {
+    store: Arc<dyn RunStore>,
+    sessions: Arc<dyn SessionStore>,
+    queue: Arc<dyn RunQueue>,
+    workflows: Arc<WorkflowRegistry>,
+    limits: IntakeLimits,
+    repositories: RepositoryPolicy,
+}
+
+/// What a submit produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submitted {
+    /// The run, as stored.
+    pub run: Run,
+    /// True when an `Idempotency-Key` matched an earlier submission and nothing new was created.
+    pub replayed: bool,
+}
+
+/// `GET /runs` query parameters as received.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// A run status name.
+    pub status: Option<String>,
+    /// A workflow name.
+    pub workflow: Option<String>,
+    /// Page size, 1 to `MAX_PAGE_SIZE`.
+    pub limit: Option<String>,
+    /// From the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl RunService {
+    /// Intake over these stores, with this deployment's workflows, limits and repositories.
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        sessions: Arc<dyn SessionStore>,
+        queue: Arc<dyn RunQueue>,
+        workflows: Arc<WorkflowRegistry>,
+        limits: IntakeLimits,
+        repositories: RepositoryPolicy,
+    ) -> Self {
+        Self { store, sessions, queue, workflows, limits, repositories }
+    }
+
+    /// Whether a workflow by this name is deployed.
+    pub fn knows_workflow(&self, name: &str) -> bool {
+        self.workflows.get(name).is_some()
+    }
+
+    /// The intake limits requests are checked against.
+    pub fn limits(&self) -> &IntakeLimits {
+        &self.limits
+    }
+
+    /// Validates, records, then enqueues. If the queue refuses, the run is marked failed so it
+    /// is never left queued with no message behind it.
+    pub async fn submit(
+        &self,
+        owner: &Owner,
+        workflow: &str,
+        request: RunRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted> {
+        let workflow = self.workflows.get(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
+        if let Some(key) = idempotency_key {
+            validate_idempotency_key(key)?;
+        }
+        let mut valid = request.validate(workflow, &self.limits, &self.repositories)?;
+        // A session is checked now, so a bad one is a 4xx here, never a run that fails later.
+        if let Some(id) = valid.session_id {
+            let session =
+                self.sessions.get(id).await?.ok_or_else(|| Error::UnknownSession(id.to_string(), "not found"))?;
+            session.admits(owner, &valid.workflow, &valid.repository_url, Utc::now()).map_err(
+                |refusal| match refusal {
+                    SessionRefusal::Unknown(why) => Error::UnknownSession(id.to_string(), why),
+                    SessionRefusal::Conflict(why) => Error::SessionConflict(why),
+                },
+            )?;
+            // An id the CLI handed back names the same lineage: runs always carry the lineage id.
+            valid.session_id = Some(session.session_id);
+        }
+        let fingerprint = fingerprint(&valid);
+        let now = Utc::now();
+        let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
+
+        // Two conditional writes, no transaction: claim the key for this run id, then create the
+        // run. A retry that finds the key taken adopts the earlier run id, so a submission that
+        // crashed between the two writes is completed by its retry, and exactly one request
+        // (whichever creates the run) enqueues it.
+        if let Some(key) = idempotency_key {
+            let record = IdempotencyRecord {
+                owner: owner.clone(),
+                key: key.to_owned(),
+                run_id: run.run_id,
+                request_fingerprint: fingerprint,
+                expires_at: now + Duration::hours(IDEMPOTENCY_TTL_HOURS),
+            };
+            if let Some(earlier) = self.store.claim_idempotency_key(&record).await? {
+                if earlier.request_fingerprint != record.request_fingerprint {
+                    return Err(Error::IdempotencyKeyReused);
+                }
+                run.run_id = earlier.run_id;
+            }
+        }
+        if !self.store.create(&run).await? {
+            let run = self.store.get(run.run_id).await?.ok_or_else(|| Error::RunNotFound(run.run_id.to_string()))?;
+            return Ok(Submitted { run, replayed: true });
+        }
+
+        if let Err(err) = self.queue.enqueue(&RunMessage::for_run(&run)).await {
+            tracing::error!(run_id = %run.run_id, error = %err, "enqueue failed; failing the run");
+            let expected = run.version;
+            run.fail(RunError::new("enqueue_failed", format!("the run could not be queued: {err}")), Utc::now())?;
+            if let Err(update_err) = self.store.update(&run, expected).await {
+                tracing::error!(run_id = %run.run_id, error = %update_err, "could not mark the unqueued run failed");
+            }
+            // The caller is told to retry: the retry must create a new run, not replay this one.
+            if let Some(key) = idempotency_key
+                && let Err(release_err) = self.store.release_idempotency_key(owner, key).await
+            {
+                tracing::error!(run_id = %run.run_id, error = %release_err, "could not release the idempotency key");
+            }
+            return Err(Error::QueueUnavailable(err.to_string()));
+        }
+        tracing::info!(run_id = %run.run_id, workflow = %run.workflow, owner = %owner, "run queued");
+        Ok(Submitted { run, replayed: false })
+    }
+
+    /// The owner's run. Another owner's run is reported as not found, never as forbidden.
+    pub async fn get(&self, owner: &Owner, run_id: &str) -> Result<Run> {
+        let id: RunId = run_id.parse().map_err(|_| ValidationError::InvalidRunId)?;
+        match self.store.get(id).await? {
+            Some(run) if &run.owner == owner => Ok(run),
+            _ => Err(Error::RunNotFound(run_id.to_owned())),
+        }
+    }
+
+    /// One page of the owner's runs, newest first.
+    pub async fn list(&self, owner: &Owner, query: ListQuery) -> Result<Page<Run>> {
+        let status = query
+            .status
+            .map(|s| {
+                s.parse::<RunStatus>().map_err(|_| {
+                    let all: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                    ValidationError::InvalidQuery(format!("status must be one of {}", all.join(", ")))
+                })
+            })
+            .transpose()?;
+        if let Some(name) = &query.workflow
+            && self.workflows.get(name).is_none()
+        {
+            return Err(Error::UnknownWorkflow(name.clone()));
+        }
+        // Not a number is as out of range as 0.
+        let limit = page_limit(query.limit.map(|raw| raw.parse().unwrap_or(0)), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let filter = RunFilter { status, workflow: query.workflow };
+        self.store.list(owner, &filter, limit, query.cursor.as_deref()).await
+    }
+
+    /// Cancels a queued run at once, flags a live one for its executor, refuses a finished one.
+    pub async fn cancel(&self, owner: &Owner, run_id: &str) -> Result<(Run, CancelOutcome)> {
+        let mut run = self.get(owner, run_id).await?;
+        let outcome = optimistic::update(self.store.as_ref(), &mut run, |run| {
+            Ok(match run.request_cancel(Utc::now())? {
+                CancelOutcome::AlreadyRequested => Edit::Keep(CancelOutcome::AlreadyRequested),
+                outcome => Edit::Write(outcome),
+            })
+        })
+        .await?;
+        tracing::info!(run_id = %run.run_id, ?outcome, "cancel");
+        Ok((run, outcome))
+    }
+}
+
+/// A stable digest of everything that defines a run, for idempotency replays.
+fn fingerprint(request: &ValidRunRequest) -> String {
+    let canonical = serde_json::json!([
+        request.workflow,
+        request.message,
+        request.branch.as_str(),
+        request.max_turns,
+        request.session_id,
+        request.repository_url,
+        request.metadata_json,
+        request.auto_commit,
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
