@@ -135,26 +135,9 @@ async fn listing_is_newest_first_paginated_and_filtered() {
     }
     ids.reverse();
 
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/agent/claude-code/runs?limit=2&cursor={c}"),
-            None => "/agent/claude-code/runs?limit=2".to_owned(),
-        };
-        let (status, page) = t.get_json(&path, t.key()).await;
-        assert_eq!(status, 200, "{page}");
-        pages += 1;
-        let runs = page["runs"].as_array().unwrap();
-        assert!(runs.len() <= 2);
-        seen.extend(runs.iter().map(|r| r["run_id"].as_str().unwrap().to_owned()));
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
-        if cursor.is_none() {
-            break;
-        }
-        assert!(pages < 10, "pagination terminates");
-    }
+    let (runs, pages) = t.every_page("/agent/claude-code/runs", "runs", t.key(), 2).await;
+    assert!(pages.iter().all(|n| *n <= 2), "{pages:?}");
+    let seen: Vec<String> = runs.iter().map(|r| r["run_id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(seen, ids, "every run once, newest first");
 
     let (_, implement) = t.get_json("/agent/claude-code/runs?workflow=implement", t.key()).await;
@@ -253,7 +236,21 @@ async fn an_idempotency_key_returns_the_same_run_and_queues_it_once() {
     assert_eq!((s1, r1.as_str()), (202, "false"));
     assert_eq!((s2, r2.as_str()), (202, "true"));
     assert_eq!(first["run_id"], second["run_id"]);
-    assert_eq!(queued_messages(&t).await.len(), 1, "a replay enqueues nothing");
+    // Counted where messages are sent: the FIFO queue would drop a second send silently.
+    assert_eq!(t.stack.run_messages_sent(), 1, "a replay sends nothing");
+    assert_eq!(queued_messages(&t).await.len(), 1);
+
+    // Two submits at once under a new key: one run, one message, one of them a replay.
+    let ((sa, ra, a), (sb, rb, b)) = tokio::join!(
+        send("order-43", run_body(), t.key().to_owned()),
+        send("order-43", run_body(), t.key().to_owned())
+    );
+    assert_eq!((sa, sb), (202, 202));
+    assert_eq!(a["run_id"], b["run_id"], "both name the one run");
+    let mut replays = [ra.as_str(), rb.as_str()];
+    replays.sort();
+    assert_eq!(replays, ["false", "true"]);
+    assert_eq!(t.stack.run_messages_sent(), 2, "the concurrent pair sent one message");
 
     let mut changed = run_body();
     changed["message"] = json!("something else");

@@ -2,24 +2,14 @@
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use e2e::RunnerFixture;
 use local::model::Turn;
 use runner_adapters::{S3ObjectStore, aws};
-use runner_core::ports::ObjectStore;
+use runner_core::ports::{ObjectStore, RunStore as _};
 use serde_json::{Value, json};
 
 fn s3(f: &RunnerFixture) -> S3ObjectStore {
     S3ObjectStore::new(aws::s3(&f.t.stack.sdk), &f.t.stack.settings.artifacts_bucket)
-}
-
-fn message_for(run_id: &str) -> SqsEvent {
-    let mut message = SqsMessage::default();
-    message.message_id = Some(format!("m-{run_id}"));
-    message.body = Some(json!({"run_id": run_id, "message_group": run_id}).to_string());
-    let mut event = SqsEvent::default();
-    event.records = vec![message];
-    event
 }
 
 #[tokio::test]
@@ -151,13 +141,14 @@ async fn a_duplicate_delivery_executes_the_run_exactly_once() {
         .await;
     let run_id = f.submit("review", json!({"message": "Review once", "branch": "main"})).await;
     let executor = f.t.stack.executor(&f.executor).await.unwrap();
-    let (first, second) = tokio::join!(executor::handle(&executor, message_for(&run_id)), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        executor::handle(&executor, message_for(&run_id)).await
+    let (first, second) = tokio::join!(executor::handle(&executor, e2e::run_message(&run_id)), async {
+        // The duplicate arrives once the first delivery holds the run.
+        f.wait_for(&run_id, &["preparing", "running"], Duration::from_secs(30)).await;
+        executor::handle(&executor, e2e::run_message(&run_id)).await
     });
     assert!(first.batch_item_failures.is_empty(), "the first delivery runs it");
     assert_eq!(second.batch_item_failures.len(), 1, "the duplicate finds it claimed and asks to be retried later");
-    let again = executor::handle(&executor, message_for(&run_id)).await;
+    let again = executor::handle(&executor, e2e::run_message(&run_id)).await;
     assert!(again.batch_item_failures.is_empty(), "a late duplicate of a finished run is acknowledged");
     let run = f.status(&run_id).await;
     assert_eq!((run["status"].as_str(), run["attempts"].as_u64()), (Some("completed"), Some(1)));
@@ -192,7 +183,7 @@ async fn a_run_whose_executor_died_does_not_stay_running() {
     let run_id = f.submit("implement", json!({"message": "x", "branch": "main"})).await;
     let executor = std::sync::Arc::new(f.t.stack.executor(&f.executor).await.unwrap());
     let doomed = {
-        let (executor, event) = (executor.clone(), message_for(&run_id));
+        let (executor, event) = (executor.clone(), e2e::run_message(&run_id));
         tokio::spawn(async move { executor::handle(&executor, event).await })
     };
     f.wait_for(&run_id, &["running"], Duration::from_secs(30)).await;
@@ -202,8 +193,19 @@ async fn a_run_whose_executor_died_does_not_stay_running() {
     assert_eq!(still["status"], "running", "nothing has noticed yet");
 
     // The message comes back after its visibility timeout; by then the lease has expired.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let redelivered = executor::handle(&executor, message_for(&run_id)).await;
+    let store = runner_adapters::DynamoRunStore::new(
+        aws::dynamodb(&f.t.stack.sdk),
+        &f.t.stack.settings.runs_table,
+        &f.t.stack.settings.idempotency_table,
+    );
+    let id: runner_core::domain::RunId = run_id.parse().unwrap();
+    let expired = e2e::TestStack::eventually(Duration::from_secs(20), || async {
+        let lease = store.get(id).await.unwrap().and_then(|run| run.lease_expires_at);
+        lease.is_some_and(|until| until < chrono::Utc::now()).then_some(())
+    })
+    .await;
+    assert!(expired.is_some(), "the dead executor's lease runs out");
+    let redelivered = executor::handle(&executor, e2e::run_message(&run_id)).await;
     assert!(redelivered.batch_item_failures.is_empty());
     let run = f.status(&run_id).await;
     assert_eq!((run["status"].as_str(), run["error"]["code"].as_str()), (Some("failed"), Some("executor_lost")));

@@ -4,7 +4,13 @@
 mod api;
 mod errors;
 mod executor;
+mod executor_promises;
+mod genie;
+mod model_protocol;
 mod projector;
+mod promises;
+mod sandbox;
 mod sessions;
 mod storage;
 mod streaming;
+mod workspaces;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use e2e::{Contract, RunnerFixture, WsClient};
+use e2e::{Contract, RunnerFixture, StackSetup, WsClient};
 use local::model::Turn;
 use serde_json::{Value, json};
 
@@ -125,8 +125,12 @@ async fn a_subscriber_to_a_queued_run_that_is_cancelled_later_gets_its_end() {
     let busy = f.submit("implement", json!({"message": "busy", "branch": "main", "session_id": session})).await;
     let queued = f.submit("implement", json!({"message": "later", "branch": "main", "session_id": session})).await;
     let mut client = subscribed(&f, &queued, 0).await;
-    // Long enough that the subscribe handler is done looking: the end must come from elsewhere.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the subscribe handler is done looking (its late check included), the end must come
+    // from elsewhere.
+    let done =
+        e2e::TestStack::eventually(WAIT, || async { (f.t.stack.websocket_invocations_in_flight() == 0).then_some(()) })
+            .await;
+    assert!(done.is_some(), "the subscribe handler finished");
     let (status, body) = f.t.post_json(&format!("/agent/claude-code/run/{queued}/cancel"), f.t.key()).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")), "{body}");
     let frames = client.frames_until_end(WAIT).await;
@@ -138,7 +142,11 @@ async fn a_subscriber_to_a_queued_run_that_is_cancelled_later_gets_its_end() {
 
 #[tokio::test]
 async fn a_frame_above_32_kb_arrives_whole_after_reassembly() {
-    let content = "0123456789abcdef".repeat(8 * 1024); // 128 KB
+    // Pretty JSON with quoted strings: every quote and newline is escaped once in the frame and
+    // again inside a part's `data`, which is what a part's budget must count (~130 KB here).
+    let rows: Vec<Value> = (0..2500).map(|i| json!({"id": i, "name": format!("row \"{i}\"\tok")})).collect();
+    let content = serde_json::to_string_pretty(&rows).unwrap();
+    assert!(content.len() > 96 * 1024);
     let f = RunnerFixture::start(vec![Turn::write("big.txt", &content), Turn::text("done")], &[], true).await;
     let run_id = f.submit("implement", json!({"message": "A big file", "branch": "main"})).await;
     let mut client = subscribed(&f, &run_id, 0).await;
@@ -263,17 +271,42 @@ async fn a_vanished_connection_is_removed_after_its_first_410_and_the_run_comple
 
 #[tokio::test]
 async fn a_subscriber_that_reads_nothing_delays_neither_another_subscriber_nor_the_run() {
-    let content = "z".repeat(200 * 1024);
-    let turns = (0..4).map(|i| Turn::write(&format!("f{i}.txt"), &content)).chain([Turn::text("done")]).collect();
-    let f = RunnerFixture::start(turns, &[], true).await;
+    // Tiny bounds everywhere, so every slow path runs: each subscriber's queue holds 2 frames
+    // (the reader falls behind and catches up from the stored frames), the gateway holds 16
+    // messages per client (then it answers 429 and the fan-out backs off), and the stalled client
+    // stops reading at once (it backs up, and is disconnected once posting gives up).
+    let content = "z".repeat(256 * 1024);
+    let turns = (0..8).map(|i| Turn::write(&format!("f{i}.txt"), &content)).chain([Turn::text("done")]).collect();
+    let setup = StackSetup { ws_client_buffer: Some(16), ..StackSetup::default() };
+    let env = [("FANOUT_QUEUE_FRAMES", "2"), ("FANOUT_QUEUE_BYTES", "65536")];
+    let f = RunnerFixture::start_setup(turns, &env, true, setup).await;
     let run_id = f.submit("implement", json!({"message": "Many big files", "branch": "main"})).await;
-    let _stalled = subscribed(&f, &run_id, 0).await; // never reads again
+    let mut stalled = subscribed(&f, &run_id, 0).await;
+    f.t.stack.stall_websocket_clients().await;
     let mut reader = subscribed(&f, &run_id, 0).await;
     let frames = reader.frames_until_end(WAIT).await;
-    assert_eq!(frames.last().unwrap()["status"], "completed");
+    let last = frames.last().unwrap();
+    assert_eq!(
+        last["status"],
+        "completed",
+        "the reader got to the end: {} frames, the last {}",
+        frames.len(),
+        last["seq"]
+    );
     let stored: Vec<u64> = f.frames(&run_id).await.iter().map(|fr| fr.0 as u64).collect();
-    assert_eq!(seqs(&frames), stored);
+    assert_eq!(seqs(&frames), stored, "every frame once, in order, through a queue of 2");
     assert_eq!(f.status(&run_id).await["status"], "completed");
+
+    // The stalled client got a prefix of the frames, then was disconnected without the end...
+    let got = stalled.frames_until_end(WAIT).await;
+    assert!(got.last().is_none_or(|last| last["kind"] != "end"), "a client that never read was let go");
+    let got = seqs(&got);
+    assert_eq!(got, stored[..got.len()], "what it did get came in order");
+    // ... and a reconnect with its last seq gets exactly the rest.
+    let mut resumed = subscribed(&f, &run_id, got.last().copied().unwrap_or(0)).await;
+    let rest = resumed.frames_until_end(WAIT).await;
+    assert_eq!(rest.last().unwrap()["kind"], "end");
+    assert_eq!([got, seqs(&rest)].concat(), stored);
     f.stop().await;
 }
 
@@ -293,5 +326,68 @@ async fn subscribing_to_a_finished_run_replays_it_and_ends() {
     let frames = client.frames_until_end(WAIT).await;
     assert_eq!(frames.len(), 1, "a run that never started has only its end");
     assert_eq!(frames[0]["status"], "failed");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_subscriber_hears_heartbeats_while_the_run_is_quiet() {
+    // Heartbeats are settable; at one second, a run that is quiet for four gives several.
+    let turns = vec![Turn::Delayed(Duration::from_secs(4), Box::new(Turn::text("done")))];
+    let f = RunnerFixture::start(turns, &[("STREAM_HEARTBEAT_SECONDS", "1")], true).await;
+    let run_id = f.submit("implement", json!({"message": "Think a while", "branch": "main"})).await;
+    let mut client = subscribed(&f, &run_id, 0).await;
+    let frames = client.frames_until_end(WAIT).await;
+    assert_eq!(frames.last().unwrap()["status"], "completed");
+    let heartbeats: Vec<&Value> = client.messages.iter().filter(|m| m["type"] == "heartbeat").collect();
+    assert!(heartbeats.len() >= 2, "a heartbeat each idle second: {:?}", client.messages);
+    let contract = Contract::load();
+    for message in &client.messages {
+        contract.check(message);
+    }
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn an_executor_that_loses_its_lease_hands_its_subscribers_to_the_next() {
+    use runner_core::ports::RunStore as _;
+    let turns = vec![Turn::write("a.txt", "a"), Turn::Stall];
+    let f = RunnerFixture::start(turns, &[], false).await;
+    let run_id = f.submit("implement", json!({"message": "Write, then think forever", "branch": "main"})).await;
+    let first = std::sync::Arc::new(f.t.stack.executor(&f.executor).await.unwrap());
+    let running = {
+        let (executor, event) = (first.clone(), e2e::run_message(&run_id));
+        tokio::spawn(async move { executor::handle(&executor, event).await })
+    };
+    let mut client = subscribed(&f, &run_id, 0).await;
+    let mut before = Vec::new();
+    while before.len() < 3 {
+        before.push(client.next_frame(WAIT).await.expect("live frames from the first executor"));
+    }
+
+    // Another executor took the run over and then vanished too: the first one's heartbeat finds
+    // the lease gone, it stops and hands its subscriber back with how far it got.
+    let store = runner_adapters::DynamoRunStore::new(
+        runner_adapters::aws::dynamodb(&f.t.stack.sdk),
+        &f.t.stack.settings.runs_table,
+        &f.t.stack.settings.idempotency_table,
+    );
+    let mut run = store.get(run_id.parse().unwrap()).await.unwrap().unwrap();
+    let expected = run.version;
+    run.lease_owner = Some("ghost".into());
+    run.lease_expires_at = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    run.version += 1;
+    store.update(&run, expected).await.unwrap();
+    let handed_back = tokio::time::timeout(WAIT, running).await.expect("the first executor stops").unwrap();
+    assert!(handed_back.batch_item_failures.is_empty());
+
+    // The next delivery ends the lost run, and the subscriber gets the rest from it, then the end.
+    let next = f.t.stack.executor(&f.executor).await.unwrap();
+    assert!(executor::handle(&next, e2e::run_message(&run_id)).await.batch_item_failures.is_empty());
+    let rest = client.frames_until_end(WAIT).await;
+    let stored: Vec<u64> = f.frames(&run_id).await.iter().map(|fr| fr.0 as u64).collect();
+    assert_eq!([seqs(&before), seqs(&rest)].concat(), stored, "every frame once, in order, across the hand-over");
+    let end = rest.last().unwrap();
+    assert_eq!((end["kind"].as_str(), end["status"].as_str()), (Some("end"), Some("failed")));
+    assert_eq!(f.status(&run_id).await["error"]["code"], "executor_lost");
     f.stop().await;
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::{GitOrigin, TestStack, claude_bin};
+use crate::{GitOrigin, StackSetup, TestStack, claude_bin};
 
 /// A stack whose executor runs the real CLI against a scripted model and a local origin.
 pub struct RunnerFixture {
@@ -17,6 +17,17 @@ pub struct RunnerFixture {
 impl RunnerFixture {
     /// `poll_queue: false` leaves the queue alone so a test can deliver messages itself.
     pub async fn start(turns: Vec<local::model::Turn>, env: &[(&str, &str)], poll_queue: bool) -> Self {
+        Self::start_setup(turns, env, poll_queue, StackSetup::default()).await
+    }
+
+    /// `start`, on a stack set up as `setup` says (its parameters and executor are added to the
+    /// fixture's own).
+    pub async fn start_setup(
+        turns: Vec<local::model::Turn>,
+        env: &[(&str, &str)],
+        poll_queue: bool,
+        setup: StackSetup,
+    ) -> Self {
         let model = local::model::ScriptedModel::start(turns).await.expect("model server");
         let origin = GitOrigin::new();
         let workspace_root = tempfile::Builder::new().prefix("cr-ws-").tempdir().expect("tempdir");
@@ -24,6 +35,8 @@ impl RunnerFixture {
             ("CLAUDE_BIN".to_owned(), claude_bin().display().to_string()),
             ("ANTHROPIC_BASE_URL".to_owned(), model.url()),
             ("WORKSPACE_ROOT".to_owned(), workspace_root.path().join("runs").display().to_string()),
+            // Each test its own mirror cache: nothing leaks between tests through it.
+            ("REPO_CACHE_DIR".to_owned(), workspace_root.path().join("cache").display().to_string()),
             ("FRAME_FLUSH_MS".to_owned(), "50".to_owned()),
             ("LEASE_SECONDS".to_owned(), "4".to_owned()),
             ("HEARTBEAT_SECONDS".to_owned(), "1".to_owned()),
@@ -32,12 +45,15 @@ impl RunnerFixture {
         ]);
         environment.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let executor = local::ExecutorOptions { environment, concurrency: 4 };
-        let parameters = HashMap::from([
+        let mut parameters = HashMap::from([
             ("DefaultRepositoryUrl".to_owned(), origin.url.clone()),
             ("RepositoryAllowlist".to_owned(), "file:///*".to_owned()),
             ("AnthropicApiKey".to_owned(), "sk-test-scripted".to_owned()),
         ]);
-        let t = TestStack::start_full(parameters, poll_queue.then(|| executor.clone())).await;
+        parameters.extend(setup.parameters.clone());
+        let t =
+            TestStack::start_setup(StackSetup { parameters, executor: poll_queue.then(|| executor.clone()), ..setup })
+                .await;
         Self { t, model, origin, workspace_root, executor }
     }
 
@@ -55,12 +71,15 @@ impl RunnerFixture {
 
     /// Waits (bounded) until the run's status is one of `statuses`.
     pub async fn wait_for(&self, run_id: &str, statuses: &[&str], timeout: Duration) -> serde_json::Value {
+        let last = std::sync::Mutex::new(serde_json::Value::Null);
         let found = TestStack::eventually(timeout, || async {
             let run = self.status(run_id).await;
-            statuses.contains(&run["status"].as_str().unwrap_or_default()).then_some(run)
+            let reached = statuses.contains(&run["status"].as_str().unwrap_or_default());
+            *last.lock().unwrap() = run.clone();
+            reached.then_some(run)
         })
         .await;
-        found.unwrap_or_else(|| panic!("run {run_id} never reached {statuses:?}: {}", serde_json::json!(null)))
+        found.unwrap_or_else(|| panic!("run {run_id} never reached {statuses:?}; last seen: {}", last.lock().unwrap()))
     }
 
     pub async fn wait_until_finished(&self, run_id: &str) -> serde_json::Value {

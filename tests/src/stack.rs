@@ -18,6 +18,19 @@ struct OwnServices {
     postgres: PgCluster,
 }
 
+/// How a test's stack differs from the default one.
+#[derive(Clone, Debug, Default)]
+pub struct StackSetup {
+    /// Template parameter overrides.
+    pub parameters: HashMap<String, String>,
+    /// Run an executor on the runs queue.
+    pub executor: Option<local::ExecutorOptions>,
+    /// Messages a WebSocket client may have waiting (the gateway's default when `None`).
+    pub ws_client_buffer: Option<usize>,
+    /// Sweep with the janitor this often (never when `None`).
+    pub janitor_every: Option<Duration>,
+}
+
 pub struct TestStack {
     pub stack: LocalStack,
     pub http: reqwest::Client,
@@ -34,7 +47,14 @@ impl TestStack {
         Self::start_full(parameters, None).await
     }
 
+    /// A stack with template parameter overrides and, optionally, an executor on its queue.
     pub async fn start_full(parameters: HashMap<String, String>, executor: Option<local::ExecutorOptions>) -> Self {
+        Self::start_setup(StackSetup { parameters, executor, ..StackSetup::default() }).await
+    }
+
+    /// A stack set up as `setup` says.
+    pub async fn start_setup(setup: StackSetup) -> Self {
+        let StackSetup { parameters, executor, ws_client_buffer, janitor_every } = setup;
         let shared = (
             std::env::var("CLAUDE_RUNNER_TEST_AWS_ENDPOINT").ok(),
             std::env::var("CLAUDE_RUNNER_TEST_DATABASE_URL").ok(),
@@ -65,6 +85,9 @@ impl TestStack {
             ws_port: 0,
             template: repo_root().join("template.yaml"),
             parameters: params,
+            ws_client_buffer: ws_client_buffer.unwrap_or(local::websocket::DEFAULT_CLIENT_BUFFER),
+            // Off unless a test asks: a sweep in the middle of a test would be luck, not design.
+            janitor_every,
             executor,
         })
         .await
@@ -119,6 +142,35 @@ impl TestStack {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every item of a listing followed page by page through `next_cursor`, `limit` a page, as
+    /// `key` sees it; with each page's size. Panics on an error page or a listing that does not end.
+    pub async fn every_page(
+        &self,
+        path: &str,
+        field: &str,
+        key: &str,
+        limit: usize,
+    ) -> (Vec<serde_json::Value>, Vec<usize>) {
+        let (mut items, mut sizes) = (Vec::new(), Vec::new());
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                Some(c) => format!("{path}?limit={limit}&cursor={c}"),
+                None => format!("{path}?limit={limit}"),
+            };
+            let (status, page) = self.get_json(&page_path, key).await;
+            assert_eq!(status, 200, "{page}");
+            let found = page[field].as_array().unwrap_or_else(|| panic!("a `{field}` list: {page}"));
+            sizes.push(found.len());
+            items.extend(found.iter().cloned());
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                return (items, sizes);
+            }
+            assert!(sizes.len() < 50, "pagination terminates");
         }
     }
 

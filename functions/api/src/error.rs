@@ -47,3 +47,24 @@ impl IntoResponse for ApiError {
         (self.status, body).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_status_and_dependency_details_stay_in_the_log() {
+        let cases = [
+            (Error::Conflict, 409, "concurrent_update"),
+            (Error::Unauthorized, 401, "unauthorized"),
+            (Error::RunNotFound("x".into()), 404, "run_not_found"),
+            (Error::dependency("dynamodb get runs-table", "ResourceNotFoundException"), 503, "dependency_failed"),
+            (Error::Config("X is not set".into()), 500, "internal_error"),
+        ];
+        for (err, status, code) in cases {
+            let api = ApiError::from(err);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            assert!(!api.message.contains("runs-table") && !api.message.contains("X is not set"), "{}", api.message);
+        }
+    }
+}

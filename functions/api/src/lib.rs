@@ -60,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/agent/claude-code/run/{run_id}/status", get(run_status))
         .route("/agent/claude-code/run/{run_id}/cancel", post(cancel_run))
         .route("/agent/claude-code/runs", get(list_runs))
+        .route("/agent/claude-code/workflows", get(list_workflows))
+        .route("/agent/claude-code/run/{run_id}/output", get(run_output))
         .route("/agent/claude-code/sessions", post(reserve_session).get(list_sessions))
         .route("/agent/claude-code/sessions/{session_id}", get(get_session).delete(delete_session))
         .route("/agent/claude-code/sessions/{session_id}/history", get(session_history))
@@ -91,7 +93,7 @@ async fn submit_run(
     }
     let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key).await?;
+    let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, None).await?;
     let links = Links::from_headers(&headers);
     let token = state.stream_tokens.as_ref().map(|t| t.issue_for_run(submitted.run.run_id, &owner, chrono::Utc::now()));
     let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref(), token);
@@ -126,6 +128,31 @@ async fn list_runs(
     let page = state.runs.list(&owner, query).await?;
     let runs: Vec<RunSummary> = page.items.iter().map(RunSummary::from).collect();
     Ok(Json(serde_json::json!({"runs": runs, "next_cursor": page.next_cursor})))
+}
+
+async fn list_workflows(State(state): State<AppState>, Caller(_): Caller) -> Json<serde_json::Value> {
+    let registry = state.runs.workflows();
+    let workflows: Vec<serde_json::Value> = registry
+        .names()
+        .filter_map(|name| registry.get(name))
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name, "description": w.config.description, "max_turns": w.config.max_turns,
+                "timeout_seconds": w.config.timeout_seconds, "auto_commit": w.config.auto_commit,
+                "permission_mode": w.config.permission_mode.as_cli_arg(), "allowed_tools": w.allowed_tools,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "workflows": workflows }))
+}
+
+async fn run_output(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(run_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (run, frames) = state.runs.output(&owner, &run_id).await?;
+    Ok(Json(serde_json::json!({"run_id": run.run_id, "status": run.status, "frames": frames})))
 }
 
 #[derive(serde::Deserialize)]

@@ -7,7 +7,9 @@
 //!
 //! - what a resume adds to a run (transcript restore + the CLI loading it), and how many succeed.
 //!
-//! `cargo xtask bench [workspace|memory|streaming|resume]` runs all or some.
+//! - a Genie queue request → its terminal reply, beside HTTP submit → `completed`, same run.
+//!
+//! `cargo xtask bench [workspace|memory|streaming|resume|genie]` runs all or some.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -146,6 +148,8 @@ impl BenchEnv<'_> {
                 ("DefaultRepositoryUrl".into(), self.repository.to_owned()),
                 ("AnthropicApiKey".into(), "sk-bench".into()),
             ]),
+            ws_client_buffer: local::websocket::DEFAULT_CLIENT_BUFFER,
+            janitor_every: None,
             executor: poll_queue.then(|| self.executor_options(concurrency)),
         })
         .await?)
@@ -370,6 +374,85 @@ async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     anyhow::Ok(())
 }
 
+/// The same scripted two-call run (one `Write`, then an answer), started over HTTP and watched to
+/// `completed`, and requested on Genie's queue and waited for to its terminal reply; alternated.
+async fn genie_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    let origin = tempfile::tempdir()?;
+    let url = generated_repository(origin.path())?;
+    let workspaces = tempfile::tempdir()?;
+    let model = ScriptedModel::start(Vec::new()).await?;
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
+    let stack = env.stack("genie", 1, true).await?;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let requests = stack.resources["GenieRequestsQueue"].reference.clone();
+    let results = stack.resources["GenieResultsQueue"].reference.clone();
+    let http = reqwest::Client::new();
+    let (mut over_http, mut over_queue) = (Vec::new(), Vec::new());
+    for i in 0..SAMPLES + 1 {
+        model.push([Turn::write("bench.txt", &format!("http {i}\n")), Turn::text("done")]);
+        let started = Instant::now();
+        let run_id = submit(&http, &stack, &format!("http run {i}")).await?;
+        loop {
+            let status: serde_json::Value = http
+                .get(format!("{}/agent/claude-code/run/{run_id}/status", stack.http_url))
+                .header("x-api-key", &stack.api_key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if status["status"] == "completed" {
+                break;
+            }
+            ensure!(started.elapsed() < Duration::from_secs(60), "run {run_id} did not complete: {status}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let http_elapsed = started.elapsed();
+
+        model.push([Turn::write("bench.txt", &format!("queue {i}\n")), Turn::text("done")]);
+        let event = serde_json::json!({"specversion": "1.0", "id": format!("bench-{i}"), "source": "urn:bench",
+            "type": "dev.claude-runner.run.requested.v1",
+            "data": {"workflow": "implement", "message": format!("queue run {i}"), "branch": "main"}});
+        let started = Instant::now();
+        sqs.send_message().queue_url(&requests).message_body(event.to_string()).send().await?;
+        'reply: loop {
+            ensure!(started.elapsed() < Duration::from_secs(60), "no terminal reply for bench-{i}");
+            let out = sqs
+                .receive_message()
+                .queue_url(&results)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            for message in out.messages.unwrap_or_default() {
+                if let Some(receipt) = message.receipt_handle {
+                    sqs.delete_message().queue_url(&results).receipt_handle(receipt).send().await?;
+                }
+                let reply: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or("{}"))?;
+                if reply["type"] == "dev.claude-runner.run.completed.v1" {
+                    break 'reply;
+                }
+            }
+        }
+        let queue_elapsed = started.elapsed();
+        // The first pair warms the mirror cache and the connections up.
+        if i > 0 {
+            over_http.push(http_elapsed);
+            over_queue.push(queue_elapsed);
+        }
+    }
+    let (http_min, http_p50, http_max) = stats(over_http);
+    let (queue_min, queue_p50, queue_max) = stats(over_queue);
+    println!("\nGenie's queue vs the HTTP API, the same scripted two-call run ({SAMPLES} pairs, alternated)");
+    println!("| path                                         |   min ms | median ms |   max ms |");
+    println!("|----------------------------------------------|---------:|----------:|---------:|");
+    println!("| HTTP submit → status `completed` (10 ms poll) | {http_min:8.1} | {http_p50:9.1} | {http_max:8.1} |");
+    println!("| request event → terminal reply on the queue   | {queue_min:8.1} | {queue_p50:9.1} | {queue_max:8.1} |");
+    println!("| ratio (queue / HTTP), medians                 |          | {:9.2} |          |", queue_p50 / http_p50);
+    stack.shutdown().await;
+    model.stop();
+    anyhow::Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let which: Vec<String> = std::env::args().skip(1).collect();
@@ -389,6 +472,9 @@ async fn main() -> Result<()> {
         }
         if wants("resume") {
             resume_bench(&emulator, &postgres).await?;
+        }
+        if wants("genie") {
+            genie_bench(&emulator, &postgres).await?;
         }
         anyhow::Ok(())
     }

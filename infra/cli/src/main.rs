@@ -4,6 +4,7 @@
 //! `CLAUDE_RUNNER_API_KEY`, then `.local/endpoints.json` (the local stack's) in this directory or
 //! a parent.
 
+mod mcp;
 mod render;
 mod stream;
 
@@ -91,6 +92,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the API as MCP tools on stdin/stdout (run_workflow, get_workflow_status, …), for an
+    /// MCP client such as an orchestrating agent.
+    Mcp,
 }
 
 pub struct Endpoints {
@@ -161,6 +165,7 @@ async fn run(cli: Cli) -> Result<()> {
         client.request(method, format!("{}{path}", endpoints.http)).header("x-api-key", &endpoints.key)
     };
     match cli.command {
+        Command::Mcp => return mcp::serve(client.clone(), &endpoints).await,
         Command::Submit {
             workflow,
             message,

@@ -23,7 +23,7 @@ pub async fn follow(ws_url: &str, key: &str, run_id: &str, after_seq: u64, json:
     loop {
         match session(ws_url, key, run_id, &mut last_seq, json).await {
             Ok(Some(status)) => return Ok(status),
-            Ok(None) => {}
+            Ok(None) => eprintln!("the server closed the connection; reconnecting after seq {last_seq}"),
             Err(err) if attempts < RECONNECTS => {
                 eprintln!("connection lost ({err:#}); reconnecting after seq {last_seq}")
             }

@@ -43,6 +43,61 @@ async fn submit_follow_prints_the_run_through_to_its_result() {
     f.stop().await;
 }
 
+#[tokio::test]
+async fn tail_reconnects_after_a_dropped_connection_and_prints_every_frame_once() {
+    let slow = |turn: Turn| Turn::Delayed(std::time::Duration::from_millis(700), Box::new(turn));
+    let turns = vec![
+        slow(Turn::write("a.txt", "a")),
+        Turn::Delayed(std::time::Duration::from_secs(3), Box::new(Turn::write("b.txt", "b"))),
+        slow(Turn::text("done")),
+    ];
+    let f = RunnerFixture::start(turns, &[], true).await;
+    let run_id = f.submit("implement", serde_json::json!({"message": "Two files", "branch": "main"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tail = Command::new(env!("CARGO_BIN_EXE_claude-runner"))
+        .args(["--url", &f.t.stack.http_url, "--ws-url", &f.t.stack.ws_url, "--api-key", f.t.key()])
+        .args(["tail", &run_id, "--json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // Once it follows the run and some frames are out, the gateway drops its connection (as API
+    // Gateway does after two hours, or a network does any time).
+    let dynamodb = aws_sdk_dynamodb::Client::new(&f.t.stack.sdk);
+    let table = f.t.stack.resources["ConnectionsTable"].reference.clone();
+    let connection = e2e::TestStack::eventually(std::time::Duration::from_secs(30), || async {
+        if f.frames(&run_id).await.len() < 2 {
+            return None;
+        }
+        let items = dynamodb.scan().table_name(&table).send().await.unwrap().items.unwrap_or_default();
+        items.iter().find_map(|item| {
+            let follows = item.get("run_id").and_then(|v| v.as_s().ok()) == Some(&run_id);
+            follows.then(|| item["connection_id"].as_s().unwrap().clone())
+        })
+    })
+    .await
+    .expect("the tail subscribed");
+    let management = f.t.stack.ws_url.replacen("ws://", "http://", 1);
+    let dropped = reqwest::Client::new().delete(format!("{management}@connections/{connection}")).send().await.unwrap();
+    assert_eq!(dropped.status().as_u16(), 204);
+
+    let output =
+        tokio::time::timeout(std::time::Duration::from_secs(90), tail.wait_with_output()).await.unwrap().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
+    let frames: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let printed: Vec<i64> =
+        frames.iter().filter(|fr| fr["kind"] != "end").map(|fr| fr["seq"].as_i64().unwrap()).collect();
+    let stored: Vec<i64> = f.frames(&run_id).await.iter().map(|fr| fr.0).collect();
+    assert_eq!(printed, stored, "every frame once, in order, across the reconnect");
+    assert_eq!(frames.last().unwrap()["kind"], "end");
+    assert!(stderr.contains("reconnect"), "it said it reconnected: {stderr}");
+    f.stop().await;
+}
+
 mod uuid_like {
     pub struct Id;
     impl std::str::FromStr for Id {

@@ -1,26 +1,29 @@
-//! Polls the runs queue and invokes the executor handler as Lambda's SQS event source mapping
-//! would: batches of one, the message deleted only when the handler did not report it, a
-//! reported one left to reappear after its visibility timeout (and redriven to the DLQ by SQS
-//! after `maxReceiveCount`).
+//! Polls a queue and invokes a function's handler as Lambda's SQS event source mapping would:
+//! batches of one, the message deleted only when the handler did not report it, a reported one
+//! left to reappear after its visibility timeout (and redriven to the DLQ by SQS after
+//! `maxReceiveCount`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use runner_core::usecases::RunExecutor;
+use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, watch};
+
+/// A function's handler for SQS batches.
+pub type QueueHandler = Arc<dyn Fn(SqsEvent) -> BoxFuture<'static, SqsBatchResponse> + Send + Sync>;
 use tokio::task::JoinSet;
 
-/// How long in-flight runs get to finish when the stack stops, before they are aborted (their
-/// CLI process groups are killed with them).
+/// How long in-flight invocations (runs) get to finish when the stack stops, before they are
+/// aborted (a run's CLI process group is killed with it).
 const DRAIN: Duration = Duration::from_secs(10);
 
-pub async fn poll_runs_queue(
+pub async fn poll_queue(
     sqs: Client,
     queue_url: String,
-    executor: Arc<RunExecutor>,
+    handler: QueueHandler,
     concurrency: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -64,14 +67,14 @@ pub async fn poll_runs_queue(
             continue;
         }
         let event = lambda_event(messages, queue_arn.as_deref());
-        let (sqs, queue_url, executor) = (sqs.clone(), queue_url.clone(), executor.clone());
+        let (sqs, queue_url, handler) = (sqs.clone(), queue_url.clone(), handler.clone());
         running.spawn(async move {
             let receipts: Vec<(String, String)> = event
                 .records
                 .iter()
                 .map(|m| (m.message_id.clone().unwrap_or_default(), m.receipt_handle.clone().unwrap_or_default()))
                 .collect();
-            let response = executor::handle(&executor, event).await;
+            let response = handler(event).await;
             for (id, receipt) in receipts {
                 if response.batch_item_failures.iter().any(|f| f.item_identifier == id) {
                     continue;
@@ -85,7 +88,7 @@ pub async fn poll_runs_queue(
         while running.try_join_next().is_some() {}
     }
     if tokio::time::timeout(DRAIN, async { while running.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!("aborting runs still in flight");
+        tracing::warn!("aborting invocations still in flight");
         running.shutdown().await;
     }
 }

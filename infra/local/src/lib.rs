@@ -4,6 +4,7 @@
 //! The binary (`claude-runner-local`) starts everything for a person; the end-to-end tests use
 //! [`LocalStack`] directly against an emulator and a Postgres server they share.
 
+mod counted_queue;
 mod emulator;
 mod event_source;
 pub mod model;
@@ -13,7 +14,7 @@ mod provision;
 mod stack;
 mod streams;
 mod template;
-mod websocket;
+pub mod websocket;
 
 use std::time::Duration;
 

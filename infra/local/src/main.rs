@@ -174,6 +174,9 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
             ("RepositoryAllowlist".to_owned(), args.repository_allowlist.clone()),
             ("AnthropicApiKey".to_owned(), api_key),
         ]),
+        ws_client_buffer: local::websocket::DEFAULT_CLIENT_BUFFER,
+        // The janitor's schedule, sped up: every minute.
+        janitor_every: Some(std::time::Duration::from_secs(60)),
         executor: Some(ExecutorOptions { environment: executor_env, concurrency: args.concurrency }),
     })
     .await?;

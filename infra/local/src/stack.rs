@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
@@ -17,9 +18,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::LocalError;
-use crate::event_source::poll_runs_queue;
+use crate::counted_queue::CountedQueue;
+use crate::event_source::{QueueHandler, poll_queue};
 use crate::provision::provision;
-use crate::streams::feed_projector;
+use crate::streams::{StreamHandler, feed_stream};
 use crate::template::{Physical, Resolver, Template};
 
 pub struct StackOptions {
@@ -34,6 +36,10 @@ pub struct StackOptions {
     pub template: PathBuf,
     /// Template parameter overrides (DefaultRepositoryUrl, RepositoryAllowlist, …).
     pub parameters: HashMap<String, String>,
+    /// Messages each WebSocket client may have waiting before the management API answers 429.
+    pub ws_client_buffer: usize,
+    /// How often the janitor sweeps; `None` leaves it to whoever calls `LocalStack::janitor`.
+    pub janitor_every: Option<Duration>,
     /// Run the executor on the runs queue, with these variables over the template's
     /// (`CLAUDE_BIN`, `ANTHROPIC_BASE_URL`, `WORKSPACE_ROOT`, watchdog settings, …).
     pub executor: Option<ExecutorOptions>,
@@ -62,6 +68,9 @@ pub struct LocalStack {
     executor_env: BTreeMap<String, String>,
     /// The janitor function's wiring, for sweeps on demand.
     janitor: Wiring,
+    run_queue: Arc<CountedQueue>,
+    ws_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    ws_gateway: crate::websocket::Gateway,
     auth: Authenticator,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -155,7 +164,10 @@ impl LocalStack {
         let pool = postgres::connect(&options.database_url, 5).await?;
         postgres::migrate(&pool).await?;
 
-        let state = api::build(&Wiring::new(sdk.clone(), api_env)).await?;
+        // Every function of the stack sends through one counted runs queue.
+        let run_queue = Arc::new(CountedQueue::new(Wiring::new(sdk.clone(), api_env.clone()).sqs_run_queue(&settings)));
+        let wiring = |env: BTreeMap<String, String>| Wiring::new(sdk.clone(), env).with_run_queue(run_queue.clone());
+        let state = api::build(&wiring(api_env)).await?;
         let auth = state.auth.clone();
         let api_key = ApiKey::generate();
         auth.register(&api_key, &Owner::new("local"), "local stack").await?;
@@ -180,19 +192,25 @@ impl LocalStack {
 
         let projection =
             Arc::new(projector::build(&Wiring::new(sdk.clone(), environment("ProjectorFunction")?)).await?);
+        let projector: StreamHandler = Arc::new(move |event| {
+            let projection = projection.clone();
+            Box::pin(async move {
+                projector::handle(projection.as_ref(), event)
+                    .await
+                    .map(|(response, _)| response)
+                    .map_err(|e| e.to_string())
+            })
+        });
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
         for source in template.event_sources("ProjectorFunction", "DynamoDB") {
             let stream_arn = resolver.resolve(source.get("Stream").unwrap_or(&serde_yaml::Value::Null))?;
-            tasks.push(tokio::spawn(feed_projector(
-                streams.clone(),
-                stream_arn,
-                projection.clone(),
-                shutdown.subscribe(),
-            )));
+            tasks.push(tokio::spawn(feed_stream(streams.clone(), stream_arn, projector.clone(), shutdown.subscribe())));
         }
 
         let ws_handler = websocket::build(&Wiring::new(sdk.clone(), environment("WebSocketFunction")?)).await?;
-        let gateway = crate::websocket::Gateway::new(Arc::new(ws_handler));
+        let gateway = crate::websocket::Gateway::new(Arc::new(ws_handler), options.ws_client_buffer);
+        let ws_in_flight = gateway.in_flight();
+        let ws_gateway = gateway.clone();
         let mut stop = shutdown.subscribe();
         let ws_router = gateway.router();
         tasks.push(tokio::spawn(async move {
@@ -206,31 +224,67 @@ impl LocalStack {
 
         let executor_env = environment("ExecutorFunction")?;
         if let Some(options) = &options.executor {
-            let executor = build_executor(&sdk, &executor_env, options).await?;
-            tasks.push(tokio::spawn(poll_runs_queue(
+            let executor = Arc::new(build_executor(&sdk, &executor_env, options).await?);
+            let handler: QueueHandler = Arc::new(move |event| {
+                let executor = executor.clone();
+                Box::pin(async move { executor::handle(&executor, event).await })
+            });
+            tasks.push(tokio::spawn(poll_queue(
                 aws_sdk_sqs::Client::new(&sdk),
                 settings.runs_queue_url.clone(),
-                Arc::new(executor),
+                handler,
                 options.concurrency,
                 shutdown.subscribe(),
             )));
         }
 
-        // The janitor's schedule, sped up: every minute.
-        let janitor_wiring = Wiring::new(sdk.clone(), environment("JanitorFunction")?);
-        let janitor = janitor::build(&janitor_wiring).await?;
-        let mut stop = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+        // Genie's queue interface: its requests queue polled, the runs table's stream fed to it.
+        let genie = Arc::new(genie::build(&wiring(environment("GenieFunction")?)).await?);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        for source in template.event_sources("GenieFunction", "SQS") {
+            let queue_arn = resolver.resolve(source.get("Queue").unwrap_or(&serde_yaml::Value::Null))?;
+            let name = queue_arn.rsplit(':').next().unwrap_or_default().to_owned();
+            let queue_url = sqs
+                .get_queue_url()
+                .queue_name(&name)
+                .send()
+                .await
+                .map_err(|e| LocalError::Missing(format!("the queue {name}: {e}")))?
+                .queue_url
+                .unwrap_or_default();
+            let genie = genie.clone();
+            let handler: QueueHandler = Arc::new(move |event| {
+                let genie = genie.clone();
+                Box::pin(async move { genie::handle_requests(&genie, event).await })
+            });
+            tasks.push(tokio::spawn(poll_queue(sqs.clone(), queue_url, handler, 4, shutdown.subscribe())));
+        }
+        let genie_changes: StreamHandler = Arc::new(move |event| {
+            let genie = genie.clone();
+            Box::pin(async move { Ok(genie::handle_changes(&genie, event).await) })
+        });
+        for source in template.event_sources("GenieFunction", "DynamoDB") {
+            let stream_arn = resolver.resolve(source.get("Stream").unwrap_or(&serde_yaml::Value::Null))?;
+            let feed = feed_stream(streams.clone(), stream_arn, genie_changes.clone(), shutdown.subscribe());
+            tasks.push(tokio::spawn(feed));
+        }
+
+        let janitor_wiring = wiring(environment("JanitorFunction")?);
+        if let Some(every) = options.janitor_every {
+            let janitor = janitor::build(&janitor_wiring).await?;
+            let mut stop = shutdown.subscribe();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    if let Err(err) = janitor::handle(&janitor).await {
+                        tracing::warn!(error = %err, "janitor sweep failed");
+                    }
                 }
-                if let Err(err) = janitor::handle(&janitor).await {
-                    tracing::warn!(error = %err, "janitor sweep failed");
-                }
-            }
-        }));
+            }));
+        }
 
         Ok(Self {
             ws_url: format!("ws://{ws_addr}/"),
@@ -244,6 +298,9 @@ impl LocalStack {
             settings,
             resources,
             janitor: janitor_wiring,
+            run_queue,
+            ws_in_flight,
+            ws_gateway,
             auth,
             shutdown,
             tasks,
@@ -255,6 +312,22 @@ impl LocalStack {
         let key = ApiKey::generate();
         self.auth.register(&key, &Owner::new(owner), "issued by the local stack").await?;
         Ok(key.expose().to_owned())
+    }
+
+    /// Messages the stack's functions sent to the runs queue (the FIFO queue may have dropped
+    /// duplicates of them; this counts every send it accepted).
+    pub fn run_messages_sent(&self) -> u64 {
+        self.run_queue.sent()
+    }
+
+    /// Every WebSocket client connected now stops reading (tests make a subscriber slow so).
+    pub async fn stall_websocket_clients(&self) {
+        self.ws_gateway.stall_clients().await;
+    }
+
+    /// WebSocket route invocations (subscribe, `$default`) still running.
+    pub fn websocket_invocations_in_flight(&self) -> usize {
+        self.ws_in_flight.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The janitor, for tests that sweep on demand.

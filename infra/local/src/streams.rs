@@ -1,15 +1,19 @@
-//! Feeds the runs table's stream to the projector handler, as Lambda's DynamoDB event source
-//! mapping would: in shard order, retrying from the first failed record.
+//! Feeds a table's stream to a function's handler, as Lambda's DynamoDB event source mapping
+//! would: in shard order, retrying from the first failed record.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
+use aws_lambda_events::streams::DynamoDbEventResponse;
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
-use runner_core::ports::RunProjection;
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
+
+/// A function's handler for stream batches; `Err` is a failed invocation (the batch is retried).
+pub type StreamHandler = Arc<dyn Fn(Event) -> BoxFuture<'static, Result<DynamoDbEventResponse, String>> + Send + Sync>;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
@@ -19,15 +23,15 @@ const BATCH_SIZE: i32 = 100;
 #[derive(Default)]
 struct ShardCursor {
     iterator: Option<String>,
-    /// Last record handed to the projector successfully.
+    /// Last record handed to the handler successfully.
     last_sequence: Option<String>,
     closed: bool,
 }
 
-pub async fn feed_projector(
+pub async fn feed_stream(
     client: Client,
     stream_arn: String,
-    projection: Arc<dyn RunProjection>,
+    handler: StreamHandler,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut shards: HashMap<String, ShardCursor> = HashMap::new();
@@ -43,7 +47,7 @@ pub async fn feed_projector(
         }
         polls = polls.wrapping_add(1);
         for (shard_id, cursor) in shards.iter_mut().filter(|(_, c)| !c.closed) {
-            if let Err(err) = poll_shard(&client, &stream_arn, shard_id, cursor, projection.as_ref()).await {
+            if let Err(err) = poll_shard(&client, &stream_arn, shard_id, cursor, &handler).await {
                 tracing::warn!(shard = %shard_id, error = %err, "stream poll failed; re-opening the shard");
                 cursor.iterator = None;
             }
@@ -89,13 +93,13 @@ async fn open_iterator(
         .ok_or_else(|| "no shard iterator".to_owned())
 }
 
-/// One GetRecords call and, when it returned records, one projector invocation.
+/// One GetRecords call and, when it returned records, one invocation.
 async fn poll_shard(
     client: &Client,
     stream_arn: &str,
     shard_id: &str,
     cursor: &mut ShardCursor,
-    projection: &dyn RunProjection,
+    handler: &StreamHandler,
 ) -> Result<(), String> {
     // No iterator: a new shard, or the last call failed. Resume after the last applied record.
     let iterator = match cursor.iterator.take() {
@@ -120,7 +124,7 @@ async fn poll_shard(
         records.iter().map(|r| r.dynamodb.as_ref().and_then(|d| d.sequence_number.clone())).collect();
     let mut event = Event::default();
     event.records = records.into_iter().map(|r| lambda_record(r, stream_arn)).collect();
-    let (response, _) = projector::handle(projection, event).await.map_err(|e| e.to_string())?;
+    let response = handler(event).await?;
     match response.batch_item_failures.into_iter().find_map(|f| f.item_identifier) {
         None => {
             cursor.last_sequence = sequences.into_iter().flatten().last().or(cursor.last_sequence.take());

@@ -1,8 +1,8 @@
 //! The WebSocket API on 127.0.0.1, as API Gateway runs it: `$connect` (a non-200 answer refuses
 //! the upgrade), messages routed by `$request.body.action` to `subscribe` or `$default`,
 //! `$disconnect`; and the management endpoint (`POST`/`GET`/`DELETE /@connections/{id}`, 410 for
-//! a connection that is gone, 429 when a client's buffer is full) that the real SDK client of the
-//! executor and the subscribe route post to.
+//! a connection that is gone, 429 when a client's buffer is full, 413 for a message above the
+//! 32 KB frame limit) that the real SDK client of the executor and the subscribe route post to.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{RwLock, mpsc};
 use websocket::WebSocketHandler;
 
-/// Messages a client may have waiting; beyond it the management API answers 429 like a
-/// throttled API Gateway, and the sender backs off.
-const CLIENT_BUFFER: usize = 256;
+/// Messages a client may have waiting unless the stack says otherwise; beyond it the management
+/// API answers 429 like a throttled API Gateway, and the sender backs off.
+pub const DEFAULT_CLIENT_BUFFER: usize = 256;
 
 enum Outbound {
     Text(String),
@@ -32,17 +32,42 @@ enum Outbound {
 struct Client {
     tx: mpsc::Sender<Outbound>,
     connected_at: chrono::DateTime<chrono::Utc>,
+    /// Tears the connection down at once (a client too far behind for a polite close).
+    dropped: Arc<tokio::sync::Notify>,
+    /// The client stopped reading: nothing more reaches it (tests make a subscriber slow so).
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
 pub struct Gateway {
     handler: Arc<WebSocketHandler>,
+    client_buffer: usize,
+    /// Route invocations still running (tests wait for the handlers to be done).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     clients: Arc<RwLock<HashMap<String, Client>>>,
 }
 
 impl Gateway {
-    pub fn new(handler: Arc<WebSocketHandler>) -> Self {
-        Self { handler, clients: Arc::new(RwLock::new(HashMap::new())) }
+    pub fn new(handler: Arc<WebSocketHandler>, client_buffer: usize) -> Self {
+        Self {
+            handler,
+            client_buffer: client_buffer.max(1),
+            in_flight: Arc::default(),
+            clients: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+
+    /// Makes every client connected now stop reading, as a subscriber whose process hangs would:
+    /// its messages queue up until the management API answers 429.
+    pub async fn stall_clients(&self) {
+        for client in self.clients.read().await.values() {
+            client.stalled.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// A counter of route invocations still running.
+    pub fn in_flight(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.in_flight.clone()
     }
 
     pub fn router(self) -> Router {
@@ -100,10 +125,17 @@ async fn upgrade(
 
 async fn serve(gateway: Gateway, connection_id: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel(CLIENT_BUFFER);
-    gateway.clients.write().await.insert(connection_id.clone(), Client { tx, connected_at: chrono::Utc::now() });
+    let (tx, mut rx) = mpsc::channel(gateway.client_buffer);
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = Client { tx, connected_at: chrono::Utc::now(), dropped: dropped.clone(), stalled: stalled.clone() };
+    gateway.clients.write().await.insert(connection_id.clone(), client);
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
+            if stalled.load(std::sync::atomic::Ordering::Acquire) {
+                // As a socket whose reader went away: what is queued stays queued.
+                std::future::pending::<()>().await;
+            }
             let sent = match out {
                 Outbound::Text(text) => sink.send(Message::Text(text.into())).await,
                 Outbound::Close => {
@@ -116,7 +148,12 @@ async fn serve(gateway: Gateway, connection_id: String, socket: WebSocket) {
             }
         }
     });
-    while let Some(Ok(message)) = stream.next().await {
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            () = dropped.notified() => break,
+        };
+        let Some(Ok(message)) = message else { break };
         let text = match message {
             Message::Text(text) => text.to_string(),
             Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -130,8 +167,10 @@ async fn serve(gateway: Gateway, connection_id: String, socket: WebSocket) {
         let route = if action == "subscribe" { "subscribe" } else { "$default" };
         // Each message is its own invocation, as on API Gateway: a long replay does not block reads.
         let (gateway, id, route) = (gateway.clone(), connection_id.clone(), route.to_owned());
+        gateway.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         tokio::spawn(async move {
             gateway.invoke(&route, &id, HeaderMap::new(), HashMap::new(), Some(text)).await;
+            gateway.in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         });
     }
     gateway.clients.write().await.remove(&connection_id);
@@ -145,6 +184,21 @@ fn gone() -> Response {
 }
 
 async fn post_to_connection(State(gateway): State<Gateway>, Path(id): Path<String>, body: Bytes) -> Response {
+    // API Gateway's WebSocket frames hold at most 32 KB, which the stream's contract promises
+    // every message fits in: a bigger one is refused here rather than delivered by luck.
+    if body.len() > runner_core::domain::MAX_MESSAGE_BYTES {
+        let message = format!(
+            "Message of {} bytes is above the {} byte limit",
+            body.len(),
+            runner_core::domain::MAX_MESSAGE_BYTES
+        );
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [("x-amzn-errortype", "PayloadTooLargeException")],
+            Json(serde_json::json!({ "message": message })),
+        )
+            .into_response();
+    }
     let clients = gateway.clients.read().await;
     let Some(client) = clients.get(&id) else { return gone() };
     match client.tx.try_send(Outbound::Text(String::from_utf8_lossy(&body).into_owned())) {
@@ -172,7 +226,11 @@ async fn get_connection(State(gateway): State<Gateway>, Path(id): Path<String>) 
 async fn delete_connection(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
     match gateway.clients.write().await.remove(&id) {
         Some(client) => {
-            let _ = client.tx.try_send(Outbound::Close);
+            // A close frame when there is room for one; otherwise the client is too far behind to
+            // hear it, and the connection is cut as API Gateway would.
+            if client.tx.try_send(Outbound::Close).is_err() {
+                client.dropped.notify_one();
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         None => gone(),

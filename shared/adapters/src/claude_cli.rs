@@ -21,7 +21,7 @@ use runner_core::ports::{Cli, CliProcess, OutputLine, Workspace};
 use runner_core::{Error, Result};
 
 /// The longest line kept whole; longer ones are cut (and marked so).
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 const STDERR_TAIL_BYTES: usize = 64 * 1024;
 
 /// How the CLI is started: binary, model endpoint and key, resource limits.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use runner_core::domain::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SESSION_TTL_DAYS, IntakeLimits, RepositoryPolicy, WorkflowRegistry,
 };
-use runner_core::usecases::ExecutorSettings;
+use runner_core::usecases::{ExecutorSettings, FanoutLimits};
 use runner_core::{Error, Result};
 
 use crate::ClaudeCliConfig;
@@ -30,6 +30,12 @@ pub struct Settings {
     pub workflows_dir: Option<String>,
     /// Signs the stream tokens handed out with each submitted run.
     pub stream_token_secret: Option<String>,
+    /// The owner of runs submitted through the Genie requests queue.
+    pub genie_owner: Option<String>,
+    /// Where Genie replies go by default.
+    pub genie_results_queue_url: Option<String>,
+    /// Other queues Genie requests may name as `reply_to` (a trailing `*` matches a prefix).
+    pub genie_reply_allowlist: Vec<String>,
 }
 
 impl Settings {
@@ -37,6 +43,11 @@ impl Settings {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let optional = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let required = |name: &str| optional(name).ok_or_else(|| Error::Config(format!("{name} is not set")));
+        let list = |name: &str| -> Vec<String> {
+            optional(name)
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default()
+        };
         let max_message_bytes = match optional("MAX_MESSAGE_BYTES") {
             Some(v) => v.parse().map_err(|_| Error::Config(format!("MAX_MESSAGE_BYTES is not a number: {v}")))?,
             None => DEFAULT_MAX_MESSAGE_BYTES,
@@ -53,13 +64,14 @@ impl Settings {
                 None => DEFAULT_SESSION_TTL_DAYS,
             },
             default_repository_url: optional("DEFAULT_REPOSITORY_URL"),
-            repository_allowlist: optional("REPOSITORY_ALLOWLIST")
-                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
-                .unwrap_or_default(),
+            repository_allowlist: list("REPOSITORY_ALLOWLIST"),
             max_message_bytes,
             websocket_url: optional("WEBSOCKET_URL"),
             workflows_dir: optional("WORKFLOWS_DIR"),
             stream_token_secret: optional("STREAM_TOKEN_SECRET"),
+            genie_owner: optional("GENIE_OWNER"),
+            genie_results_queue_url: optional("GENIE_RESULTS_QUEUE_URL"),
+            genie_reply_allowlist: list("GENIE_REPLY_ALLOWLIST"),
         })
     }
 
@@ -105,6 +117,8 @@ pub struct ExecutorConfig {
     pub connections_table: Option<String>,
     /// Where `PostToConnection` goes.
     pub management_url: Option<String>,
+    /// Per-subscriber queue bounds and the idle heartbeat of the live fan-out.
+    pub fanout: FanoutLimits,
 }
 
 impl ExecutorConfig {
@@ -120,6 +134,7 @@ impl ExecutorConfig {
         let seconds = |name: &str, default: Duration| number(name, default.as_secs()).map(Duration::from_secs);
         let defaults = ExecutorSettings::default();
         let cli_defaults = ClaudeCliConfig::default();
+        let fanout_defaults = FanoutLimits::default();
         let settings = ExecutorSettings {
             executor_id: optional("EXECUTOR_ID").unwrap_or(defaults.executor_id),
             lease: seconds("LEASE_SECONDS", defaults.lease)?,
@@ -155,6 +170,11 @@ impl ExecutorConfig {
             pg_pool_size: number("PG_POOL_SIZE", 2)? as u32,
             connections_table: optional("CONNECTIONS_TABLE"),
             management_url: optional("WEBSOCKET_MANAGEMENT_URL"),
+            fanout: FanoutLimits {
+                queue_bytes: number("FANOUT_QUEUE_BYTES", fanout_defaults.queue_bytes as u64)? as usize,
+                queue_frames: number("FANOUT_QUEUE_FRAMES", fanout_defaults.queue_frames as u64)? as usize,
+                heartbeat: seconds("STREAM_HEARTBEAT_SECONDS", fanout_defaults.heartbeat)?,
+            },
         })
     }
 }

@@ -15,10 +15,10 @@ pub mod telemetry;
 pub mod wiring;
 
 pub use aws::{
-    ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore, OWNER_INDEX,
-    RUN_INDEX, S3ObjectStore, SqsRunQueue,
+    ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore, S3ObjectStore,
+    SqsReplies, SqsRunQueue,
 };
-pub use claude_cli::{ClaudeCli, ClaudeCliConfig, DEFAULT_MAX_FRAME_BYTES};
+pub use claude_cli::{ClaudeCli, ClaudeCliConfig};
 pub use git::{GitWorkspaces, WorkspaceConfig};
 pub use postgres::{PgFrameStore, PgRunProjection};
 pub use wiring::Wiring;

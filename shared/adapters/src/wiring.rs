@@ -8,12 +8,13 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use sqlx::PgPool;
 
-use runner_core::domain::{StreamTokens, WorkflowRegistry};
+use runner_core::domain::{Owner, ReplyPolicy, StreamTokens, WorkflowRegistry};
 use runner_core::ports::{
     ConnectionGateway, ConnectionStore, FrameSink, ObjectStore, RunQueue, RunStore, SessionStore,
 };
 use runner_core::usecases::{
-    Authenticator, ExecutorPorts, Janitor, RunExecutor, RunService, SessionService, StreamService, WebSocketFanout,
+    Authenticator, ExecutorPorts, GenieService, Janitor, RunExecutor, RunService, SessionService, StreamAccess,
+    StreamService, WebSocketFanout,
 };
 use runner_core::{Error, Result};
 
@@ -21,7 +22,8 @@ use crate::config::{ExecutorConfig, Settings, StreamSettings};
 use crate::files::{NdjsonFrameLogs, StoredTranscripts};
 use crate::{
     ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore,
-    GitWorkspaces, PgFrameStore, PgRunProjection, S3ObjectStore, SqsRunQueue, WorkspaceConfig, aws, postgres,
+    GitWorkspaces, PgFrameStore, PgRunProjection, S3ObjectStore, SqsReplies, SqsRunQueue, WorkspaceConfig, aws,
+    postgres,
 };
 
 type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -31,24 +33,31 @@ type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct Wiring {
     sdk: SdkConfig,
     vars: Vars,
+    /// Replaces the SQS runs queue (the local stack wraps it to count what is sent).
+    run_queue: Option<Arc<dyn RunQueue>>,
 }
 
 impl Wiring {
     /// The process environment and the default AWS configuration: how a function starts on
     /// Lambda.
     pub async fn from_env() -> Self {
-        Self { sdk: aws::load_config().await, vars: Arc::new(|name| std::env::var(name).ok()) }
+        Self { sdk: aws::load_config().await, vars: Arc::new(|name| std::env::var(name).ok()), run_queue: None }
     }
 
     /// These variables (the local stack resolves a function's from `template.yaml`) and this AWS
     /// configuration.
     pub fn new(sdk: SdkConfig, vars: BTreeMap<String, String>) -> Self {
-        Self { sdk, vars: Arc::new(move |name| vars.get(name).cloned()) }
+        Self { sdk, vars: Arc::new(move |name| vars.get(name).cloned()), run_queue: None }
     }
 
-    /// The AWS configuration every client is built from.
-    pub fn sdk(&self) -> &SdkConfig {
-        &self.sdk
+    /// The same wiring with `queue` as the runs queue: a decorator around `sqs_run_queue`.
+    pub fn with_run_queue(self, queue: Arc<dyn RunQueue>) -> Self {
+        Self { run_queue: Some(queue), ..self }
+    }
+
+    /// The SQS runs queue itself, whatever `with_run_queue` said.
+    pub fn sqs_run_queue(&self, settings: &Settings) -> Arc<dyn RunQueue> {
+        Arc::new(SqsRunQueue::new(aws::sqs(&self.sdk), &settings.runs_queue_url))
     }
 
     /// The deployment's settings (tables, queues, policies).
@@ -86,7 +95,7 @@ impl Wiring {
 
     /// The runs queue.
     pub fn run_queue(&self, settings: &Settings) -> Arc<dyn RunQueue> {
-        Arc::new(SqsRunQueue::new(aws::sqs(&self.sdk), &settings.runs_queue_url))
+        self.run_queue.clone().unwrap_or_else(|| self.sqs_run_queue(settings))
     }
 
     /// The artifact bucket.
@@ -115,6 +124,7 @@ impl Wiring {
             self.run_store(settings),
             self.session_store(settings),
             self.run_queue(settings),
+            self.objects(settings),
             workflows,
             settings.intake_limits(),
             settings.repository_policy(),
@@ -130,6 +140,32 @@ impl Wiring {
             settings.repository_policy(),
             chrono::Duration::days(settings.session_ttl_days),
         )
+    }
+
+    /// Genie's queue interface: requests submitted as `GENIE_OWNER`, replies where
+    /// `GENIE_RESULTS_QUEUE_URL` and `GENIE_REPLY_ALLOWLIST` allow.
+    pub fn genie_service(&self) -> Result<GenieService> {
+        let settings = self.settings()?;
+        let workflows = Arc::new(settings.workflow_registry()?);
+        let unset = |name: &str| Error::Config(format!("{name} is not set"));
+        let policy = ReplyPolicy {
+            default_queue: settings.genie_results_queue_url.clone().ok_or_else(|| unset("GENIE_RESULTS_QUEUE_URL"))?,
+            allowlist: settings.genie_reply_allowlist.clone(),
+        };
+        let owner = Owner::new(settings.genie_owner.clone().ok_or_else(|| unset("GENIE_OWNER"))?);
+        let stream = match (&settings.websocket_url, &settings.stream_token_secret) {
+            (Some(url), Some(secret)) => {
+                Some(StreamAccess { url: url.clone(), tokens: StreamTokens::new(secret.as_bytes().to_vec()) })
+            }
+            _ => None,
+        };
+        Ok(GenieService::new(
+            Arc::new(self.run_service(&settings, workflows)),
+            Arc::new(SqsReplies::new(aws::sqs(&self.sdk))),
+            policy,
+            owner,
+            stream,
+        ))
     }
 
     /// The executor: workspaces, the CLI, the frame sinks (Postgres, then — when the WebSocket
@@ -154,7 +190,8 @@ impl Wiring {
         // After the frame store: a frame is stored before any subscriber sees it, so a subscriber
         // that catches up from the store misses nothing.
         if let (Some(table), Some(management_url)) = (&config.connections_table, &config.management_url) {
-            sinks.push(Arc::new(WebSocketFanout::new(self.connections(table), self.gateway(management_url), frames)));
+            let (connections, gateway) = (self.connections(table), self.gateway(management_url));
+            sinks.push(Arc::new(WebSocketFanout::new(connections, gateway, frames, config.fanout)));
         }
         let ports = ExecutorPorts {
             store: self.run_store(&settings),

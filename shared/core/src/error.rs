@@ -33,6 +33,9 @@ pub enum Error {
     /// A conditional write lost to a concurrent one (after bounded retries).
     #[error("the run was changed concurrently; retry")]
     Conflict,
+    /// The run has not ended, so its complete output is not there yet.
+    #[error("run {0} has not ended; its output is complete once it has")]
+    OutputNotReady(String),
     /// The runs queue refused the message.
     #[error("the run queue is unavailable: {0}")]
     QueueUnavailable(String),
@@ -91,6 +94,7 @@ impl Error {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::Conflict => "concurrent_update",
             Self::QueueUnavailable(_) => "queue_unavailable",
+            Self::OutputNotReady(_) => "output_not_ready",
             Self::Dependency { .. } => "dependency_failed",
             Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => "internal_error",
         }
@@ -102,9 +106,11 @@ impl Error {
             Self::Invalid(_) => ErrorKind::InvalidInput,
             Self::Unauthorized => ErrorKind::Unauthorized,
             Self::UnknownWorkflow(_) | Self::RunNotFound(_) | Self::UnknownSession(..) => ErrorKind::NotFound,
-            Self::InvalidTransition(_) | Self::IdempotencyKeyReused | Self::Conflict | Self::SessionConflict(_) => {
-                ErrorKind::Conflict
-            }
+            Self::InvalidTransition(_)
+            | Self::IdempotencyKeyReused
+            | Self::Conflict
+            | Self::SessionConflict(_)
+            | Self::OutputNotReady(_) => ErrorKind::Conflict,
             Self::QueueUnavailable(_) | Self::Dependency { .. } => ErrorKind::Unavailable,
             Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => ErrorKind::Internal,
         }

@@ -10,7 +10,7 @@ use runner_core::domain::RunId;
 use runner_core::ports::{Connection, ConnectionStore, Subscriber, Subscription};
 use runner_core::{Error, Result};
 
-pub const RUN_INDEX: &str = "subscribers_by_run";
+const RUN_INDEX: &str = "subscribers_by_run";
 
 /// `connection_id → owner, run_id, subscription, …` with a GSI on `run_id` (all attributes projected) and a TTL (`expires_at_epoch`):
 /// API Gateway closes connections after 2 h, so a missed `$disconnect` cleans itself up.

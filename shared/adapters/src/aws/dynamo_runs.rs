@@ -15,7 +15,7 @@ use runner_core::domain::{Owner, Run, RunId, RunStatus, ValidationError};
 use runner_core::ports::{Heartbeat, IdempotencyRecord, Page, RunFilter, RunStore};
 use runner_core::{Error, Result};
 
-pub const OWNER_INDEX: &str = "by_owner";
+const OWNER_INDEX: &str = "by_owner";
 /// Upper bound on DynamoDB pages read to fill one filtered listing page.
 const MAX_PAGES_PER_LISTING: usize = 10;
 

@@ -10,14 +10,16 @@ mod dynamo_runs;
 mod dynamo_sessions;
 mod s3_objects;
 mod sqs_queue;
+mod sqs_replies;
 
 pub use apigw_connections::ApiGatewayConnections;
-pub use dynamo_connections::{DynamoConnectionStore, RUN_INDEX};
+pub use dynamo_connections::DynamoConnectionStore;
 pub use dynamo_keys::DynamoApiKeyStore;
-pub use dynamo_runs::{DynamoRunStore, OWNER_INDEX};
+pub use dynamo_runs::DynamoRunStore;
 pub use dynamo_sessions::DynamoSessionStore;
 pub use s3_objects::S3ObjectStore;
 pub use sqs_queue::SqsRunQueue;
+pub use sqs_replies::SqsReplies;
 
 use std::time::Duration;
 

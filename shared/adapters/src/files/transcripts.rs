@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use runner_core::claude::encoded_project_dir;
-use runner_core::domain::{Session, object_keys};
+use runner_core::domain::{Redactor, Session, object_keys};
 use runner_core::ports::{ObjectStore, Transcripts, Workspace};
 use runner_core::{Error, Result};
 
@@ -53,7 +53,7 @@ impl Transcripts for StoredTranscripts {
         Ok(cli_id)
     }
 
-    async fn keep(&self, lineage: Uuid, cli_session: Uuid, workspace: &Workspace) -> bool {
+    async fn keep(&self, lineage: Uuid, cli_session: Uuid, workspace: &Workspace, redactor: &Redactor) -> bool {
         let prefix = object_keys::session_prefix(lineage);
         let project = encoded_project_dir(&workspace.config_dir, &workspace.work_dir);
         let transcript = project.join(format!("{cli_session}.jsonl"));
@@ -72,7 +72,16 @@ impl Transcripts for StoredTranscripts {
                 kept = false;
                 continue;
             }
-            if let Err(err) = self.objects.put_file(&key, &path, "application/octet-stream").await {
+            // Read whole: transcripts are the conversation's text, small beside the frame log.
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(bytes) => redactor.bytes(bytes),
+                Err(err) => {
+                    tracing::error!(%lineage, path = %path.display(), error = %err, "reading the transcript failed");
+                    kept = false;
+                    continue;
+                }
+            };
+            if let Err(err) = self.objects.put(&key, bytes, "application/octet-stream").await {
                 tracing::error!(%lineage, %key, error = %err, "uploading the transcript failed");
                 kept = false;
             }

@@ -33,6 +33,8 @@ pub struct CliInvocation {
     pub session: SessionMode,
     /// The caller's message, written to stdin so it can never be parsed as an argument.
     pub message: String,
+    /// The CLI's `--max-budget-usd`: it stops the conversation once the model cost this much.
+    pub max_budget_usd: Option<f64>,
 }
 
 impl CliInvocation {
@@ -53,7 +55,13 @@ impl CliInvocation {
             mcp_config,
             session,
             message,
+            max_budget_usd: None,
         }
+    }
+
+    /// The same invocation, stopped by the CLI once the model cost `usd`.
+    pub fn with_budget(self, usd: Option<f64>) -> Self {
+        Self { max_budget_usd: usd, ..self }
     }
 
     /// The argument vector for `claude` (program name excluded); the message is not in it.
@@ -71,6 +79,9 @@ impl CliInvocation {
             args.extend(["--model".to_owned(), model.clone()]);
         }
         args.extend(["--permission-mode".to_owned(), self.permission_mode.clone()]);
+        if let Some(usd) = self.max_budget_usd {
+            args.extend(["--max-budget-usd".to_owned(), usd.to_string()]);
+        }
         if let Some(path) = &self.mcp_config {
             args.extend(["--mcp-config".to_owned(), path.display().to_string()]);
         }

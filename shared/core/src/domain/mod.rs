@@ -3,10 +3,12 @@
 //! store's key layout.
 
 mod branch;
+pub mod cloud_event;
 mod frame;
 pub mod object_keys;
 mod owner;
 mod redaction;
+pub mod reply;
 mod repository;
 mod request;
 pub(crate) mod run;
@@ -16,9 +18,11 @@ mod validation;
 mod workflow;
 
 pub use branch::{BranchName, MAX_BRANCH_BYTES};
+pub use cloud_event::CloudEvent;
 pub use frame::{Frame, FrameData};
 pub use owner::{API_KEY_PREFIX, ApiKey, KeyHash, Owner};
 pub use redaction::Redactor;
+pub use reply::{ReplyPolicy, ReplyRoute};
 pub use repository::RepositoryPolicy;
 pub use request::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURNS, IntakeLimits, MAX_MAX_TURNS, MIN_MAX_TURNS, RunRequest,

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_TURNS: u32 = 2;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 100 * 1024;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// The largest `max_budget_usd` a run may ask for.
+pub const MAX_BUDGET_USD: f64 = 10_000.0;
 
 /// The body of `POST /agent/claude-code/{workflow}/run`, as sent. Unknown fields are refused so
 /// a typo (`max_turn`) is an error, not a silently ignored setting.
@@ -40,6 +42,9 @@ pub struct RunRequest {
     /// Overrides the workflow's `auto_commit`.
     #[serde(default)]
     pub auto_commit: Option<bool>,
+    /// The most the run may spend on the model, in US dollars.
+    #[serde(default)]
+    pub max_budget_usd: Option<f64>,
 }
 
 /// Limits that a deployment configures.
@@ -74,6 +79,8 @@ pub struct ValidRunRequest {
     pub metadata_json: Option<String>,
     /// Overrides the workflow's `auto_commit` when set.
     pub auto_commit: Option<bool>,
+    /// The budget for the CLI's `--max-budget-usd`, checked positive and bounded.
+    pub max_budget_usd: Option<f64>,
 }
 
 impl RunRequest {
@@ -115,6 +122,12 @@ impl RunRequest {
             }
             Some(_) => return Err(ValidationError::InvalidMetadata),
         };
+        let max_budget_usd = match self.max_budget_usd {
+            Some(usd) if !(usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD) => {
+                return Err(ValidationError::InvalidBudget);
+            }
+            budget => budget,
+        };
         Ok(ValidRunRequest {
             workflow: workflow.name.clone(),
             message: self.message,
@@ -124,6 +137,7 @@ impl RunRequest {
             repository_url,
             metadata_json,
             auto_commit: self.auto_commit,
+            max_budget_usd,
         })
     }
 }

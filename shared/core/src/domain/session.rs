@@ -155,11 +155,13 @@ impl Session {
         self.transcript_prefix.is_some()
     }
 
-    /// Folds a finished run in, and extends the expiry from now.
-    pub fn record(&mut self, used: &SessionUse, now: DateTime<Utc>, ttl: Duration) {
-        if let Some(run_id) = used.run_id
-            && !self.run_ids.contains(&run_id)
-        {
+    /// Folds a finished run in, and extends the expiry from now. A run already folded in (a
+    /// retried write) changes nothing: false.
+    pub fn record(&mut self, used: &SessionUse, now: DateTime<Utc>, ttl: Duration) -> bool {
+        if let Some(run_id) = used.run_id {
+            if self.run_ids.contains(&run_id) {
+                return false;
+            }
             self.run_ids.push(run_id);
         }
         if used.cli_session_id.is_some() {
@@ -175,6 +177,7 @@ impl Session {
         self.last_used_at = now;
         self.expires_at = now + ttl;
         self.version += 1;
+        true
     }
 }
 
@@ -238,13 +241,16 @@ mod tests {
             output_tokens: 20,
         };
         let later = Utc::now() + Duration::days(10);
-        s.record(&used, later, Duration::days(30));
-        s.record(&used, later, Duration::days(30));
+        assert!(s.record(&used, later, Duration::days(30)));
+        assert!(!s.record(&used, later + Duration::days(1), Duration::days(30)), "the same run again is a retry");
         assert_eq!(s.run_ids, vec![run], "a run is listed once");
-        assert_eq!((s.total_turns, s.input_tokens, s.output_tokens), (6, 20, 40));
+        assert_eq!((s.total_turns, s.input_tokens, s.output_tokens), (3, 10, 20), "and counted once");
         assert!(s.has_transcript());
         assert_eq!(s.cli_session_id, Some(cli));
         assert_eq!(s.expires_at, later + Duration::days(30));
-        assert_eq!(s.version, 3);
+        assert_eq!(s.version, 2);
+        let next = SessionUse { run_id: Some(RunId::new()), ..used };
+        assert!(s.record(&next, later, Duration::days(30)));
+        assert_eq!((s.run_ids.len(), s.total_turns, s.input_tokens), (2, 6, 20), "another run adds up");
     }
 }

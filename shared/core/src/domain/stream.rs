@@ -11,6 +11,8 @@ use super::{Frame, Owner, RunId, RunStatus};
 
 /// API Gateway refuses WebSocket messages above 32 KB; stay under with room for the envelope.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// What a part's `data` may take once it is escaped inside the part's JSON; the rest of the
+/// 32 KB is the envelope's.
 const PART_DATA_BYTES: usize = 24 * 1024;
 
 /// The messages a subscriber can be sent, each already serialized.
@@ -26,7 +28,10 @@ impl StreamMessages {
         if text.len() <= MAX_MESSAGE_BYTES {
             return vec![text];
         }
-        let chunks = split_utf8(&text, PART_DATA_BYTES);
+        // Budgeted by the size each chunk takes once escaped again inside `data`: quotes,
+        // backslashes and control characters grow there, so a quote-heavy frame would otherwise
+        // overflow the limit.
+        let chunks = split_escaped(&text, PART_DATA_BYTES);
         let parts = chunks.len();
         chunks
             .into_iter()
@@ -61,16 +66,29 @@ impl StreamMessages {
     }
 }
 
-fn split_utf8(text: &str, max: usize) -> Vec<&str> {
+/// The bytes `c` takes inside a JSON string as serde_json writes it.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `text` cut at character boundaries into pieces that each take at most `max` bytes escaped.
+fn split_escaped(text: &str, max: usize) -> Vec<&str> {
     let mut chunks = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let mut cut = rest.len().min(max);
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
+    let (mut start, mut size) = (0, 0);
+    for (at, c) in text.char_indices() {
+        let len = escaped_len(c);
+        if size + len > max && at > start {
+            chunks.push(&text[start..at]);
+            (start, size) = (at, 0);
         }
-        chunks.push(&rest[..cut]);
-        rest = &rest[cut..];
+        size += len;
+    }
+    if start < text.len() {
+        chunks.push(&text[start..]);
     }
     chunks
 }
@@ -158,20 +176,50 @@ mod tests {
         assert_eq!((m["type"].as_str(), m["seq"].as_u64()), (Some("frame"), Some(7)));
     }
 
-    #[test]
-    fn big_frames_split_into_parts_that_reassemble() {
-        let frame = frame_with(json!({"text": "é".repeat(100_000)}));
-        let messages = StreamMessages::frame(&frame);
-        assert!(messages.len() > 1);
+    /// Splits the frame and checks every part's size and the reassembled frame.
+    fn split_and_reassemble(frame: &Frame) -> usize {
+        let messages = StreamMessages::frame(frame);
         let mut whole = String::new();
         for (i, text) in messages.iter().enumerate() {
-            assert!(text.len() <= MAX_MESSAGE_BYTES);
+            assert!(text.len() <= MAX_MESSAGE_BYTES, "part {} is {} bytes", i + 1, text.len());
             let m: serde_json::Value = serde_json::from_str(text).unwrap();
+            if messages.len() == 1 {
+                return 1;
+            }
             assert_eq!((m["part"].as_u64(), m["parts"].as_u64()), (Some(i as u64 + 1), Some(messages.len() as u64)));
             whole.push_str(m["data"].as_str().unwrap());
         }
         let back: serde_json::Value = serde_json::from_str(&whole).unwrap();
-        assert_eq!(back["data"]["text"].as_str().unwrap().len(), "é".len() * 100_000);
+        assert_eq!(back["data"], frame.data_json());
+        messages.len()
+    }
+
+    #[test]
+    fn big_frames_split_into_parts_that_reassemble() {
+        assert!(split_and_reassemble(&frame_with(json!({"text": "é".repeat(100_000)}))) > 1);
+    }
+
+    #[test]
+    fn quote_and_newline_heavy_frames_stay_under_the_limit_in_every_part() {
+        let minified = json!({"rows": (0..3000).map(|i| json!({"k": i, "v": "x"})).collect::<Vec<_>>()}).to_string();
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&minified).unwrap()).unwrap();
+        let escaped_in_code = format!("let s = {};", serde_json::to_string(&minified).unwrap()).repeat(3);
+        let controls = "\u{1}\u{2}\"\\\n".repeat(20_000);
+        for text in [minified, pretty, escaped_in_code, controls] {
+            assert!(split_and_reassemble(&frame_with(json!({"text": text}))) > 1);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_frame_splits_into_parts_under_the_limit(
+            pattern in "[\"\\\\\n\t\u{1}\u{1f}é😀a-z {}:,]{1,64}",
+            times in 1usize..4000,
+        ) {
+            split_and_reassemble(&frame_with(json!({"text": pattern.repeat(times)})));
+        }
     }
 
     #[test]

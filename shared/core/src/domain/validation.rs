@@ -62,6 +62,9 @@ pub enum ValidationError {
         /// The limit, in bytes.
         max: usize,
     },
+    /// `max_budget_usd` is not a positive amount within the limit.
+    #[error("max_budget_usd must be a positive number of US dollars, at most 10000")]
+    InvalidBudget,
     /// The `Idempotency-Key` header is empty, too long, or has non-printable-ASCII bytes.
     #[error("Idempotency-Key must be 1-255 printable ASCII characters")]
     InvalidIdempotencyKey,
@@ -92,6 +95,7 @@ impl ValidationError {
             Self::RepositoryRequired => "repository_required",
             Self::InvalidMetadata => "invalid_metadata",
             Self::MetadataTooLarge { .. } => "metadata_too_large",
+            Self::InvalidBudget => "invalid_budget",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidCursor => "invalid_cursor",

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::claude::CliInvocation;
-use crate::domain::{DiffStats, Run, RunId, Session, Workflow};
+use crate::domain::{DiffStats, Redactor, Run, RunId, Session, Workflow};
 
 /// A prepared, isolated workspace for one run.
 #[derive(Clone, Debug)]
@@ -65,8 +65,10 @@ pub trait Transcripts: Send + Sync {
     /// (`transcript_missing`) when the store no longer has it.
     async fn restore(&self, session: &Session, workspace: &Workspace) -> Result<Uuid>;
     /// Uploads what the CLI wrote for `cli_session` in this workspace as the latest transcript of
-    /// the `lineage`. False if any of it could not be kept (the run still stands).
-    async fn keep(&self, lineage: Uuid, cli_session: Uuid, workspace: &Workspace) -> bool;
+    /// the `lineage`, with every secret `redactor` knows masked (tool results hold what commands
+    /// printed, `.env` values included). False if any of it could not be kept (the run still
+    /// stands).
+    async fn keep(&self, lineage: Uuid, cli_session: Uuid, workspace: &Workspace, redactor: &Redactor) -> bool;
 }
 
 /// One line of CLI output. `total_bytes` above `bytes.len()` means the line was cut at the cap.

@@ -5,6 +5,7 @@
 mod execution;
 mod keys;
 mod objects;
+mod replies;
 mod runs;
 mod sessions;
 mod streaming;
@@ -12,6 +13,7 @@ mod streaming;
 pub use execution::{Cli, CliProcess, OutputLine, PublishedChanges, Transcripts, Workspace, Workspaces};
 pub use keys::ApiKeyStore;
 pub use objects::ObjectStore;
+pub use replies::ReplyQueue;
 pub use runs::{Heartbeat, IdempotencyRecord, RunFilter, RunMessage, RunProjection, RunQueue, RunStore};
 pub use sessions::SessionStore;
 pub use streaming::{

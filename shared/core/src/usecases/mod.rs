@@ -4,6 +4,7 @@
 //! - execution: `RunExecutor` (claim, lease, workspace, CLI, outcome), `FrameRecorder`
 //!   (batching frames to the log and the sinks), `WebSocketFanout` (the live sink);
 //! - streaming: `StreamService` (connect, subscribe, replay, hand over to the executor);
+//! - orchestrators: `GenieService` (CloudEvent requests in, replies out);
 //! - upkeep: `Janitor` (expired sessions, lost executors, orphaned objects).
 
 mod auth;
@@ -11,6 +12,7 @@ mod courier;
 mod execute;
 mod fanout;
 mod frames;
+mod genie;
 mod janitor;
 mod optimistic;
 mod runs;
@@ -19,8 +21,9 @@ mod stream;
 
 pub use auth::Authenticator;
 pub use execute::{Disposition, ExecutorPorts, ExecutorSettings, RunExecutor};
-pub use fanout::WebSocketFanout;
+pub use fanout::{FanoutLimits, WebSocketFanout};
 pub use frames::{FrameRecorder, RecorderReport};
+pub use genie::{GenieService, StreamAccess};
 pub use janitor::{Janitor, JanitorReport};
 pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunService, Submitted};
 pub use sessions::{HistoryMessage, ReserveSession, SessionService};

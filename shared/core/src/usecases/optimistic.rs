@@ -95,3 +95,96 @@ where
     }
     Err(Error::Conflict)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Counter {
+        value: u32,
+        version: u64,
+    }
+
+    impl Versioned for Counter {
+        fn version(&self) -> u64 {
+            self.version
+        }
+    }
+
+    /// A record that someone else changes `interference` times before each of our writes lands.
+    struct Contended {
+        stored: Mutex<Counter>,
+        interference: Mutex<u32>,
+        writes: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl VersionedStore<Counter> for Contended {
+        async fn reload(&self, _: &Counter) -> Result<Counter> {
+            Ok(self.stored.lock().unwrap().clone())
+        }
+
+        async fn write(&self, next: &Counter, expected_version: u64) -> Result<()> {
+            *self.writes.lock().unwrap() += 1;
+            let mut stored = self.stored.lock().unwrap();
+            let mut interference = self.interference.lock().unwrap();
+            if *interference > 0 {
+                *interference -= 1;
+                stored.value += 100;
+                stored.version += 1;
+            }
+            if stored.version != expected_version {
+                return Err(Error::Conflict);
+            }
+            *stored = next.clone();
+            Ok(())
+        }
+    }
+
+    fn contended(interference: u32) -> Contended {
+        Contended {
+            stored: Mutex::new(Counter { value: 1, version: 1 }),
+            interference: Mutex::new(interference),
+            writes: Mutex::new(0),
+        }
+    }
+
+    fn increment(counter: &mut Counter) -> Result<Edit<u32>> {
+        counter.value += 1;
+        counter.version += 1;
+        Ok(Edit::Write(counter.value))
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_read_again_and_the_change_reapplied_on_the_winner() {
+        let store = contended(2);
+        let mut current = Counter { value: 1, version: 1 };
+        let value = update(&store, &mut current, increment).await.unwrap();
+        assert_eq!(value, 202, "applied on top of both concurrent changes, not over them");
+        assert_eq!(current, *store.stored.lock().unwrap());
+        assert_eq!(*store.writes.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_end_in_a_conflict() {
+        let store = contended(u32::MAX);
+        let mut current = Counter { value: 1, version: 1 };
+        let err = update(&store, &mut current, increment).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict), "{err}");
+        assert_eq!(err.code(), "concurrent_update");
+        assert_eq!(*store.writes.lock().unwrap(), ATTEMPTS as u32);
+    }
+
+    #[tokio::test]
+    async fn keep_writes_nothing_and_an_error_from_the_change_ends_it() {
+        let store = contended(0);
+        let mut current = Counter { value: 1, version: 1 };
+        assert_eq!(update(&store, &mut current, |c| Ok(Edit::Keep(c.value))).await.unwrap(), 1);
+        let refused = update(&store, &mut current, |_| Err::<Edit<()>, _>(Error::LeaseLost)).await;
+        assert!(matches!(refused, Err(Error::LeaseLost)));
+        assert_eq!(*store.writes.lock().unwrap(), 0);
+    }
+}

@@ -7,10 +7,10 @@ use sha2::{Digest, Sha256};
 
 use super::optimistic::{self, Edit};
 use crate::domain::{
-    CancelOutcome, IntakeLimits, Owner, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus, SessionRefusal,
-    ValidRunRequest, ValidationError, WorkflowRegistry, validate_idempotency_key,
+    CancelOutcome, IntakeLimits, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus,
+    SessionRefusal, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys, validate_idempotency_key,
 };
-use crate::ports::{IdempotencyRecord, Page, RunFilter, RunMessage, RunQueue, RunStore, SessionStore};
+use crate::ports::{IdempotencyRecord, ObjectStore, Page, RunFilter, RunMessage, RunQueue, RunStore, SessionStore};
 use crate::{Error, Result};
 
 /// How long an `Idempotency-Key` is remembered.
@@ -34,6 +34,7 @@ pub struct RunService {
     store: Arc<dyn RunStore>,
     sessions: Arc<dyn SessionStore>,
     queue: Arc<dyn RunQueue>,
+    objects: Arc<dyn ObjectStore>,
     workflows: Arc<WorkflowRegistry>,
     limits: IntakeLimits,
     repositories: RepositoryPolicy,
@@ -68,11 +69,31 @@ impl RunService {
         store: Arc<dyn RunStore>,
         sessions: Arc<dyn SessionStore>,
         queue: Arc<dyn RunQueue>,
+        objects: Arc<dyn ObjectStore>,
         workflows: Arc<WorkflowRegistry>,
         limits: IntakeLimits,
         repositories: RepositoryPolicy,
     ) -> Self {
-        Self { store, sessions, queue, workflows, limits, repositories }
+        Self { store, sessions, queue, objects, workflows, limits, repositories }
+    }
+
+    /// The workflows this deployment runs.
+    pub fn workflows(&self) -> &WorkflowRegistry {
+        &self.workflows
+    }
+
+    /// The run's frames as its complete log holds them, once it has ended (`output_not_ready`
+    /// before: the log is uploaded when the run ends). A run that never started has none.
+    pub async fn output(&self, owner: &Owner, run_id: &str) -> Result<(Run, Vec<serde_json::Value>)> {
+        let run = self.get(owner, run_id).await?;
+        if !run.status.is_terminal() {
+            return Err(Error::OutputNotReady(run.run_id.to_string()));
+        }
+        let Some(log) = self.objects.get(&object_keys::run_log(run.run_id)).await? else {
+            return Ok((run, Vec::new()));
+        };
+        let frames = String::from_utf8_lossy(&log).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        Ok((run, frames))
     }
 
     /// Whether a workflow by this name is deployed.
@@ -93,6 +114,7 @@ impl RunService {
         workflow: &str,
         request: RunRequest,
         idempotency_key: Option<&str>,
+        reply: Option<ReplyRoute>,
     ) -> Result<Submitted> {
         let workflow = self.workflows.get(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
         if let Some(key) = idempotency_key {
@@ -115,6 +137,7 @@ impl RunService {
         let fingerprint = fingerprint(&valid);
         let now = Utc::now();
         let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
+        run.reply = reply;
 
         // Two conditional writes, no transaction: claim the key for this run id, then create the
         // run. A retry that finds the key taken adopts the earlier run id, so a submission that
@@ -216,6 +239,7 @@ fn fingerprint(request: &ValidRunRequest) -> String {
         request.repository_url,
         request.metadata_json,
         request.auto_commit,
+        request.max_budget_usd,
     ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }

@@ -189,6 +189,12 @@ pub struct Run {
     /// The request's override of the workflow's `auto_commit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_commit: Option<bool>,
+    /// The most the run may spend on the model (the CLI's `--max-budget-usd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget_usd: Option<f64>,
+    /// Where the replies of a queue-submitted run go; `None` for HTTP runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<super::ReplyRoute>,
     /// Where the run is in its state machine.
     pub status: RunStatus,
     /// Someone asked to cancel the run; the executor's watchdog polls it.
@@ -310,6 +316,8 @@ impl Run {
             session_id: request.session_id,
             metadata_json: request.metadata_json,
             auto_commit: request.auto_commit,
+            max_budget_usd: request.max_budget_usd,
+            reply: None,
             idempotency_key,
             status: RunStatus::Queued,
             cancel_requested: false,

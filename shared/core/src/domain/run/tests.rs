@@ -13,6 +13,7 @@ pub(crate) fn run_in(status: RunStatus) -> Run {
         repository_url: "https://example.com/r.git".into(),
         metadata_json: None,
         auto_commit: None,
+        max_budget_usd: None,
     };
     Run { status, ..Run::queued(Owner::new("team-a"), request, None, Utc::now()) }
 }

@@ -6,14 +6,20 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::RunExecutor;
-use crate::domain::{DEFAULT_SESSION_TTL_DAYS, Run, RunOutcome, Session, SessionUse, object_keys};
+use crate::domain::{DEFAULT_SESSION_TTL_DAYS, Redactor, Run, RunOutcome, Session, SessionUse, object_keys};
 use crate::ports::Workspace;
 use crate::usecases::optimistic::{self, Edit};
 use crate::{Error, Result};
 
 impl RunExecutor {
     /// Workspace archive and session transcript to the artifact store; the run into its session.
-    pub(super) async fn keep_artifacts(&self, run: &Run, outcome: &RunOutcome, workspace: &Workspace) {
+    pub(super) async fn keep_artifacts(
+        &self,
+        run: &Run,
+        outcome: &RunOutcome,
+        workspace: &Workspace,
+        redactor: &Redactor,
+    ) {
         let run_id = run.run_id;
         match self.ports.workspaces.archive(workspace).await {
             Ok(path) => {
@@ -25,7 +31,7 @@ impl RunExecutor {
             Err(err) => tracing::error!(%run_id, error = %err, "archiving the workspace failed"),
         }
         let (Some(lineage), Some(cli_session)) = (run.session_id, outcome.session_id) else { return };
-        let kept = self.ports.transcripts.keep(lineage, cli_session, workspace).await;
+        let kept = self.ports.transcripts.keep(lineage, cli_session, workspace, redactor).await;
         let usage: serde_json::Value =
             outcome.usage_json.as_deref().and_then(|u| serde_json::from_str(u).ok()).unwrap_or_default();
         let used = SessionUse {
@@ -61,7 +67,7 @@ impl RunExecutor {
                     now,
                     ttl,
                 );
-                session.record(used, now, ttl);
+                let _ = session.record(used, now, ttl);
                 if sessions.create(&session).await? {
                     return self.link_cli_session(&session, used).await;
                 }
@@ -70,8 +76,7 @@ impl RunExecutor {
             }
         };
         optimistic::update(sessions, &mut session, |next| {
-            next.record(used, Utc::now(), ttl);
-            Ok(Edit::Write(()))
+            Ok(if next.record(used, Utc::now(), ttl) { Edit::Write(()) } else { Edit::Keep(()) })
         })
         .await?;
         self.link_cli_session(&session, used).await

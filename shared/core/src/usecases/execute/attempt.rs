@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::RunExecutor;
@@ -33,7 +32,7 @@ struct CliRun {
 }
 
 impl RunExecutor {
-    pub(super) async fn run_claimed(&self, run: &mut Run, lease: &Lease, started: tokio::time::Instant) -> Result<()> {
+    pub(super) async fn run_claimed(&self, run: &mut Run, lease: &Lease) -> Result<()> {
         let Some(workflow) = self.ports.workflows.get(&run.workflow).cloned() else {
             let error = RunError::new("unknown_workflow", format!("workflow {} is not deployed here", run.workflow));
             return self.fail(run, error).await;
@@ -42,7 +41,7 @@ impl RunExecutor {
             Ok(workspace) => workspace,
             Err(err) => return self.fail(run, err.into_run_error("workspace_failed")).await,
         };
-        let result = self.run_in_workspace(run, &workflow, &workspace, lease, started).await;
+        let result = self.run_in_workspace(run, &workflow, &workspace, lease).await;
         self.ports.workspaces.cleanup(&workspace, run.run_id).await;
         result
     }
@@ -53,7 +52,6 @@ impl RunExecutor {
         workflow: &Workflow,
         workspace: &Workspace,
         lease: &Lease,
-        started: tokio::time::Instant,
     ) -> Result<()> {
         let session = match self.session_mode(run, workspace).await {
             Ok(session) => session,
@@ -70,7 +68,8 @@ impl RunExecutor {
             // Asked while the workspace was being prepared (the re-read on conflict brought it).
             return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
         }
-        let cli = match self.run_cli(run, workflow, workspace, session, lease.stop.clone(), started).await {
+        let redactor = Redactor::new(workspace.secrets.iter().chain(&self.settings.secrets));
+        let cli = match self.run_cli(run, workflow, workspace, session, &redactor, lease).await {
             Ok(cli) => cli,
             Err(Error::RunFailed(error)) => return self.fail(run, error).await,
             Err(err) => return Err(err),
@@ -90,7 +89,7 @@ impl RunExecutor {
                 }
             }
         }
-        self.keep_artifacts(run, &outcome, workspace).await;
+        self.keep_artifacts(run, &outcome, workspace, &redactor).await;
         tracing::info!(run_id = %run.run_id, status = %outcome.status, frames = cli.summary.frames, "run finished");
         self.save(run, |r| {
             r.finish(outcome.clone(), Utc::now())?;
@@ -142,11 +141,13 @@ impl RunExecutor {
         workflow: &Workflow,
         workspace: &Workspace,
         session: SessionMode,
-        mut stop: watch::Receiver<Option<StopReason>>,
-        started: tokio::time::Instant,
+        redactor: &Redactor,
+        lease: &Lease,
     ) -> Result<CliRun> {
+        let mut stop = lease.stop.clone();
         let invocation =
-            CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone());
+            CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone())
+                .with_budget(run.max_budget_usd);
         let log = self.ports.frame_logs.open(workspace).await?;
         let log_path = log.path().to_path_buf();
         let recorder = FrameRecorder::start(self.ports.sinks.clone(), log, self.settings.frame_flush);
@@ -160,8 +161,7 @@ impl RunExecutor {
         // Counted from the claim: preparation and the CLI share one budget, so Lambda never
         // has to cut the run off.
         let time_limit = Duration::from_secs(workflow.config.timeout_seconds).min(self.settings.max_run_time);
-        let deadline = started + time_limit;
-        let redactor = Redactor::new(workspace.secrets.iter().chain(&self.settings.secrets));
+        let deadline = lease.started + time_limit;
         let mut summary = CliSummary::default();
         let mut seq = 0u64;
         let ended = loop {
@@ -170,8 +170,12 @@ impl RunExecutor {
                     Err(_) => break Ended::Idle,
                     Ok(Ok(Some(line))) => {
                         seq += 1;
+                        // Cut at the cap or not is decided before redaction: a secret replaced by a
+                        // shorter mask must not make a whole line look cut.
+                        let cut = line.total_bytes > line.bytes.len();
                         let bytes = redactor.bytes(line.bytes);
-                        let frame = Frame::from_line(run.run_id, seq, &bytes, line.total_bytes.max(bytes.len()), Utc::now());
+                        let total = if cut { line.total_bytes.max(bytes.len()) } else { bytes.len() };
+                        let frame = Frame::from_line(run.run_id, seq, &bytes, total, Utc::now());
                         if let FrameData::Json(data) = &frame.data {
                             summary.observe(&frame.kind, frame.subtype.as_deref(), data);
                         }

@@ -23,6 +23,8 @@ pub(super) enum StopReason {
 /// stops renewing its lease.
 pub(super) struct Lease {
     task: tokio::task::JoinHandle<()>,
+    /// When the run was claimed: its time budget counts from here.
+    pub started: tokio::time::Instant,
     /// `Some` once the run must stop.
     pub stop: watch::Receiver<Option<StopReason>>,
 }
@@ -32,7 +34,7 @@ impl Lease {
     pub fn hold(store: Arc<dyn RunStore>, run_id: RunId, executor: String, lease: Duration, every: Duration) -> Self {
         let (tx, stop) = watch::channel(None);
         let task = tokio::spawn(heartbeat(store, run_id, executor, lease, every, tx));
-        Self { task, stop }
+        Self { task, started: tokio::time::Instant::now(), stop }
     }
 
     /// The stop asked for so far, if any.

@@ -135,7 +135,6 @@ impl RunExecutor {
                 return Ok(Disposition::Done);
             }
         };
-        let started = tokio::time::Instant::now();
         tracing::info!(%run_id, workflow = %run.workflow, attempt = run.attempts, "claimed");
         let settings = &self.settings;
         let lease = Lease::hold(
@@ -145,7 +144,7 @@ impl RunExecutor {
             settings.lease,
             settings.heartbeat,
         );
-        let result = self.run_claimed(&mut run, &lease, started).await;
+        let result = self.run_claimed(&mut run, &lease).await;
         drop(lease);
         match &result {
             Err(Error::LeaseLost) => tracing::warn!(%run_id, "lease lost; the run is another executor's now"),

@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
-use self::subscriber::{Follower, Outgoing, QUEUE_BYTES, follow};
+pub use self::subscriber::FanoutLimits;
+use self::subscriber::{Follower, Outgoing, follow};
 use super::courier::Courier;
 use crate::Result;
 use crate::domain::{Frame, RunId, RunStatus, StreamMessages};
@@ -55,6 +56,7 @@ struct RunFanout {
 /// The executor's frame sink for WebSocket subscribers.
 pub struct WebSocketFanout {
     courier: Courier,
+    limits: FanoutLimits,
     runs: std::sync::Mutex<HashMap<RunId, RunFanout>>,
 }
 
@@ -65,8 +67,9 @@ impl WebSocketFanout {
         connections: Arc<dyn ConnectionStore>,
         gateway: Arc<dyn ConnectionGateway>,
         history: Arc<dyn FrameHistory>,
+        limits: FanoutLimits,
     ) -> Self {
-        Self { courier: Courier { gateway, connections, history }, runs: std::sync::Mutex::new(HashMap::new()) }
+        Self { courier: Courier { gateway, connections, history }, limits, runs: std::sync::Mutex::new(HashMap::new()) }
     }
 
     /// The run's followers, starting its refresher on first use.
@@ -75,10 +78,11 @@ impl WebSocketFanout {
         let run = runs.entry(run_id).or_insert_with(|| {
             let followers = Arc::new(Mutex::new(Followers::default()));
             let stop = Arc::new(tokio::sync::Notify::new());
-            let (courier, watched, stopped) = (self.courier.clone(), followers.clone(), stop.clone());
+            let (courier, limits) = (self.courier.clone(), self.limits);
+            let (watched, stopped) = (followers.clone(), stop.clone());
             let refresher = tokio::spawn(async move {
                 loop {
-                    refresh(&courier, run_id, &watched).await;
+                    refresh(&courier, limits, run_id, &watched).await;
                     tokio::select! {
                         () = stopped.notified() => return,
                         () = tokio::time::sleep(REFRESH) => {}
@@ -106,7 +110,7 @@ impl WebSocketFanout {
 
 /// Re-reads the run's subscribers: adopts new subscriptions, forgets ended ones. False if the
 /// list could not be read or a subscription could not be adopted (a later look retries).
-async fn refresh(courier: &Courier, run_id: RunId, followers: &Mutex<Followers>) -> bool {
+async fn refresh(courier: &Courier, limits: FanoutLimits, run_id: RunId, followers: &Mutex<Followers>) -> bool {
     let current: Vec<Subscriber> = match courier.connections.subscribers(run_id).await {
         Ok(found) => found,
         Err(err) => {
@@ -140,7 +144,7 @@ async fn refresh(courier: &Courier, run_id: RunId, followers: &Mutex<Followers>)
                 // Started under the lock: every frame published from here on is queued for it,
                 // and every earlier one is already in the log it starts from.
                 let mut state = followers.lock().await;
-                let follower = follow(courier, run_id, connection_id.clone(), &subscription);
+                let follower = follow(courier, limits, run_id, connection_id.clone(), &subscription);
                 if let Some(replaced) = state.by_connection.insert(connection_id, follower) {
                     replaced.task.abort();
                 }
@@ -158,12 +162,12 @@ async fn refresh(courier: &Courier, run_id: RunId, followers: &Mutex<Followers>)
 }
 
 impl Followers {
-    fn enqueue(&mut self, frame: &Frame) {
+    fn enqueue(&mut self, frame: &Frame, queue_bytes: usize) {
         let messages = Arc::new(StreamMessages::frame(frame));
         let bytes = messages.iter().map(String::len).sum::<usize>();
         self.by_connection.retain(|_, follower| {
             let progress = &follower.progress;
-            if progress.queued_bytes.load(Ordering::Acquire) + bytes > QUEUE_BYTES {
+            if progress.queued_bytes.load(Ordering::Acquire) + bytes > queue_bytes {
                 progress.behind.store(true, Ordering::Release);
                 return true;
             }
@@ -195,7 +199,7 @@ impl FrameSink for WebSocketFanout {
         for frame in frames {
             state.last_seq = state.last_seq.max(frame.seq);
             if !state.by_connection.is_empty() {
-                state.enqueue(frame);
+                state.enqueue(frame, self.limits.queue_bytes);
             }
         }
         Ok(())
@@ -208,7 +212,7 @@ impl FrameSink for WebSocketFanout {
         // The run is saved as ended: anyone subscribing from now on is served by the handler,
         // so this is the last look; it must not miss anyone.
         for attempt in 1..=FINAL_REFRESH_ATTEMPTS {
-            if refresh(&self.courier, run_id, &followers).await {
+            if refresh(&self.courier, self.limits, run_id, &followers).await {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200) * attempt).await;

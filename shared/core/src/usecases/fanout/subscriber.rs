@@ -13,11 +13,22 @@ use super::super::courier::Courier;
 use crate::domain::{RunId, StreamMessages};
 use crate::ports::Subscription;
 
-/// Bytes (and frames) queued per subscriber before it falls back to reading the frame log.
-pub(super) const QUEUE_BYTES: usize = 8 * 1024 * 1024;
-const QUEUE_FRAMES: usize = 4096;
-/// Heartbeat on an idle connection; API Gateway closes connections idle for 10 minutes.
-const HEARTBEAT: Duration = Duration::from_secs(60);
+/// How much a subscriber may have waiting, and how often an idle one hears from us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FanoutLimits {
+    /// Bytes queued per subscriber before it falls back to reading the frame log.
+    pub queue_bytes: usize,
+    /// Frames queued per subscriber before the same.
+    pub queue_frames: usize,
+    /// Heartbeat on an idle connection; API Gateway closes connections idle for 10 minutes.
+    pub heartbeat: Duration,
+}
+
+impl Default for FanoutLimits {
+    fn default() -> Self {
+        Self { queue_bytes: 8 * 1024 * 1024, queue_frames: 4096, heartbeat: Duration::from_secs(60) }
+    }
+}
 
 /// One frame (all its parts) on its way to a subscriber.
 pub(super) struct Outgoing {
@@ -47,10 +58,22 @@ pub(super) struct Follower {
 }
 
 /// Starts delivering to an adopted subscription, from its cursor.
-pub(super) fn follow(courier: &Courier, run_id: RunId, connection_id: String, subscription: &Subscription) -> Follower {
-    let (queue, rx) = mpsc::channel(QUEUE_FRAMES);
+pub(super) fn follow(
+    courier: &Courier,
+    limits: FanoutLimits,
+    run_id: RunId,
+    connection_id: String,
+    subscription: &Subscription,
+) -> Follower {
+    let (queue, rx) = mpsc::channel(limits.queue_frames.max(1));
     let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
-    let delivery = SubscriberTask { courier: courier.clone(), run_id, connection_id, progress: progress.clone() };
+    let delivery = SubscriberTask {
+        courier: courier.clone(),
+        heartbeat: limits.heartbeat,
+        run_id,
+        connection_id,
+        progress: progress.clone(),
+    };
     let task = tokio::spawn(delivery.run(rx));
     Follower { subscription: subscription.id, queue, progress, task }
 }
@@ -59,6 +82,7 @@ pub(super) fn follow(courier: &Courier, run_id: RunId, connection_id: String, su
 /// (skipping any the log already gave it), heartbeating when idle; the end once the run is over.
 struct SubscriberTask {
     courier: Courier,
+    heartbeat: Duration,
     run_id: RunId,
     connection_id: String,
     progress: Arc<Progress>,
@@ -75,7 +99,7 @@ impl SubscriberTask {
             return;
         }
         loop {
-            let delivered = match tokio::time::timeout(HEARTBEAT, queue.recv()).await {
+            let delivered = match tokio::time::timeout(self.heartbeat, queue.recv()).await {
                 Ok(Some(outgoing)) => self.send(outgoing).await,
                 // The queue closed: the run ended (or this executor let go of it).
                 Ok(None) => {
