@@ -391,3 +391,74 @@ async fn an_executor_that_loses_its_lease_hands_its_subscribers_to_the_next() {
     assert_eq!(f.status(&run_id).await["error"]["code"], "executor_lost");
     f.stop().await;
 }
+
+#[tokio::test]
+async fn live_frames_do_not_wait_for_persistence() {
+    let turns = vec![slow(Turn::write("a.txt", "a")), Turn::text("done")];
+    let f = RunnerFixture::start(turns, &[], true).await;
+    let run_id = f.submit("implement", json!({"message": "x", "branch": "main"})).await;
+    let mut client = subscribed(&f, &run_id, 0).await;
+    let handed_over =
+        e2e::TestStack::eventually(WAIT, || async { (f.t.stack.websocket_invocations_in_flight() == 0).then_some(()) })
+            .await;
+    assert!(handed_over.is_some(), "the subscribe handler is done");
+
+    // Postgres takes no frame while this lock is held (reads still work).
+    let mut stall = f.t.stack.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE claude_cli_outputs IN EXCLUSIVE MODE").execute(&mut *stall).await.unwrap();
+    let stored_count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM claude_cli_outputs WHERE run_id = $1")
+            .bind(uuid::Uuid::parse_str(&run_id).unwrap())
+            .fetch_one(&f.t.stack.pool)
+            .await
+            .unwrap()
+    };
+    let stored_before = stored_count().await;
+    let mut live = Vec::new();
+    while live.last().is_none_or(|frame: &Value| frame["kind"] != "result") {
+        live.push(client.next_frame(WAIT).await.expect("live frames while persistence is stalled"));
+    }
+    assert_eq!(stored_count().await, stored_before, "persistence was stalled all along");
+    let newest = live.last().unwrap()["seq"].as_i64().unwrap();
+    assert!(newest > stored_before, "frames the store did not have came live: {newest} > {stored_before}");
+    stall.rollback().await.unwrap();
+
+    let rest = client.frames_until_end(WAIT).await;
+    let stored: Vec<u64> = f.frames(&run_id).await.iter().map(|fr| fr.0 as u64).collect();
+    assert_eq!([seqs(&live), seqs(&rest)].concat(), stored, "and nothing was lost or repeated");
+    assert_eq!(rest.last().unwrap()["status"], "completed");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn subscribers_before_the_cli_starts_mid_run_after_the_result_and_after_the_end_get_every_frame_once() {
+    let turns = vec![slow(Turn::write("a.txt", "a")), slow(Turn::write("b.txt", "b")), slow(Turn::text("done"))];
+    let f = RunnerFixture::start(turns, &[], true).await;
+    let run_id = f.submit("implement", json!({"message": "Two files", "branch": "main"})).await;
+    let mut first = subscribed(&f, &run_id, 0).await; // queued: the CLI has not started
+    let mut seen = Vec::new();
+    let mut joined = Vec::new();
+    loop {
+        let frame = first.next_frame(WAIT).await.expect("frames until the end");
+        let kind = frame["kind"].as_str().unwrap_or_default().to_owned();
+        seen.push(frame);
+        if seen.len() == 2 {
+            joined.push(("mid-run", subscribed(&f, &run_id, 0).await));
+        }
+        if kind == "result" {
+            joined.push(("after the result", subscribed(&f, &run_id, 0).await));
+        }
+        if kind == "end" {
+            break;
+        }
+    }
+    joined.push(("after the end", subscribed(&f, &run_id, 0).await));
+    let stored: Vec<u64> = f.frames(&run_id).await.iter().map(|fr| fr.0 as u64).collect();
+    assert_eq!(seqs(&seen), stored, "before the CLI started");
+    for (when, mut client) in joined {
+        let frames = client.frames_until_end(WAIT).await;
+        assert_eq!(seqs(&frames), stored, "{when}: every frame once, in order");
+        assert_eq!(frames.last().unwrap()["status"], "completed", "{when}");
+    }
+    f.stop().await;
+}

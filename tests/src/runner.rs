@@ -37,7 +37,6 @@ impl RunnerFixture {
             ("WORKSPACE_ROOT".to_owned(), workspace_root.path().join("runs").display().to_string()),
             // Each test its own mirror cache: nothing leaks between tests through it.
             ("REPO_CACHE_DIR".to_owned(), workspace_root.path().join("cache").display().to_string()),
-            ("FRAME_FLUSH_MS".to_owned(), "50".to_owned()),
             ("LEASE_SECONDS".to_owned(), "4".to_owned()),
             ("HEARTBEAT_SECONDS".to_owned(), "1".to_owned()),
             ("IDLE_TIMEOUT_SECONDS".to_owned(), "60".to_owned()),

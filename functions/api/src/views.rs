@@ -79,6 +79,7 @@ pub struct RunView {
     exit_code: Option<i32>,
     commits: Vec<String>,
     diff_stats: Option<DiffStats>,
+    timings: Option<runner_core::domain::RunTimings>,
 }
 
 /// A run in a listing: what a dashboard row needs.
@@ -133,6 +134,7 @@ impl From<&Run> for RunView {
             exit_code: run.exit_code,
             commits: run.commits.clone(),
             diff_stats: run.diff_stats,
+            timings: run.timings.clone(),
         }
     }
 }

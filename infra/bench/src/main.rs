@@ -5,11 +5,16 @@
 //! - the executor's own peak RSS (VmHWM of this process) while it runs real CLI runs;
 //! - live streaming latency, CLI line → WebSocket client, p50/p99 with 1 and 50 concurrent runs.
 //!
+//! - the service at scale without model processes: 50 and 200 concurrent runs of a recorded run
+//!   replayed by `claude-replay` (infra/replay) at its recorded pace: latency, lost or repeated
+//!   frames, memory.
+//!
 //! - what a resume adds to a run (transcript restore + the CLI loading it), and how many succeed.
 //!
 //! - a Genie queue request → its terminal reply, beside HTTP submit → `completed`, same run.
 //!
-//! `cargo xtask bench [workspace|memory|streaming|resume|genie]` runs all or some.
+//! `cargo xtask bench [workspace|memory|streaming|replay|resume|genie]` runs all or some. `replay`
+//! needs the `claude-replay` binary beside this one (`cargo xtask bench` builds it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -121,8 +126,13 @@ struct BenchEnv<'a> {
 }
 
 impl BenchEnv<'_> {
+    /// The executor's options with the real CLI.
     fn executor_options(&self, concurrency: usize) -> ExecutorOptions {
-        let claude = repo_root().join(".tools/npm/node_modules/.bin/claude");
+        self.executor_options_with(concurrency, &repo_root().join(".tools/npm/node_modules/.bin/claude"))
+    }
+
+    /// The executor's options with `claude` as `CLAUDE_BIN` (the real CLI or a stand-in for it).
+    fn executor_options_with(&self, concurrency: usize, claude: &Path) -> ExecutorOptions {
         ExecutorOptions {
             environment: HashMap::from([
                 ("CLAUDE_BIN".into(), claude.display().to_string()),
@@ -136,6 +146,11 @@ impl BenchEnv<'_> {
 
     /// A stack named `name`; with `poll_queue` its executor runs `concurrency` runs at once.
     async fn stack(&self, name: &str, concurrency: usize, poll_queue: bool) -> Result<LocalStack> {
+        self.stack_with(name, poll_queue.then(|| self.executor_options(concurrency))).await
+    }
+
+    /// A stack named `name` whose queue poller runs an executor with `executor`, if given.
+    async fn stack_with(&self, name: &str, executor: Option<ExecutorOptions>) -> Result<LocalStack> {
         let database_url = create_database(&self.postgres.url, name).await?;
         Ok(LocalStack::start(StackOptions {
             aws_endpoint: self.emulator.endpoint.clone(),
@@ -150,7 +165,7 @@ impl BenchEnv<'_> {
             ]),
             ws_client_buffer: local::websocket::DEFAULT_CLIENT_BUFFER,
             janitor_every: None,
-            executor: poll_queue.then(|| self.executor_options(concurrency)),
+            executor,
         })
         .await?)
     }
@@ -215,9 +230,21 @@ async fn rss_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     anyhow::Ok(())
 }
 
-/// Milliseconds from the executor reading a CLI line (the frame's `ts`) to a WebSocket client
-/// receiving it, for `runs` concurrent runs with one subscriber each.
-async fn latency_bench(stack: &LocalStack, runs: usize) -> Result<Vec<f64>> {
+/// What one WebSocket subscriber saw of its run, from `after_seq` 0 to the `end` frame.
+struct Followed {
+    run_id: String,
+    /// Milliseconds from the executor reading a CLI line (the frame's `ts`) to this client
+    /// receiving it, for the frames produced after the subscription: replayed ones measure nothing.
+    latencies: Vec<f64>,
+    /// The `seq` of every frame received, replayed or live, in arrival order; `end` excluded.
+    seqs: Vec<u64>,
+    /// Whether the `end` frame came (rather than 120 s of silence).
+    ended: bool,
+}
+
+/// Submits `runs` runs and subscribes one WebSocket client to each right after its submit;
+/// returns what each client saw, once every one has its `end` (or gave up after 120 s of silence).
+async fn follow_runs(stack: &LocalStack, runs: usize) -> Result<Vec<Followed>> {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -232,35 +259,59 @@ async fn latency_bench(stack: &LocalStack, runs: usize) -> Result<Vec<f64>> {
             .send(Message::Text(serde_json::json!({"action": "subscribe", "run_id": run_id}).to_string().into()))
             .await?;
         followers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut seen = Followed { run_id, latencies: Vec::new(), seqs: Vec::new(), ended: false };
             let subscribed_at = Utc::now();
             while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(120), socket.next()).await {
                 let received = Utc::now();
                 let Message::Text(text) = message else { continue };
                 let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                // A frame too big for one message comes in parts: it counts once, at its last part.
+                if frame["type"] == "frame_part" {
+                    if frame["part"] == frame["parts"]
+                        && let Some(seq) = frame["seq"].as_u64()
+                    {
+                        seen.seqs.push(seq);
+                    }
+                    continue;
+                }
                 if frame["type"] != "frame" {
                     continue;
                 }
                 if frame["kind"] == "end" {
+                    seen.ended = true;
                     break;
+                }
+                if let Some(seq) = frame["seq"].as_u64() {
+                    seen.seqs.push(seq);
                 }
                 let Some(ts) = frame["ts"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok()) else {
                     continue;
                 };
-                // Only frames produced after the subscription count: replayed ones measure nothing.
                 if ts > subscribed_at {
-                    latencies.push((received - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                    seen.latencies.push((received - ts).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                 }
             }
-            latencies
+            seen
         }));
     }
-    let mut all = Vec::new();
+    let mut followed = Vec::new();
     for follower in followers {
-        all.extend(follower.await?);
+        followed.push(follower.await?);
     }
+    Ok(followed)
+}
+
+/// Milliseconds from the executor reading a CLI line (the frame's `ts`) to a WebSocket client
+/// receiving it, for `runs` concurrent runs with one subscriber each; sorted.
+async fn latency_bench(stack: &LocalStack, runs: usize) -> Result<Vec<f64>> {
+    let mut all: Vec<f64> = follow_runs(stack, runs).await?.into_iter().flat_map(|run| run.latencies).collect();
     all.sort_by(|a, b| a.total_cmp(b));
     Ok(all)
+}
+
+/// The value at quantile `q` (0 to 1) of `sorted`, which is not empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// A bare repository with one file: benchmarks about streaming should not measure checkouts.
@@ -291,7 +342,7 @@ async fn streaming_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()
         let wall = started.elapsed();
         stack.shutdown().await;
         ensure!(!latencies.is_empty(), "no live frames measured");
-        let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        let pick = |q: f64| quantile(&latencies, q);
         table.push((runs, latencies.len(), pick(0.5), pick(0.99), *latencies.last().unwrap(), wall));
     }
     println!("\nLive streaming latency: CLI line read by the executor → WebSocket client (scripted model)");
@@ -301,6 +352,115 @@ async fn streaming_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()
         println!("| {runs:15} | {frames:11} | {p50:7.1} | {p99:7.1} | {max:7.1} | {:6.1} |", wall.as_secs_f64());
     }
     model.stop();
+    anyhow::Ok(())
+}
+
+/// The `claude-replay` binary beside this one (`cargo xtask bench` builds both); when it is
+/// missing, built here into the same directory.
+fn replay_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the benchmark binary's directory")?;
+    let binary = dir.join("claude-replay");
+    if !binary.exists() {
+        // target/debug holds the dev profile's output; target/release, the bench and release ones.
+        let profile = match dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") => "dev",
+            Some("release") | None => "bench",
+            Some(other) => other,
+        };
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(repo_root())
+            .args(["build", "--quiet", "--profile", profile, "-p", "claude-replay"])
+            .status()?;
+        ensure!(status.success(), "building claude-replay failed");
+    }
+    ensure!(binary.exists(), "{} is missing: `cargo build --profile bench -p claude-replay`", binary.display());
+    Ok(binary)
+}
+
+/// A `CLAUDE_BIN` that replays `recording` at `pace`. The executor gives the CLI a scrubbed
+/// environment and its own arguments, so the replay's options live in this script.
+fn replay_wrapper(dir: &Path, binary: &Path, recording: &Path, pace: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let quoted = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', r"'\''"));
+    let script = dir.join(format!("claude-replay-{pace}"));
+    let body =
+        format!("#!/bin/sh\nexec {} --recording {} --pace {pace} -- \"$@\"\n", quoted(binary), quoted(recording));
+    std::fs::write(&script, body)?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(script)
+}
+
+/// The service at scale without model processes: 50 and 200 concurrent runs (executor
+/// concurrency = runs) of a recorded chatty run, replayed by `claude-replay` at its recorded
+/// pace, one WebSocket subscriber each. Frames received are checked against those stored.
+async fn replay_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    let binary = replay_binary()?;
+    let recording = repo_root().join("infra/replay/recordings/chatty-run.ndjson");
+    let lines = std::fs::read_to_string(&recording)?.lines().filter(|line| !line.trim().is_empty()).count();
+    let origin = tempfile::tempdir()?;
+    let url = small_repository(origin.path())?;
+    let workspaces = tempfile::tempdir()?;
+    let claude = replay_wrapper(workspaces.path(), &binary, &recording, "recorded")?;
+    // Nothing listens there: the replay never calls a model.
+    let model_url = "http://127.0.0.1:9".to_owned();
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url, workspaces: workspaces.path() };
+    let mut table = Vec::new();
+    for runs in [50usize, 200] {
+        let stack = env.stack_with(&format!("replay{runs}"), Some(env.executor_options_with(runs, &claude))).await?;
+        let baseline = vm_hwm_kib();
+        let started = Instant::now();
+        let followed = follow_runs(&stack, runs).await?;
+        let wall = started.elapsed();
+        let peak = vm_hwm_kib();
+        let rows: Vec<(uuid::Uuid, i64)> =
+            sqlx::query_as("SELECT run_id, sequence_number FROM claude_cli_outputs").fetch_all(&stack.pool).await?;
+        stack.shutdown().await;
+        let mut stored: HashMap<uuid::Uuid, Vec<u64>> = HashMap::new();
+        for (id, seq) in rows {
+            stored.entry(id).or_default().push(seq as u64);
+        }
+        let (mut ended, mut stored_frames, mut received, mut lost, mut repeated) = (0usize, 0u64, 0u64, 0u64, 0u64);
+        let mut latencies = Vec::new();
+        for run in followed {
+            let id: uuid::Uuid = run.run_id.parse()?;
+            let here = stored.get(&id).map(Vec::as_slice).unwrap_or_default();
+            let mut distinct = run.seqs.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            ended += usize::from(run.ended);
+            stored_frames += here.len() as u64;
+            received += run.seqs.len() as u64;
+            repeated += (run.seqs.len() - distinct.len()) as u64;
+            // Lost: stored, and never received by the run's subscriber.
+            lost += here.iter().filter(|&&seq| distinct.binary_search(&seq).is_err()).count() as u64;
+            latencies.extend(run.latencies);
+        }
+        ensure!(!latencies.is_empty(), "no live frames measured with {runs} runs");
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let (p50, p99, max) = (quantile(&latencies, 0.5), quantile(&latencies, 0.99), latencies[latencies.len() - 1]);
+        let (live, wall, growth) = (latencies.len(), wall.as_secs_f64(), peak.saturating_sub(baseline) as f64 / 1024.0);
+        table.push(format!(
+            "| {runs:15} | {ended:5} | {stored_frames:13} | {received:8} | {lost:4} | {repeated:8} | {live:11} \
+             | {p50:7.1} | {p99:7.1} | {max:7.1} | {wall:6.1} | {growth:8.1} MiB |"
+        ));
+    }
+    println!(
+        "\nAt scale without model processes: a recorded {lines}-line run replayed at its pace by claude-replay, \
+         one WebSocket subscriber per run; latency is CLI line read by the executor → client, live frames only"
+    );
+    println!(
+        "| concurrent runs | ended | frames stored | received | lost | repeated | live frames \
+         |  p50 ms |  p99 ms |  max ms | wall s | VmHWM growth |"
+    );
+    println!(
+        "|----------------:|------:|--------------:|---------:|-----:|---------:|------------:\
+         |--------:|--------:|--------:|-------:|-------------:|"
+    );
+    for row in table {
+        println!("{row}");
+    }
+    println!("(VmHWM is this process's peak: a row's growth is over all peaks before it, the stack's included.)");
     anyhow::Ok(())
 }
 
@@ -469,6 +629,9 @@ async fn main() -> Result<()> {
         }
         if wants("streaming") {
             streaming_bench(&emulator, &postgres).await?;
+        }
+        if wants("replay") {
+            replay_bench(&emulator, &postgres).await?;
         }
         if wants("resume") {
             resume_bench(&emulator, &postgres).await?;

@@ -56,7 +56,8 @@ pub async fn provision(
     let mut physical = HashMap::new();
     let name_for =
         |props: &Value, name_key: &str, id: &str, physical: &HashMap<String, Physical>| match props.get(name_key) {
-            Some(v) => Resolver { stack_name, region: REGION, physical, parameters }.resolve(v),
+            Some(v) => Resolver { stack_name, region: REGION, physical, parameters, conditions: template.conditions() }
+                .resolve(v),
             None => Ok(format!("{stack_name}-{id}")),
         };
 
@@ -142,7 +143,13 @@ pub async fn provision(
             }
         }
         if let Some(redrive) = props.get("RedrivePolicy") {
-            let resolver = Resolver { stack_name, region: REGION, physical: &physical, parameters };
+            let resolver = Resolver {
+                stack_name,
+                region: REGION,
+                physical: &physical,
+                parameters,
+                conditions: template.conditions(),
+            };
             let target = resolver.resolve(redrive.get("deadLetterTargetArn").unwrap_or(&Value::Null))?;
             let max = text(redrive, "maxReceiveCount").unwrap_or("3".into());
             let policy = serde_json::json!({"deadLetterTargetArn": target, "maxReceiveCount": max}).to_string();

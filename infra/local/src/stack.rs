@@ -147,6 +147,7 @@ impl LocalStack {
             stack_name: &options.stack_name,
             region: "us-east-1",
             physical: &resources,
+            conditions: template.conditions(),
             parameters: &parameters,
         };
         let environment = |function: &str| -> Result<BTreeMap<String, String>, LocalError> {

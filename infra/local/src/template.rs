@@ -11,6 +11,7 @@ use crate::LocalError;
 pub struct Template {
     resources: serde_yaml::Mapping,
     parameters: serde_yaml::Mapping,
+    conditions: serde_yaml::Mapping,
     globals_env: serde_yaml::Mapping,
 }
 
@@ -29,6 +30,7 @@ pub struct Resolver<'a> {
     pub region: &'a str,
     pub physical: &'a HashMap<String, Physical>,
     pub parameters: &'a HashMap<String, String>,
+    pub conditions: &'a serde_yaml::Mapping,
 }
 
 fn mapping(value: Option<&Value>) -> serde_yaml::Mapping {
@@ -45,7 +47,17 @@ impl Template {
                 .and_then(|f| f.get("Environment"))
                 .and_then(|e| e.get("Variables")),
         );
-        Ok(Self { resources: mapping(doc.get("Resources")), parameters: mapping(doc.get("Parameters")), globals_env })
+        Ok(Self {
+            resources: mapping(doc.get("Resources")),
+            parameters: mapping(doc.get("Parameters")),
+            conditions: mapping(doc.get("Conditions")),
+            globals_env,
+        })
+    }
+
+    /// The template's `Conditions`, for `!If` and `!Condition`.
+    pub fn conditions(&self) -> &serde_yaml::Mapping {
+        &self.conditions
     }
 
     /// Logical ids and properties of every resource of `kind`, in template order.
@@ -122,6 +134,30 @@ impl Resolver<'_> {
                         self.attribute(id, attribute)
                     }
                     "Sub" => self.substitute(arg.as_str().unwrap_or_default()),
+                    "If" => {
+                        let branches = arg.as_sequence().filter(|b| b.len() == 3);
+                        let branches = branches.ok_or_else(|| LocalError::Template(format!("bad !If {arg:?}")))?;
+                        let chosen = if self.condition(branches[0].as_str().unwrap_or_default())? {
+                            &branches[1]
+                        } else {
+                            &branches[2]
+                        };
+                        self.resolve(chosen)
+                    }
+                    "Join" => {
+                        let parts = arg.as_sequence().filter(|p| p.len() == 2);
+                        let parts = parts.ok_or_else(|| LocalError::Template(format!("bad !Join {arg:?}")))?;
+                        let delimiter = parts[0].as_str().unwrap_or_default();
+                        match parts[1].as_sequence() {
+                            Some(items) => {
+                                let items: Result<Vec<String>, LocalError> =
+                                    items.iter().map(|i| self.resolve(i)).collect();
+                                Ok(items?.join(delimiter))
+                            }
+                            // A list parameter resolves to its comma-separated text.
+                            None => Ok(self.resolve(&parts[1])?.split(',').collect::<Vec<_>>().join(delimiter)),
+                        }
+                    }
                     other => Err(LocalError::Template(format!("intrinsic !{other} is not supported locally"))),
                 }
             }
@@ -137,8 +173,42 @@ impl Resolver<'_> {
         }
     }
 
+    /// Whether the named condition holds, with these parameters.
+    fn condition(&self, name: &str) -> Result<bool, LocalError> {
+        let expression = self
+            .conditions
+            .get(name)
+            .ok_or_else(|| LocalError::Template(format!("condition {name} is not defined")))?;
+        self.holds(expression)
+    }
+
+    fn holds(&self, expression: &Value) -> Result<bool, LocalError> {
+        let (function, arg) = match expression {
+            Value::Tagged(tagged) => (tagged.tag.to_string().trim_start_matches('!').to_owned(), tagged.value.clone()),
+            Value::Mapping(m) if m.len() == 1 => {
+                let (key, arg) = m.iter().next().expect("one entry");
+                (key.as_str().unwrap_or_default().trim_start_matches("Fn::").to_owned(), arg.clone())
+            }
+            other => return Err(LocalError::Template(format!("not a condition: {other:?}"))),
+        };
+        let args = || arg.as_sequence().cloned().unwrap_or_default();
+        match function.as_str() {
+            "Equals" => {
+                let args = args();
+                Ok(args.len() == 2 && self.resolve(&args[0])? == self.resolve(&args[1])?)
+            }
+            "Not" => Ok(!self.holds(args().first().unwrap_or(&Value::Null))?),
+            "And" => args().iter().try_fold(true, |all, a| Ok(all && self.holds(a)?)),
+            "Or" => args().iter().try_fold(false, |any, a| Ok(any || self.holds(a)?)),
+            "Condition" => self.condition(arg.as_str().unwrap_or_default()),
+            other => Err(LocalError::Template(format!("condition function {other} is not supported locally"))),
+        }
+    }
+
     fn reference(&self, name: &str) -> Result<String, LocalError> {
         match name {
+            // A property set to this is absent; locally, an empty value, which settings treat alike.
+            "AWS::NoValue" => Ok(String::new()),
             "AWS::StackName" => Ok(self.stack_name.to_owned()),
             "AWS::Region" => Ok(self.region.to_owned()),
             "AWS::AccountId" => Ok("123456789012".to_owned()),

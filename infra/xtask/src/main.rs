@@ -210,5 +210,7 @@ fn test(args: &[String]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     tools()?;
     claude_cli()?;
+    // The replay stand-in for `claude` (infra/replay), built next to the benchmark binary.
+    run(cargo().args(["build", "--quiet", "--profile", "bench", "-p", "claude-replay"]))?;
     run(cargo().args(["run", "--quiet", "--profile", "bench", "-p", "bench", "--"]).args(args))
 }

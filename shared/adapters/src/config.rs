@@ -142,7 +142,6 @@ impl ExecutorConfig {
             idle_timeout: seconds("IDLE_TIMEOUT_SECONDS", defaults.idle_timeout)?,
             max_run_time: seconds("MAX_RUN_SECONDS", defaults.max_run_time)?,
             stop_grace: seconds("STOP_GRACE_SECONDS", defaults.stop_grace)?,
-            frame_flush: Duration::from_millis(number("FRAME_FLUSH_MS", defaults.frame_flush.as_millis() as u64)?),
             secrets: optional("ANTHROPIC_API_KEY").into_iter().collect(),
             // Days, like `Settings::session_ttl_days` reads it.
             session_ttl: Duration::from_secs(
@@ -174,6 +173,7 @@ impl ExecutorConfig {
                 queue_bytes: number("FANOUT_QUEUE_BYTES", fanout_defaults.queue_bytes as u64)? as usize,
                 queue_frames: number("FANOUT_QUEUE_FRAMES", fanout_defaults.queue_frames as u64)? as usize,
                 heartbeat: seconds("STREAM_HEARTBEAT_SECONDS", fanout_defaults.heartbeat)?,
+                recent_bytes: number("FANOUT_RECENT_BYTES", fanout_defaults.recent_bytes as u64)? as usize,
             },
         })
     }

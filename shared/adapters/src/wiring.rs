@@ -187,8 +187,8 @@ impl Wiring {
         );
         let frames = Arc::new(PgFrameStore::new(pool));
         let mut sinks: Vec<Arc<dyn FrameSink>> = vec![frames.clone()];
-        // After the frame store: a frame is stored before any subscriber sees it, so a subscriber
-        // that catches up from the store misses nothing.
+        // Live: subscribers get each frame as it is read, before the store has it; what they
+        // missed comes from the fan-out's memory of the run, or the store for older frames.
         if let (Some(table), Some(management_url)) = (&config.connections_table, &config.management_url) {
             let (connections, gateway) = (self.connections(table), self.gateway(management_url));
             sinks.push(Arc::new(WebSocketFanout::new(connections, gateway, frames, config.fanout)));

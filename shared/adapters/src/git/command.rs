@@ -43,6 +43,8 @@ pub(super) async fn git(
     // The CLI can write anything into the checkout, .git included: never run its hooks or
     // an fsmonitor command with the executor's environment.
     command.args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]);
+    // A checkout writes its files with as many workers as there are cores.
+    command.args(["-c", "checkout.workers=0"]);
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
     }

@@ -12,13 +12,23 @@ use runner_core::domain::object_keys;
 use runner_core::{Error, Result};
 
 impl GitWorkspaces {
-    /// The local mirror of `url`, created (or seeded from a bundle) if missing, then fetched.
-    pub(super) async fn mirror(&self, cache: &Path, url: &str) -> Result<PathBuf> {
+    /// The local mirror of `url`, created (or seeded from a bundle) if missing, then fetched —
+    /// unless `branch` has not moved, which one round trip tells.
+    pub(super) async fn mirror(&self, cache: &Path, url: &str, branch: &str) -> Result<PathBuf> {
         let hash = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
         let lock = self.mirror_locks.lock().await.entry(hash.clone()).or_default().clone();
         let _guard = lock.lock().await;
         let mirror = cache.join(format!("{hash}.git"));
         if mirror.join("HEAD").exists() {
+            let branch_ref = format!("refs/heads/{branch}");
+            let remote = git(Some(&mirror), &["ls-remote", "origin", &branch_ref], FETCH_TIMEOUT)
+                .await
+                .map_err(|f| f.unavailable(url))?;
+            let local = git(Some(&mirror), &["rev-parse", "--verify", "--quiet", &branch_ref], LOCAL_TIMEOUT).await;
+            let remote_head = remote.split_whitespace().next().unwrap_or_default();
+            if local.as_ref().is_ok_and(|head| head.trim() == remote_head) {
+                return Ok(mirror);
+            }
             git(Some(&mirror), &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT)
                 .await
                 .map_err(|f| f.unavailable(url))?;

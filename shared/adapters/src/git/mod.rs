@@ -84,6 +84,15 @@ impl Workspaces for GitWorkspaces {
 
     async fn archive(&self, workspace: &Workspace) -> Result<PathBuf> {
         let target = workspace.root.join("workspace.tar.zst");
+        // A checkout that borrows the mirror's objects (`--shared`) takes its own copy first, so
+        // the archive's repository stands on its own.
+        let alternates = workspace.work_dir.join(".git/objects/info/alternates");
+        if alternates.exists() {
+            git(Some(&workspace.work_dir), &["repack", "-a", "-d", "-q"], CLONE_TIMEOUT)
+                .await
+                .map_err(|f| f.internal("copy the borrowed objects"))?;
+            std::fs::remove_file(&alternates).map_err(|e| Error::dependency("archive the workspace", e))?;
+        }
         let (source, output) = (workspace.work_dir.clone(), target.clone());
         tokio::task::spawn_blocking(move || archive::write_archive(source, output))
             .await
@@ -137,7 +146,7 @@ impl GitWorkspaces {
         }
         let url = run.repository_url.as_str();
         let source = match &self.config.cache_dir {
-            Some(cache) => self.mirror(cache, url).await?.to_string_lossy().into_owned(),
+            Some(cache) => self.mirror(cache, url, run.branch.as_str()).await?.to_string_lossy().into_owned(),
             None => url.to_owned(),
         };
         let branch_ref = format!("refs/heads/{}", run.branch);
@@ -152,8 +161,10 @@ impl GitWorkspaces {
         }
         let work = workspace.work_dir.to_string_lossy().into_owned();
         let mut clone = vec!["clone", "--quiet", "--single-branch", "--no-tags", "--branch", run.branch.as_str()];
-        if self.config.cache_dir.is_none() {
-            clone.extend(["--depth", "1"]);
+        match self.config.cache_dir {
+            None => clone.extend(["--depth", "1"]),
+            // Objects shared with the mirror, not copied: only the checkout is written.
+            Some(_) => clone.push("--shared"),
         }
         clone.extend(["--", source.as_str(), work.as_str()]);
         git(None, &clone, CLONE_TIMEOUT).await.map_err(|f| f.unavailable(url))?;

@@ -28,7 +28,9 @@ pub use request::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURNS, IntakeLimits, MAX_MAX_TURNS, MIN_MAX_TURNS, RunRequest,
     ValidRunRequest, validate_idempotency_key,
 };
-pub use run::{CancelOutcome, DiffStats, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError};
+pub use run::{
+    CancelOutcome, DiffStats, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, RunTimings, TransitionError, millis,
+};
 pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};
 pub use stream::{MAX_MESSAGE_BYTES, StreamClaims, StreamMessages, StreamTokens};
 pub use validation::ValidationError;

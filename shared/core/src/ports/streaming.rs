@@ -11,14 +11,22 @@ use uuid::Uuid;
 use crate::Result;
 use crate::domain::{Frame, Owner, RunId, RunStatus};
 
-/// Where frames go as they are produced (Postgres, WebSocket fan-out, …). Called with batches in
-/// `seq` order; must tolerate a batch delivered twice.
+/// Where frames go as they are produced (Postgres, WebSocket fan-out, …). Called in `seq`
+/// order; must tolerate a frame delivered twice. A live sink gets each frame as soon as it is
+/// read, one at a time and before persistence (so it must not wait on I/O); the others get
+/// batches.
 #[async_trait]
 pub trait FrameSink: Send + Sync {
     /// Names the sink in logs.
     fn name(&self) -> &'static str;
-    /// Takes a batch of frames, in `seq` order.
+    /// Takes frames, in `seq` order.
     async fn publish(&self, frames: &[Frame]) -> Result<()>;
+    /// Whether this sink gets frames live, ahead of persistence.
+    fn is_live(&self) -> bool {
+        false
+    }
+    /// Persistence has every frame of the run through `through_seq` (told to live sinks).
+    async fn stored(&self, _run_id: RunId, _through_seq: u64) {}
     /// The run has ended with `status` (its record is already saved).
     async fn finish(&self, _run_id: RunId, _status: RunStatus) {}
     /// This executor stopped working on the run without ending it (its lease was lost).

@@ -1,5 +1,7 @@
-//! Frames on their way out: batched (at most `flush` late), appended to the run's frame log and
-//! published to every sink (Postgres, WebSockets, …) in `seq` order.
+//! Frames on their way out. Live sinks (the WebSocket fan-out) get each frame as soon as it is
+//! read; persistence (the run's frame log, then Postgres) writes beside them on a task of its
+//! own, in batches of whatever queued while the last batch was written — so no frame waits on a
+//! timer — and tells the live sinks how far it got, so they know which frames they may forget.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,25 +36,32 @@ pub struct RecorderReport {
 
 type InFlight = (Frame, usize, tokio::sync::OwnedSemaphorePermit);
 
-/// Takes frames from the CLI reader and writes them out on a task of its own, so the reader
-/// never waits on a sink unless too many bytes are already in flight.
+/// Takes frames from the CLI reader: hands each to the live sinks at once, and to persistence on
+/// a task of its own, so the reader never waits on storage unless too many bytes are in flight.
 pub struct FrameRecorder {
+    live: Vec<Arc<dyn FrameSink>>,
     tx: mpsc::Sender<InFlight>,
     budget: Arc<tokio::sync::Semaphore>,
     task: JoinHandle<Result<RecorderReport>>,
 }
 
 impl FrameRecorder {
-    /// Starts writing to `log` and `sinks`, in batches at most `flush` late.
-    pub fn start(sinks: Vec<Arc<dyn FrameSink>>, log: Box<dyn FrameLog>, flush: Duration) -> Self {
+    /// Starts publishing to the live `sinks` and persisting to `log` and the others.
+    pub fn start(sinks: Vec<Arc<dyn FrameSink>>, log: Box<dyn FrameLog>) -> Self {
+        let (live, stored): (Vec<_>, Vec<_>) = sinks.into_iter().partition(|sink| sink.is_live());
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = tokio::spawn(write_batches(rx, log, sinks, flush));
-        Self { tx, budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)), task }
+        let task = tokio::spawn(write_batches(rx, log, stored, live.clone()));
+        Self { live, tx, budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)), task }
     }
 
     /// Hands a frame (of roughly `size` bytes) to the writer, waiting while too many bytes are
     /// already in flight.
     pub async fn record(&self, frame: Frame, size: usize) {
+        for sink in &self.live {
+            if let Err(err) = sink.publish(std::slice::from_ref(&frame)).await {
+                tracing::warn!(sink = sink.name(), seq = frame.seq, error = %err, "live frame not published");
+            }
+        }
         let permits = size.clamp(1, IN_FLIGHT_BYTES) as u32;
         let Ok(permit) = self.budget.clone().acquire_many_owned(permits).await else { return };
         if self.tx.send((frame, size, permit)).await.is_err() {
@@ -71,24 +80,22 @@ async fn write_batches(
     mut rx: mpsc::Receiver<InFlight>,
     log: Box<dyn FrameLog>,
     sinks: Vec<Arc<dyn FrameSink>>,
-    flush: Duration,
+    live: Vec<Arc<dyn FrameSink>>,
 ) -> Result<RecorderReport> {
     let mut report = RecorderReport::default();
     let mut log = Some(log);
     while let Some((first, size, first_permit)) = rx.recv().await {
-        let deadline = tokio::time::Instant::now() + flush;
         let mut bytes = size;
         let mut batch = vec![first];
         let mut permits = vec![first_permit];
-        while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((frame, size, permit))) => {
-                    bytes += size;
-                    batch.push(frame);
-                    permits.push(permit);
-                }
-                Ok(None) | Err(_) => break,
-            }
+        // Whatever queued while the last batch was written: busy runs batch, quiet ones do not wait.
+        while batch.len() < MAX_BATCH_FRAMES
+            && bytes < MAX_BATCH_BYTES
+            && let Ok((frame, size, permit)) = rx.try_recv()
+        {
+            bytes += size;
+            batch.push(frame);
+            permits.push(permit);
         }
         if let Some(file) = log.as_mut()
             && let Err(err) = file.append(&batch).await
@@ -101,6 +108,11 @@ async fn write_batches(
         for sink in &sinks {
             if !publish_with_retries(sink.as_ref(), &batch).await {
                 report.failed_batches += 1;
+            }
+        }
+        if let Some(last) = batch.last() {
+            for sink in &live {
+                sink.stored(last.run_id, last.seq).await;
             }
         }
         report.frames += batch.len() as u64;

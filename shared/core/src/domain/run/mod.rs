@@ -195,6 +195,9 @@ pub struct Run {
     /// Where the replies of a queue-submitted run go; `None` for HTTP runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<super::ReplyRoute>,
+    /// Where the run's time went, phase by phase, as far as it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<RunTimings>,
     /// Where the run is in its state machine.
     pub status: RunStatus,
     /// Someone asked to cancel the run; the executor's watchdog polls it.
@@ -249,6 +252,35 @@ pub struct Run {
     /// Size of the changes the run pushed, from the base commit to its last commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_stats: Option<DiffStats>,
+}
+
+/// Where a run's time went, in milliseconds; a phase the run did not reach is absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimings {
+    /// Submitted → claimed by an executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_wait_ms: Option<u64>,
+    /// The workspace: clone, the workflow's files, the session's transcript.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_ms: Option<u64>,
+    /// The CLI started → its first line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_ms: Option<u64>,
+    /// The CLI started → it exited (or was stopped), its frames stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli_ms: Option<u64>,
+    /// Committing and pushing what it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_ms: Option<u64>,
+    /// The frame log, the workspace archive and the transcript to the artifact store, and the
+    /// session's totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_ms: Option<u64>,
+}
+
+/// Milliseconds of a duration, as timings record them.
+pub fn millis(duration: std::time::Duration) -> Option<u64> {
+    Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Size of a change as `git diff --shortstat` counts it.
@@ -318,6 +350,7 @@ impl Run {
             auto_commit: request.auto_commit,
             max_budget_usd: request.max_budget_usd,
             reply: None,
+            timings: None,
             idempotency_key,
             status: RunStatus::Queued,
             cancel_requested: false,

@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::RunExecutor;
 use super::lease::{Lease, StopReason, stop_requested};
 use crate::claude::{CliInvocation, CliSummary, SessionMode};
-use crate::domain::{Frame, FrameData, Redactor, Run, RunError, RunStatus, Workflow, object_keys};
+use crate::domain::{
+    Frame, FrameData, Redactor, Run, RunError, RunId, RunOutcome, RunStatus, RunTimings, Workflow, millis, object_keys,
+};
 use crate::ports::{PublishedChanges, Workspace};
 use crate::usecases::FrameRecorder;
 use crate::{Error, Result};
@@ -29,6 +31,17 @@ enum Ended {
 struct CliRun {
     ended: Ended,
     summary: CliSummary,
+    /// Started → first line, if there was one.
+    first_frame: Option<Duration>,
+    /// Started → ended, frames stored.
+    took: Duration,
+    /// The complete frame log, to upload.
+    log: PathBuf,
+}
+
+/// The run's timings, started if need be.
+fn timings(run: &mut Run) -> &mut RunTimings {
+    run.timings.get_or_insert_with(RunTimings::default)
 }
 
 impl RunExecutor {
@@ -37,10 +50,12 @@ impl RunExecutor {
             let error = RunError::new("unknown_workflow", format!("workflow {} is not deployed here", run.workflow));
             return self.fail(run, error).await;
         };
+        let preparing = tokio::time::Instant::now();
         let workspace = match self.ports.workspaces.prepare(run, &workflow).await {
             Ok(workspace) => workspace,
             Err(err) => return self.fail(run, err.into_run_error("workspace_failed")).await,
         };
+        timings(run).workspace_ms = millis(preparing.elapsed());
         let result = self.run_in_workspace(run, &workflow, &workspace, lease).await;
         self.ports.workspaces.cleanup(&workspace, run.run_id).await;
         result
@@ -53,7 +68,12 @@ impl RunExecutor {
         workspace: &Workspace,
         lease: &Lease,
     ) -> Result<()> {
-        let session = match self.session_mode(run, workspace).await {
+        let restoring = tokio::time::Instant::now();
+        let session = self.session_mode(run, workspace).await;
+        let restored = restoring.elapsed();
+        let workspace_ms = timings(run).workspace_ms.unwrap_or(0);
+        timings(run).workspace_ms = millis(restored).map(|ms| ms + workspace_ms);
+        let session = match session {
             Ok(session) => session,
             Err(Error::RunFailed(error)) => return self.fail(run, error).await,
             Err(err) => return Err(err),
@@ -74,12 +94,41 @@ impl RunExecutor {
             Err(Error::RunFailed(error)) => return self.fail(run, error).await,
             Err(err) => return Err(err),
         };
+        let phases = timings(run);
+        (phases.first_frame_ms, phases.cli_ms) = (cli.first_frame.and_then(millis), millis(cli.took));
+        // The frame log goes up while the rest finishes: nothing after it needs it.
+        let log_upload = self.upload_log(run.run_id, cli.log);
         if !matches!(cli.ended, Ended::Exited) {
+            log_upload.await;
             return self.finish_stopped(run, cli.ended, cli.summary).await;
         }
-        let mut outcome = cli.summary.outcome();
+        let frames = cli.summary.frames;
+        let ((), (outcome, changes)) =
+            tokio::join!(log_upload, self.publish_and_keep(run, workflow, workspace, &redactor, cli.summary));
+        tracing::info!(run_id = %run.run_id, status = %outcome.status, frames, "run finished");
+        self.save(run, |r| {
+            r.finish(outcome.clone(), Utc::now())?;
+            r.commits = changes.commits.clone();
+            r.diff_stats = changes.diff_stats;
+            Ok(())
+        })
+        .await
+    }
+
+    /// What a CLI that exited leaves: its outcome (a failed push fails it), the pushed changes,
+    /// and the artifacts that outlive the workspace.
+    async fn publish_and_keep(
+        &self,
+        run: &mut Run,
+        workflow: &Workflow,
+        workspace: &Workspace,
+        redactor: &Redactor,
+        summary: CliSummary,
+    ) -> (RunOutcome, PublishedChanges) {
+        let mut outcome = summary.outcome();
         let mut changes = PublishedChanges::default();
         if outcome.status == RunStatus::Completed {
+            let publishing = tokio::time::Instant::now();
             let commit = run.auto_commit.unwrap_or(workflow.config.auto_commit);
             match self.ports.workspaces.publish_changes(workspace, run, commit).await {
                 Ok(published) => changes = published,
@@ -88,16 +137,12 @@ impl RunExecutor {
                     outcome.error = Some(err.into_run_error("publish_failed"));
                 }
             }
+            timings(run).publish_ms = millis(publishing.elapsed());
         }
-        self.keep_artifacts(run, &outcome, workspace, &redactor).await;
-        tracing::info!(run_id = %run.run_id, status = %outcome.status, frames = cli.summary.frames, "run finished");
-        self.save(run, |r| {
-            r.finish(outcome.clone(), Utc::now())?;
-            r.commits = changes.commits.clone();
-            r.diff_stats = changes.diff_stats;
-            Ok(())
-        })
-        .await
+        let keeping = tokio::time::Instant::now();
+        self.keep_artifacts(run, &outcome, workspace, redactor).await;
+        timings(run).artifacts_ms = millis(keeping.elapsed());
+        (outcome, changes)
     }
 
     /// A run with a session continues it when it has a transcript, or starts it under the id
@@ -150,7 +195,9 @@ impl RunExecutor {
                 .with_budget(run.max_budget_usd);
         let log = self.ports.frame_logs.open(workspace).await?;
         let log_path = log.path().to_path_buf();
-        let recorder = FrameRecorder::start(self.ports.sinks.clone(), log, self.settings.frame_flush);
+        let recorder = FrameRecorder::start(self.ports.sinks.clone(), log);
+        let cli_started = tokio::time::Instant::now();
+        let mut first_frame = None;
         let mut process = match self.ports.cli.start(workspace, &invocation).await {
             Ok(process) => process,
             Err(err) => {
@@ -170,6 +217,7 @@ impl RunExecutor {
                     Err(_) => break Ended::Idle,
                     Ok(Ok(Some(line))) => {
                         seq += 1;
+                        first_frame.get_or_insert_with(|| cli_started.elapsed());
                         // Cut at the cap or not is decided before redaction: a secret replaced by a
                         // shorter mask must not make a whole line look cut.
                         let cut = line.total_bytes > line.bytes.len();
@@ -205,14 +253,14 @@ impl RunExecutor {
         if report.failed_batches > 0 {
             tracing::error!(run_id = %run.run_id, failed = report.failed_batches, "some frame batches did not reach every sink");
         }
-        self.upload_log(run, log_path).await;
-        Ok(CliRun { ended, summary })
+        let took = cli_started.elapsed();
+        Ok(CliRun { ended, summary, first_frame, took, log: log_path })
     }
 
-    async fn upload_log(&self, run: &Run, path: PathBuf) {
-        let key = object_keys::run_log(run.run_id);
+    async fn upload_log(&self, run_id: RunId, path: PathBuf) {
+        let key = object_keys::run_log(run_id);
         if let Err(err) = self.ports.objects.put_file(&key, &path, "application/x-ndjson").await {
-            tracing::error!(run_id = %run.run_id, error = %err, "uploading the frame log failed");
+            tracing::error!(%run_id, error = %err, "uploading the frame log failed");
         }
     }
 

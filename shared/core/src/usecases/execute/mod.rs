@@ -19,7 +19,8 @@ use uuid::Uuid;
 use self::lease::Lease;
 use super::optimistic::{self, Edit};
 use crate::domain::{
-    DEFAULT_SESSION_TTL_DAYS, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, TransitionError, WorkflowRegistry,
+    DEFAULT_SESSION_TTL_DAYS, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, RunTimings, TransitionError,
+    WorkflowRegistry, millis,
 };
 use crate::ports::{Cli, FrameLogs, FrameSink, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces};
 use crate::{Error, Result};
@@ -40,8 +41,6 @@ pub struct ExecutorSettings {
     pub max_run_time: Duration,
     /// Between SIGTERM and SIGKILL when the CLI is stopped.
     pub stop_grace: Duration,
-    /// The longest a frame waits to be batched.
-    pub frame_flush: Duration,
     /// Values never to appear in a frame (the model API key), besides the workspace's own.
     pub secrets: Vec<String>,
     /// How long a session lives after its last run.
@@ -57,7 +56,6 @@ impl Default for ExecutorSettings {
             idle_timeout: Duration::from_secs(300),
             max_run_time: Duration::from_secs(840),
             stop_grace: Duration::from_secs(5),
-            frame_flush: Duration::from_millis(100),
             secrets: Vec::new(),
             session_ttl: Duration::from_secs(DEFAULT_SESSION_TTL_DAYS as u64 * 86_400),
         }
@@ -136,6 +134,8 @@ impl RunExecutor {
             }
         };
         tracing::info!(%run_id, workflow = %run.workflow, attempt = run.attempts, "claimed");
+        let waited = (Utc::now() - run.created_at).to_std().unwrap_or_default();
+        run.timings = Some(RunTimings { queue_wait_ms: millis(waited), ..RunTimings::default() });
         let settings = &self.settings;
         let lease = Lease::hold(
             self.ports.store.clone(),
@@ -214,13 +214,18 @@ impl RunExecutor {
 
     /// Applies `change` and writes it conditionally; on a concurrent write (a cancel request)
     /// re-reads and applies it again, unless the run has meanwhile passed to another executor.
+    /// The timings gathered so far travel with every write.
     async fn save(&self, run: &mut Run, change: impl Fn(&mut Run) -> Result<(), TransitionError>) -> Result<()> {
         let me = self.settings.executor_id.as_str();
+        let timings = run.timings.clone();
         optimistic::update(self.ports.store.as_ref(), run, |next| {
             if next.lease_owner.as_deref() != Some(me) && !next.status.is_terminal() {
                 return Err(Error::LeaseLost);
             }
             change(next)?;
+            if timings.is_some() {
+                next.timings = timings.clone();
+            }
             Ok(Edit::Write(()))
         })
         .await

@@ -2,14 +2,17 @@
 //!
 //! Every subscriber has one writer at a time, so it sees frames in `seq` order, each once: the
 //! subscribe handler replays the stored frames and records how far it got; the executor then
-//! adopts the subscription and continues from there. `publish` only hands frames to
-//! per-connection queues, bounded in bytes, and returns: each connection has its own task that
-//! posts (backing off when throttled), so a slow or dead subscriber never slows the CLI, the
-//! frame log, or other subscribers. A subscriber whose queue overflows catches up from the frame
-//! log (frames are stored before they are published) instead of being dropped. When delivery
-//! cannot go on (the log is unreadable, the run ended and the subscriber is still far behind),
-//! the connection is closed: the client reconnects with its last seq and replays the rest.
+//! adopts the subscription and continues from there. This sink is live: it gets each frame as
+//! soon as the CLI printed it, before persistence, and `publish` only hands it to per-connection
+//! queues, bounded in bytes, and returns: each connection has its own task that posts (backing
+//! off when throttled), so a slow or dead subscriber never slows the CLI, persistence, or other
+//! subscribers. A subscriber that joins late or whose queue overflows catches up from the run's
+//! recent frames in memory, and from the store for what is older (`recent.rs`), instead of being
+//! dropped. When delivery cannot go on (the store is unreadable, the run ended and the subscriber
+//! is still far behind), the connection is closed: the client reconnects with its last seq and
+//! replays the rest.
 
+mod recent;
 mod subscriber;
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +24,7 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
+use self::recent::{Recent, RecentFrames};
 pub use self::subscriber::FanoutLimits;
 use self::subscriber::{Follower, Outgoing, follow};
 use super::courier::Courier;
@@ -43,6 +47,9 @@ struct Followers {
     /// Subscriptions someone else delivers to (the subscribe handler holds or adopted them).
     declined: HashSet<Uuid>,
     last_seq: u64,
+    /// Updated under the same lock as the queues, so a frame is either in a new follower's queue
+    /// or in what it catches up from.
+    recent: Arc<std::sync::Mutex<RecentFrames>>,
 }
 
 /// One run's fan-out: its followers, and the task that keeps looking for new subscribers (so
@@ -76,7 +83,8 @@ impl WebSocketFanout {
     fn followers(&self, run_id: RunId) -> Arc<Mutex<Followers>> {
         let mut runs = self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let run = runs.entry(run_id).or_insert_with(|| {
-            let followers = Arc::new(Mutex::new(Followers::default()));
+            let recent = Arc::new(std::sync::Mutex::new(RecentFrames::new(self.limits.recent_bytes)));
+            let followers = Arc::new(Mutex::new(Followers { recent, ..Followers::default() }));
             let stop = Arc::new(tokio::sync::Notify::new());
             let (courier, limits) = (self.courier.clone(), self.limits);
             let (watched, stopped) = (followers.clone(), stop.clone());
@@ -142,9 +150,10 @@ async fn refresh(courier: &Courier, limits: FanoutLimits, run_id: RunId, followe
         match courier.connections.adopt(&connection_id, subscription.id).await {
             Ok(true) => {
                 // Started under the lock: every frame published from here on is queued for it,
-                // and every earlier one is already in the log it starts from.
+                // and every earlier one is in the recent frames or the store it starts from.
                 let mut state = followers.lock().await;
-                let follower = follow(courier, limits, run_id, connection_id.clone(), &subscription);
+                let recent = state.recent.clone();
+                let follower = follow(courier, limits, recent, run_id, connection_id.clone(), &subscription);
                 if let Some(replaced) = state.by_connection.insert(connection_id, follower) {
                     replaced.task.abort();
                 }
@@ -165,6 +174,8 @@ impl Followers {
     fn enqueue(&mut self, frame: &Frame, queue_bytes: usize) {
         let messages = Arc::new(StreamMessages::frame(frame));
         let bytes = messages.iter().map(String::len).sum::<usize>();
+        let recent = Recent { seq: frame.seq, bytes, messages: messages.clone() };
+        self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(recent);
         self.by_connection.retain(|_, follower| {
             let progress = &follower.progress;
             if progress.queued_bytes.load(Ordering::Acquire) + bytes > queue_bytes {
@@ -198,11 +209,22 @@ impl FrameSink for WebSocketFanout {
         let mut state = followers.lock().await;
         for frame in frames {
             state.last_seq = state.last_seq.max(frame.seq);
-            if !state.by_connection.is_empty() {
-                state.enqueue(frame, self.limits.queue_bytes);
-            }
+            state.enqueue(frame, self.limits.queue_bytes);
         }
         Ok(())
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    async fn stored(&self, run_id: RunId, through_seq: u64) {
+        let followers =
+            self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&run_id).map(|r| r.followers.clone());
+        if let Some(followers) = followers {
+            let recent = followers.lock().await.recent.clone();
+            recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stored(through_seq);
+        }
     }
 
     /// Also called for a run that ended without this executor running it (cancelled while

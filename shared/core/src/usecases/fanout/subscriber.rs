@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::super::courier::Courier;
+use super::recent::{Held, RecentFrames};
 use crate::domain::{RunId, StreamMessages};
 use crate::ports::Subscription;
 
@@ -22,11 +23,19 @@ pub struct FanoutLimits {
     pub queue_frames: usize,
     /// Heartbeat on an idle connection; API Gateway closes connections idle for 10 minutes.
     pub heartbeat: Duration,
+    /// Bytes of a run's recent frames kept in memory for subscribers that catch up, once
+    /// persistence has them (frames it has not confirmed yet are kept regardless).
+    pub recent_bytes: usize,
 }
 
 impl Default for FanoutLimits {
     fn default() -> Self {
-        Self { queue_bytes: 8 * 1024 * 1024, queue_frames: 4096, heartbeat: Duration::from_secs(60) }
+        Self {
+            queue_bytes: 8 * 1024 * 1024,
+            queue_frames: 4096,
+            heartbeat: Duration::from_secs(60),
+            recent_bytes: 16 * 1024 * 1024,
+        }
     }
 }
 
@@ -61,6 +70,7 @@ pub(super) struct Follower {
 pub(super) fn follow(
     courier: &Courier,
     limits: FanoutLimits,
+    recent: Arc<std::sync::Mutex<RecentFrames>>,
     run_id: RunId,
     connection_id: String,
     subscription: &Subscription,
@@ -70,6 +80,7 @@ pub(super) fn follow(
     let delivery = SubscriberTask {
         courier: courier.clone(),
         heartbeat: limits.heartbeat,
+        recent,
         run_id,
         connection_id,
         progress: progress.clone(),
@@ -83,6 +94,7 @@ pub(super) fn follow(
 struct SubscriberTask {
     courier: Courier,
     heartbeat: Duration,
+    recent: Arc<std::sync::Mutex<RecentFrames>>,
     run_id: RunId,
     connection_id: String,
     progress: Arc<Progress>,
@@ -142,14 +154,45 @@ impl SubscriberTask {
         !self.progress.behind.swap(false, Ordering::AcqRel) || self.replay_missed().await
     }
 
-    /// Sends the stored frames after the cursor. False once the connection is gone.
+    /// Sends every frame after the cursor: from the run's recent frames in memory, after what
+    /// only the store still has. False once the connection is gone.
     async fn replay_missed(&self) -> bool {
-        match self.courier.replay_or_close(&self.connection_id, self.run_id, self.cursor()).await {
-            Some(next) => {
-                self.advance(next);
-                true
+        loop {
+            let cursor = self.cursor();
+            let held = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).after(cursor);
+            match held {
+                Held::All(frames) => {
+                    for frame in frames {
+                        for message in frame.messages.iter() {
+                            if !self.courier.post(&self.connection_id, message).await {
+                                return false;
+                            }
+                        }
+                        self.advance(frame.seq);
+                    }
+                    return true;
+                }
+                Held::Unknown => {
+                    return match self.courier.replay_or_close(&self.connection_id, self.run_id, cursor).await {
+                        Some(next) => {
+                            self.advance(next);
+                            true
+                        }
+                        None => false,
+                    };
+                }
+                Held::Older => match self.courier.replay_or_close(&self.connection_id, self.run_id, cursor).await {
+                    None => return false,
+                    Some(next) if next > cursor => self.advance(next),
+                    Some(_) => {
+                        // Neither memory nor the store has the next frame (a batch the store never
+                        // took): a gap the client cannot see; it reconnects and replays instead.
+                        tracing::warn!(run_id = %self.run_id, connection_id = %self.connection_id, cursor, "frames missing; closing");
+                        self.courier.gateway.close(&self.connection_id).await;
+                        return false;
+                    }
+                },
             }
-            None => false,
         }
     }
 
