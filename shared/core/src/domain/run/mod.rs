@@ -4,126 +4,11 @@
 //! forbids and bumps `version`; stores write the result conditionally on the previous version, so a
 //! duplicate delivery, a crash-retry or a late cancel can never corrupt a run.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Owner, ValidRunRequest};
-
-/// A run id: a UUID v7, so ids sort by creation time (newest-first listing needs no extra index).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RunId(Uuid);
-
-impl RunId {
-    /// A fresh id, ordered by creation time.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-    /// The plain UUID, for stores and APIs that take one.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl Default for RunId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for RunId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
-
-impl From<Uuid> for RunId {
-    fn from(id: Uuid) -> Self {
-        Self(id)
-    }
-}
-
-/// Where a run is in its life; [`RunStatus::can_become`] says which moves are allowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Accepted and waiting for an executor to claim it.
-    Queued,
-    /// Claimed by an executor, which is setting up the workspace; the CLI has not started yet.
-    Preparing,
-    /// The CLI is running.
-    Running,
-    /// The CLI finished and reported success.
-    Completed,
-    /// Ended in error; the run's `error` says why.
-    Failed,
-    /// Stopped because someone asked to cancel it.
-    Cancelled,
-    /// Stopped by a watchdog: the run went idle or exceeded its time limit.
-    TimedOut,
-}
-
-impl RunStatus {
-    /// Every status, in lifecycle order; for parsing and for listing the valid names.
-    pub const ALL: [RunStatus; 7] =
-        [Self::Queued, Self::Preparing, Self::Running, Self::Completed, Self::Failed, Self::Cancelled, Self::TimedOut];
-
-    /// The snake_case name used in the API and the stores.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Preparing => "preparing",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::TimedOut => "timed_out",
-        }
-    }
-
-    /// Whether the run has ended for good; no transition leads out of these.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::TimedOut)
-    }
-
-    /// The whole state machine in one table.
-    ///
-    /// `preparing → queued` is the janitor handing a run whose executor died before the CLI started
-    /// back to the queue; once the CLI has run, a lost executor can only end the run.
-    pub fn can_become(self, next: RunStatus) -> bool {
-        use RunStatus::*;
-        matches!(
-            (self, next),
-            (Queued, Preparing | Cancelled | Failed)
-                | (Preparing, Running | Queued | Failed | Cancelled | TimedOut)
-                | (Running, Completed | Failed | Cancelled | TimedOut)
-        )
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RunStatus {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
-    }
-}
 
 /// Why a run failed: a machine-readable code and a sentence for people.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,35 +137,6 @@ pub struct Run {
     /// Size of the changes the run pushed, from the base commit to its last commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_stats: Option<DiffStats>,
-}
-
-/// Where a run's time went, in milliseconds; a phase the run did not reach is absent.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunTimings {
-    /// Submitted → claimed by an executor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue_wait_ms: Option<u64>,
-    /// The workspace: clone, the workflow's files, the session's transcript.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workspace_ms: Option<u64>,
-    /// The CLI started → its first line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_frame_ms: Option<u64>,
-    /// The CLI started → it exited (or was stopped), its frames stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cli_ms: Option<u64>,
-    /// Committing and pushing what it changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publish_ms: Option<u64>,
-    /// The frame log, the workspace archive and the transcript to the artifact store, and the
-    /// session's totals.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifacts_ms: Option<u64>,
-}
-
-/// Milliseconds of a duration, as timings record them.
-pub fn millis(duration: std::time::Duration) -> Option<u64> {
-    Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Size of a change as `git diff --shortstat` counts it.
@@ -487,6 +343,12 @@ pub enum CancelOutcome {
     /// A cancel was already pending; nothing changed.
     AlreadyRequested,
 }
+
+mod status;
+mod timings;
+
+pub use status::{RunId, RunStatus};
+pub use timings::{RunTimings, millis};
 
 #[cfg(test)]
 pub(crate) mod tests;

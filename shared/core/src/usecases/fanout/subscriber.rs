@@ -34,7 +34,7 @@ impl Default for FanoutLimits {
             queue_bytes: 8 * 1024 * 1024,
             queue_frames: 4096,
             heartbeat: Duration::from_secs(60),
-            recent_bytes: 16 * 1024 * 1024,
+            recent_bytes: 1024 * 1024,
         }
     }
 }
