@@ -6,6 +6,7 @@ mod errors;
 mod executor;
 mod executor_promises;
 mod genie;
+mod long_runs;
 mod model_protocol;
 mod projector;
 mod promises;

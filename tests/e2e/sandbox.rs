@@ -254,7 +254,7 @@ async fn the_janitor_requeues_lost_runs_that_never_started_a_batch_per_sweep_and
         runs.clone(),
         Arc::new(DynamoSessionStore::new(aws::dynamodb(sdk), &settings.sessions_table)),
         Arc::new(S3ObjectStore::new(aws::s3(sdk), &settings.artifacts_bucket)),
-        Arc::new(SqsRunQueue::new(aws::sqs(sdk), &settings.runs_queue_url)),
+        Arc::new(SqsRunQueue::new(aws::sqs(sdk), &settings.runs_queue_url, settings.long_runs_queue_url.clone())),
         2,
     );
     // Five runs whose executor vanished while preparing, and one whose executor is alive.

@@ -80,6 +80,7 @@ pub struct RunView {
     commits: Vec<String>,
     diff_stats: Option<DiffStats>,
     timings: Option<runner_core::domain::RunTimings>,
+    time_limit_seconds: u64,
 }
 
 /// A run in a listing: what a dashboard row needs.
@@ -135,6 +136,7 @@ impl From<&Run> for RunView {
             commits: run.commits.clone(),
             diff_stats: run.diff_stats,
             timings: run.timings.clone(),
+            time_limit_seconds: run.time_limit_seconds,
         }
     }
 }

@@ -14,6 +14,29 @@ pub async fn build(wiring: &Wiring) -> runner_core::Result<RunExecutor> {
     wiring.run_executor().await
 }
 
+/// The long-running worker (ECS): polls `RUNS_QUEUE_URL` — the long-runs queue in its task
+/// definition — and hands each message to the same handler as Lambda's, until SIGTERM. A run
+/// still going when the task is stopped loses its lease and is ended `executor_lost`.
+pub async fn work(executor: RunExecutor, wiring: &Wiring) -> runner_core::Result<()> {
+    use runner_adapters::aws::queue_poller::{QueueHandler, poll_queue};
+    let settings = wiring.settings()?;
+    let executor = std::sync::Arc::new(executor);
+    let handler: QueueHandler = std::sync::Arc::new(move |event| {
+        let executor = executor.clone();
+        Box::pin(async move { handle(&executor, event).await })
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            term.recv().await;
+            let _ = stop.send(true);
+        }
+    });
+    tracing::info!(queue = %settings.runs_queue_url, "worker polling");
+    poll_queue(wiring.sqs(), settings.runs_queue_url, handler, 1, stopped).await;
+    Ok(())
+}
+
 /// Handles a batch in order. On a FIFO queue, once one message fails every later one is
 /// reported too, so nothing in a message group overtakes a message that will be retried.
 pub async fn handle(executor: &RunExecutor, event: SqsEvent) -> SqsBatchResponse {

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: figures, printed as tables. Not tests: nothing here asserts a time.
 //!
-//! - workspace set-up for a generated repository of ~5k files: plain (shallow) clone vs a clone
-//!   from the local mirror cache;
+//! - workspace set-up for a generated repository of ~5k files, on disk and in RAM (`/dev/shm`):
+//!   plain (shallow) clone vs a clone from the local mirror cache, beside the floor (`cp -a` of a
+//!   checked-out tree);
 //! - the executor's own peak RSS (VmHWM of this process) while it runs real CLI runs;
 //! - live streaming latency, CLI line → WebSocket client, p50/p99 with 1 and 50 concurrent runs.
 //!
@@ -13,26 +14,42 @@
 //!
 //! - a Genie queue request → its terminal reply, beside HTTP submit → `completed`, same run.
 //!
-//! `cargo xtask bench [workspace|memory|streaming|replay|resume|genie]` runs all or some. `replay`
-//! needs the `claude-replay` binary beside this one (`cargo xtask bench` builds it).
+//! - what the stack adds to a run: HTTP submit → `completed` beside the bare CLI started by hand,
+//!   same scripted two-call run, with the stack's phases from the run's `timings`.
+//!
+//! - how many frames per second one run can produce, stored in Postgres and in the S3 log: a
+//!   100,000-line recording replayed by `claude-replay` as fast as it can.
+//!
+//! `cargo xtask bench [workspace|memory|streaming|replay|resume|genie|overhead|throughput]` runs
+//! all or some. `replay` and `throughput` need the `claude-replay` binary beside this one
+//! (`cargo xtask bench` builds it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use chrono::Utc;
 use local::model::{ScriptedModel, Turn};
 use local::{Emulator, ExecutorOptions, LocalStack, PgCluster, StackOptions, create_database};
-use runner_adapters::{GitWorkspaces, WorkspaceConfig};
+use runner_adapters::{GitWorkspaces, S3ObjectStore, WorkspaceConfig};
+use runner_core::claude::{CliInvocation, SessionMode};
 use runner_core::domain::{Owner, Run, RunRequest, WorkflowRegistry};
-use runner_core::ports::Workspaces;
+use runner_core::ports::{ObjectStore as _, Workspaces};
 
 const FILES: usize = 5_000;
 const SAMPLES: usize = 7;
+/// How often a benchmark that times a run to `completed` reads its status.
+const POLL: Duration = Duration::from_millis(10);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// The pinned `claude` CLI.
+fn claude_binary() -> PathBuf {
+    repo_root().join(".tools/npm/node_modules/.bin/claude")
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
@@ -83,36 +100,111 @@ fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     (ms(samples[0]), ms(samples[samples.len() / 2]), ms(*samples.last().unwrap()))
 }
 
-async fn workspace_bench() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = generated_repository(dir.path())?;
+/// Median set-up times in one place (a folder on disk or in RAM), in milliseconds.
+struct SetupTimes {
+    /// `GitWorkspaces` without a cache: `clone --depth 1` from the origin.
+    shallow: f64,
+    /// `GitWorkspaces` with a mirror cache, its first run (mirror + clone); one sample.
+    cold: f64,
+    /// The same once the mirror exists (fetch if the branch moved, `clone --shared`).
+    warm: f64,
+    /// `cp -a` of a tree already checked out: what no clone can beat.
+    floor: f64,
+}
+
+/// Workspace set-up for the generated repository with everything (origin, mirror cache,
+/// workspaces, the copied tree) under `place`.
+async fn setup_times(place: &Path) -> Result<SetupTimes> {
+    let url = generated_repository(place)?;
     let config = |cache: Option<PathBuf>| WorkspaceConfig {
-        root: dir.path().join("runs"),
+        root: place.join("runs"),
         cache_dir: cache,
         author_name: "bench".into(),
         author_email: "bench@example.com".into(),
         dotenv: None,
     };
     let plain = GitWorkspaces::new(config(None), None);
-    let cached = GitWorkspaces::new(config(Some(dir.path().join("cache"))), None);
-    let mut plain_samples = Vec::new();
+    let cached = GitWorkspaces::new(config(Some(place.join("cache"))), None);
+    let mut shallow = Vec::new();
     for _ in 0..SAMPLES {
-        plain_samples.push(time_prepare(&plain, &url).await?);
+        shallow.push(time_prepare(&plain, &url).await?);
     }
     let cold = time_prepare(&cached, &url).await?;
-    let mut warm_samples = Vec::new();
+    let mut warm = Vec::new();
     for _ in 0..SAMPLES {
-        warm_samples.push(time_prepare(&cached, &url).await?);
+        warm.push(time_prepare(&cached, &url).await?);
     }
-    println!("\nWorkspace set-up, generated repository of {FILES} files ({SAMPLES} samples each)");
-    println!("| method                               |   min ms | median ms |   max ms |");
-    println!("|--------------------------------------|---------:|----------:|---------:|");
-    let (a, b, c) = stats(plain_samples);
-    println!("| plain clone (--depth 1 from remote)  | {a:8.1} | {b:9.1} | {c:8.1} |");
-    let cold_ms = cold.as_secs_f64() * 1000.0;
-    println!("| cached: first run (mirror + clone)   | {cold_ms:8.1} | {cold_ms:9.1} | {cold_ms:8.1} |");
-    let (a, b, c) = stats(warm_samples);
-    println!("| cached: warm (fetch + local clone)   | {a:8.1} | {b:9.1} | {c:8.1} |");
+    // A checkout like a workspace's: the files and a .git holding the one commit.
+    let checkout = place.join("checkout");
+    git(place, &["clone", "--quiet", "--depth", "1", url.as_str(), checkout.to_str().context("checkout path")?])?;
+    let mut floor = Vec::new();
+    for i in 0..SAMPLES {
+        floor.push(time_copy(&checkout, &place.join(format!("copy-{i}")))?);
+    }
+    Ok(SetupTimes {
+        shallow: stats(shallow).1,
+        cold: cold.as_secs_f64() * 1000.0,
+        warm: stats(warm).1,
+        floor: stats(floor).1,
+    })
+}
+
+/// `cp -a source dest`, timed; the copy is removed afterwards.
+fn time_copy(source: &Path, dest: &Path) -> Result<Duration> {
+    let started = Instant::now();
+    let status = std::process::Command::new("cp").arg("-a").arg(source).arg(dest).status()?;
+    let elapsed = started.elapsed();
+    ensure!(status.success(), "cp -a {} {} failed", source.display(), dest.display());
+    std::fs::remove_dir_all(dest)?;
+    Ok(elapsed)
+}
+
+/// Workspace set-up on disk (the temporary folder) and in RAM (`/dev/shm`), beside the floor.
+async fn workspace_bench() -> Result<()> {
+    let disk = tempfile::tempdir()?;
+    let on_disk = setup_times(disk.path()).await?;
+    drop(disk);
+    let shm = Path::new("/dev/shm");
+    let in_ram = if shm.is_dir() {
+        let ram = tempfile::tempdir_in(shm)?;
+        match setup_times(ram.path()).await {
+            Ok(times) => Some(times),
+            Err(err) => {
+                println!("\n(workspace set-up in RAM failed under {}: {err:#}; disk only)", ram.path().display());
+                None
+            }
+        }
+    } else {
+        println!("\n(no /dev/shm here: workspace set-up measured on disk only)");
+        None
+    };
+    println!(
+        "\nWorkspace set-up, generated repository of {FILES} files, medians of {SAMPLES} samples \
+         (disk: under {}, RAM: under /dev/shm)",
+        std::env::temp_dir().display()
+    );
+    println!("| method                                          |  disk ms |   RAM ms |");
+    println!("|-------------------------------------------------|---------:|---------:|");
+    type Figure = fn(&SetupTimes) -> f64;
+    let rows: [(&str, Figure); 4] = [
+        ("plain shallow clone (--depth 1 from the origin)", |t: &SetupTimes| t.shallow),
+        ("cached: first run (mirror + clone), 1 sample", |t: &SetupTimes| t.cold),
+        ("cached: warm (local clone --shared)", |t: &SetupTimes| t.warm),
+        ("floor: cp -a of a checked-out tree", |t: &SetupTimes| t.floor),
+    ];
+    for (label, figure) in rows {
+        let ram = in_ram.as_ref().map_or_else(|| "-".to_owned(), |t| format!("{:.1}", figure(t)));
+        println!("| {label:<47} | {:8.1} | {ram:>8} |", figure(&on_disk));
+    }
+    for (place, times) in [("RAM", in_ram.as_ref()), ("disk", Some(&on_disk))] {
+        if let Some(t) = times {
+            println!(
+                "{place}: warm ÷ floor = {:.2} (goal ≤ 1.3), shallow ÷ warm = {:.2} (goal ≥ 3)",
+                t.warm / t.floor,
+                t.shallow / t.warm
+            );
+        }
+    }
     Ok(())
 }
 
@@ -128,7 +220,7 @@ struct BenchEnv<'a> {
 impl BenchEnv<'_> {
     /// The executor's options with the real CLI.
     fn executor_options(&self, concurrency: usize) -> ExecutorOptions {
-        self.executor_options_with(concurrency, &repo_root().join(".tools/npm/node_modules/.bin/claude"))
+        self.executor_options_with(concurrency, &claude_binary())
     }
 
     /// The executor's options with `claude` as `CLAUDE_BIN` (the real CLI or a stand-in for it).
@@ -182,6 +274,40 @@ async fn submit(http: &reqwest::Client, stack: &LocalStack, message: &str) -> Re
         .json()
         .await?;
     Ok(response["run_id"].as_str().context("run id")?.to_owned())
+}
+
+/// The run's status document (`GET …/run/{id}/status`).
+async fn run_status(http: &reqwest::Client, stack: &LocalStack, run_id: &str) -> Result<serde_json::Value> {
+    Ok(http
+        .get(format!("{}/agent/claude-code/run/{run_id}/status", stack.http_url))
+        .header("x-api-key", &stack.api_key)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+/// Reads the run's status every `every` until it is `completed`, and returns that status; an
+/// error if the run ends otherwise or `limit` passes first.
+async fn wait_completed(
+    http: &reqwest::Client,
+    stack: &LocalStack,
+    run_id: &str,
+    every: Duration,
+    limit: Duration,
+) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let status = run_status(http, stack, run_id).await?;
+        let state = status["status"].as_str().unwrap_or_default().to_owned();
+        match state.as_str() {
+            "completed" => return Ok(status),
+            "failed" | "cancelled" | "timed_out" => anyhow::bail!("run {run_id} did not complete: {status}"),
+            _ => {}
+        }
+        ensure!(started.elapsed() < limit, "run {run_id} did not complete within {limit:?}: {status}");
+        tokio::time::sleep(every).await;
+    }
 }
 
 fn vm_hwm_kib() -> u64 {
@@ -476,19 +602,6 @@ async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let stack = env.stack("resume", 1, false).await?;
     let executor = stack.executor(&env.executor_options(1)).await?;
     let http = reqwest::Client::new();
-    let status = |run_id: String| {
-        let (http, stack) = (&http, &stack);
-        async move {
-            let run: serde_json::Value = http
-                .get(format!("{}/agent/claude-code/run/{run_id}/status", stack.http_url))
-                .header("x-api-key", &stack.api_key)
-                .send()
-                .await?
-                .json()
-                .await?;
-            anyhow::Ok(run)
-        }
-    };
     let mut fresh = Vec::new();
     for i in 0..10 {
         let run_id = submit(&http, &stack, &format!("fresh {i}")).await?;
@@ -498,7 +611,7 @@ async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     }
     let first = submit(&http, &stack, "the conversation starts").await?;
     executor.execute(first.parse()?).await?;
-    let session = status(first).await?["session_id"].as_str().context("session id")?.to_owned();
+    let session = run_status(&http, &stack, &first).await?["session_id"].as_str().context("session id")?.to_owned();
     let (mut resumed, mut succeeded) = (Vec::new(), 0);
     for i in 0..20 {
         let response: serde_json::Value = http
@@ -513,7 +626,7 @@ async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
         let started = Instant::now();
         executor.execute(run_id.parse()?).await?;
         resumed.push(started.elapsed());
-        if status(run_id).await?["status"] == "completed" {
+        if run_status(&http, &stack, &run_id).await?["status"] == "completed" {
             succeeded += 1;
         }
     }
@@ -552,20 +665,7 @@ async fn genie_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
         model.push([Turn::write("bench.txt", &format!("http {i}\n")), Turn::text("done")]);
         let started = Instant::now();
         let run_id = submit(&http, &stack, &format!("http run {i}")).await?;
-        loop {
-            let status: serde_json::Value = http
-                .get(format!("{}/agent/claude-code/run/{run_id}/status", stack.http_url))
-                .header("x-api-key", &stack.api_key)
-                .send()
-                .await?
-                .json()
-                .await?;
-            if status["status"] == "completed" {
-                break;
-            }
-            ensure!(started.elapsed() < Duration::from_secs(60), "run {run_id} did not complete: {status}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_completed(&http, &stack, &run_id, POLL, Duration::from_secs(60)).await?;
         let http_elapsed = started.elapsed();
 
         model.push([Turn::write("bench.txt", &format!("queue {i}\n")), Turn::text("done")]);
@@ -613,6 +713,248 @@ async fn genie_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     anyhow::Ok(())
 }
 
+/// The phases of a run's `timings` (shared/core/src/domain/run/timings.rs), in the run's order.
+const PHASES: [&str; 6] = ["queue_wait_ms", "workspace_ms", "first_frame_ms", "cli_ms", "publish_ms", "artifacts_ms"];
+
+/// The scripted two-call run: one `Write` of `content` to bench.txt, then an answer.
+fn two_call_turns(content: &str) -> [Turn; 2] {
+    [Turn::write("bench.txt", content), Turn::text("done")]
+}
+
+/// Runs the pinned CLI by itself as the executor starts it for an `implement` run (the same
+/// argument vector, the message on stdin, a scrubbed environment with fresh config, home and
+/// temporary folders) in a fresh clone of `url`; the time from spawn to exit, clone excluded.
+async fn time_bare_cli(url: &str, model_url: &str, message: &str) -> Result<Duration> {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir()?;
+    let work = dir.path().join("work");
+    git(dir.path(), &["clone", "--quiet", url, work.to_str().context("work path")?])?;
+    let (config, home, tmp) = (dir.path().join("claude"), dir.path().join("home"), dir.path().join("tmp"));
+    for folder in [&config, &home, &tmp] {
+        std::fs::create_dir_all(folder)?;
+    }
+    let workflow = WorkflowRegistry::builtin().get("implement").cloned().context("implement workflow")?;
+    // The run the stack would make of the same request: its turns and budget.
+    let run = run_for(url)?;
+    let session = SessionMode::New(uuid::Uuid::new_v4());
+    let invocation =
+        CliInvocation::new(&workflow, run.max_turns, session, message.to_owned(), None).with_budget(run.max_budget_usd);
+    let mut command = tokio::process::Command::new(claude_binary());
+    command
+        .args(invocation.args())
+        .current_dir(&work)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp)
+        .env("LANG", "C.UTF-8")
+        .env("CLAUDE_CONFIG_DIR", &config)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("ANTHROPIC_BASE_URL", model_url)
+        .env("ANTHROPIC_API_KEY", "sk-bench")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command.spawn().with_context(|| format!("starting {}", claude_binary().display()))?;
+    let mut stdin = child.stdin.take().context("the CLI's stdin")?;
+    stdin.write_all(message.as_bytes()).await?;
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .context("the bare CLI ran for over 120 s")??;
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value =
+        stdout.lines().rev().find_map(|line| serde_json::from_str(line).ok()).unwrap_or_default();
+    ensure!(
+        output.status.success() && result["type"] == "result" && result["subtype"] == "success",
+        "the bare CLI did not succeed ({}): {result} {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ensure!(work.join("bench.txt").is_file(), "the bare CLI did not write bench.txt");
+    Ok(elapsed)
+}
+
+/// What the stack adds to a run: the same scripted two-call run, started by hand with the bare
+/// CLI in a fresh clone, and submitted over HTTP and watched to `completed`; alternated.
+async fn overhead_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    let origin = tempfile::tempdir()?;
+    let url = small_repository(origin.path())?;
+    let workspaces = tempfile::tempdir()?;
+    let model = ScriptedModel::start(Vec::new()).await?;
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
+    let stack = env.stack("overhead", 1, true).await?;
+    let http = reqwest::Client::new();
+    let message = "Write bench.txt";
+    let pairs = 8;
+    let (mut bare, mut stacked) = (Vec::new(), Vec::new());
+    let mut phases: Vec<Vec<Duration>> = vec![Vec::new(); PHASES.len()];
+    for i in 0..=pairs {
+        // Each run writes what the origin does not have yet, so every stack run commits and pushes.
+        model.push(two_call_turns(&format!("sample {i}\n")));
+        let bare_elapsed = time_bare_cli(&url, &model.url(), message).await?;
+
+        model.push(two_call_turns(&format!("sample {i}\n")));
+        let started = Instant::now();
+        let run_id = submit(&http, &stack, message).await?;
+        let status = wait_completed(&http, &stack, &run_id, POLL, Duration::from_secs(60)).await?;
+        let stack_elapsed = started.elapsed();
+        // The first pair warms the mirror cache, the CLI's files and the connections up.
+        if i > 0 {
+            bare.push(bare_elapsed);
+            stacked.push(stack_elapsed);
+            for (phase, samples) in PHASES.iter().zip(phases.iter_mut()) {
+                if let Some(ms) = status["timings"][*phase].as_u64() {
+                    samples.push(Duration::from_millis(ms));
+                }
+            }
+        }
+    }
+    stack.shutdown().await;
+    model.stop();
+    let (bare_min, bare_p50, bare_max) = stats(bare);
+    let (stack_min, stack_p50, stack_max) = stats(stacked);
+    println!("\nWhat the stack adds: the same scripted two-call run ({pairs} pairs, alternated, after a warm-up pair)");
+    println!("| path                                        |   min ms | median ms |   max ms |");
+    println!("|---------------------------------------------|---------:|----------:|---------:|");
+    println!("| bare CLI, fresh clone: spawn → exit         | {bare_min:8.1} | {bare_p50:9.1} | {bare_max:8.1} |");
+    println!("| stack: submit → `completed` (10 ms poll)    | {stack_min:8.1} | {stack_p50:9.1} | {stack_max:8.1} |");
+    let ratio = stack_p50 / bare_p50;
+    println!("| ratio (stack ÷ bare), medians               |          | {ratio:9.2} |          |");
+    println!("\nWhere the stack's time goes: medians of the runs' `timings`");
+    println!("| phase                                       | runs | median ms |");
+    println!("|---------------------------------------------|-----:|----------:|");
+    let (mut sum, mut cli_p50) = (0.0, None);
+    for (phase, samples) in PHASES.iter().zip(phases) {
+        let count = samples.len();
+        if count == 0 {
+            println!("| {phase:<43} | {count:4} |         - |");
+            continue;
+        }
+        let (_, p50, _) = stats(samples);
+        // The first frame comes within the CLI phase: adding it would count it twice.
+        if *phase == "first_frame_ms" {
+            println!("| {:<43} | {count:4} | {p50:9.1} |", format!("{phase} (within cli_ms)"));
+            continue;
+        }
+        if *phase == "cli_ms" {
+            cli_p50 = Some(p50);
+        }
+        sum += p50;
+        println!("| {phase:<43} | {count:4} | {p50:9.1} |");
+    }
+    println!("| sum of the phases                           |      | {sum:9.1} |");
+    let rest = stack_p50 - sum;
+    println!("| rest: intake, state writes, 10 ms poll      |      | {rest:9.1} |");
+    if let Some(cli_p50) = cli_p50 {
+        let extra = cli_p50 - bare_p50;
+        println!("| cli_ms less the bare CLI (median - median)  |      | {extra:9.1} |");
+    }
+    println!("(rest: the stack's median less the sum of the phases' medians, an estimate)");
+    anyhow::Ok(())
+}
+
+/// Lines in the recording `throughput_bench` replays.
+const THROUGHPUT_LINES: usize = 100_000;
+
+/// Writes a recording of `lines` short lines (at least 2) to `path`: the init line, text-only
+/// assistant lines, the result line; no offsets, for `--pace fast`.
+fn generated_recording(path: &Path, lines: usize) -> Result<()> {
+    use std::io::Write as _;
+    let session = uuid::Uuid::new_v4();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let init = serde_json::json!({"type": "system", "subtype": "init", "cwd": "/tmp/bench", "session_id": session,
+        "tools": ["Write"], "mcp_servers": [], "model": "claude-sonnet-4-6", "permissionMode": "acceptEdits",
+        "apiKeySource": "ANTHROPIC_API_KEY", "uuid": uuid::Uuid::new_v4()});
+    writeln!(out, "{init}")?;
+    for i in 1..lines - 1 {
+        let line = serde_json::json!({"type": "assistant", "message": {"model": "claude-sonnet-4-6",
+            "id": "msg_bench", "type": "message", "role": "assistant",
+            "content": [{"type": "text", "text": format!("line {i}")}], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 2}}, "parent_tool_use_id": null, "session_id": session,
+            "uuid": uuid::Uuid::new_v4()});
+        writeln!(out, "{line}")?;
+    }
+    let result = serde_json::json!({"type": "result", "subtype": "success", "is_error": false, "duration_ms": 1000,
+        "num_turns": 1, "result": "done", "session_id": session, "total_cost_usd": 0.0,
+        "usage": {"input_tokens": 10, "output_tokens": 2}, "uuid": uuid::Uuid::new_v4()});
+    writeln!(out, "{result}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Resets this process's VmHWM to its current resident size (Linux ≥ 4.0); whether it could.
+fn reset_vm_hwm() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// How many frames per second one run can produce, stored in Postgres and in the S3 log: a
+/// `THROUGHPUT_LINES`-line recording replayed by `claude-replay --pace fast`, no subscriber.
+async fn throughput_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    let binary = replay_binary()?;
+    let origin = tempfile::tempdir()?;
+    let url = small_repository(origin.path())?;
+    let workspaces = tempfile::tempdir()?;
+    let recording = workspaces.path().join("many-lines.ndjson");
+    generated_recording(&recording, THROUGHPUT_LINES)?;
+    let claude = replay_wrapper(workspaces.path(), &binary, &recording, "fast")?;
+    // Nothing listens there: the replay never calls a model.
+    let model_url = "http://127.0.0.1:9".to_owned();
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url, workspaces: workspaces.path() };
+    let stack = env.stack_with("throughput", Some(env.executor_options_with(1, &claude))).await?;
+    let http = reqwest::Client::new();
+    // VmHWM only grows: without a reset, an earlier benchmark's peak would hide this run's.
+    let reset = reset_vm_hwm();
+    let baseline = vm_hwm_kib();
+    let started = Instant::now();
+    let run_id = submit(&http, &stack, "many frames").await?;
+    let status = wait_completed(&http, &stack, &run_id, Duration::from_millis(100), Duration::from_secs(900)).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let peak = vm_hwm_kib();
+    let id: uuid::Uuid = run_id.parse()?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM claude_cli_outputs WHERE run_id = $1")
+        .bind(id)
+        .fetch_one(&stack.pool)
+        .await?;
+    let objects = S3ObjectStore::new(runner_adapters::aws::s3(&stack.sdk), &stack.settings.artifacts_bucket);
+    let log = objects.get(&format!("runs/{run_id}/output.ndjson")).await?.context("the run's S3 log")?;
+    let logged = log.split(|&byte| byte == b'\n').filter(|line| !line.is_empty()).count();
+    stack.shutdown().await;
+    let cli_s = status["timings"]["cli_ms"].as_u64().map(|ms| ms as f64 / 1000.0);
+    println!(
+        "\nFrames one run can produce: a {THROUGHPUT_LINES}-line recording replayed by claude-replay --pace fast, \
+         one run, no subscriber"
+    );
+    println!("| figure                                          |        value |");
+    println!("|-------------------------------------------------|-------------:|");
+    println!("| HTTP submit → status `completed`                | {elapsed:10.2} s |");
+    if let Some(cli_s) = cli_s {
+        println!("| CLI phase (timings.cli_ms)                      | {cli_s:10.2} s |");
+    }
+    println!("| frames stored in Postgres (claude_cli_outputs)  | {stored:12} |");
+    println!("| lines in the S3 log (runs/<id>/output.ndjson)   | {logged:12} |");
+    println!("| frames/s: stored ÷ (submit → completed)         | {:12.0} |", stored as f64 / elapsed);
+    if let Some(cli_s) = cli_s.filter(|s| *s > 0.0) {
+        println!("| frames/s: stored ÷ CLI phase                    | {:12.0} |", stored as f64 / cli_s);
+    }
+    let growth = peak.saturating_sub(baseline) as f64 / 1024.0;
+    println!("| VmHWM growth during the run                     | {growth:8.1} MiB |");
+    if !reset {
+        println!("(VmHWM could not be reset: the growth is over every earlier peak of this process.)");
+    }
+    ensure!(
+        stored == THROUGHPUT_LINES as i64 && logged == THROUGHPUT_LINES,
+        "expected {THROUGHPUT_LINES} frames in Postgres and in the S3 log, got {stored} and {logged}"
+    );
+    anyhow::Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let which: Vec<String> = std::env::args().skip(1).collect();
@@ -638,6 +980,12 @@ async fn main() -> Result<()> {
         }
         if wants("genie") {
             genie_bench(&emulator, &postgres).await?;
+        }
+        if wants("overhead") {
+            overhead_bench(&emulator, &postgres).await?;
+        }
+        if wants("throughput") {
+            throughput_bench(&emulator, &postgres).await?;
         }
         anyhow::Ok(())
     }

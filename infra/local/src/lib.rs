@@ -6,7 +6,6 @@
 
 mod counted_queue;
 mod emulator;
-mod event_source;
 pub mod model;
 mod postgres;
 mod process;

@@ -19,10 +19,13 @@ use tokio::task::JoinHandle;
 
 use crate::LocalError;
 use crate::counted_queue::CountedQueue;
-use crate::event_source::{QueueHandler, poll_queue};
 use crate::provision::provision;
 use crate::streams::{StreamHandler, feed_stream};
 use crate::template::{Physical, Resolver, Template};
+use runner_adapters::aws::queue_poller::{QueueHandler, poll_queue};
+
+/// The long-runs worker's bound, as its task definition sets it.
+const LONG_RUN_LIMIT_SECONDS: u64 = 7200;
 
 pub struct StackOptions {
     pub aws_endpoint: String,
@@ -237,6 +240,18 @@ impl LocalStack {
                 options.concurrency,
                 shutdown.subscribe(),
             )));
+            // The long-runs worker (ECS on AWS): the same executor without Lambda's bound.
+            if let Some(long_runs) = &settings.long_runs_queue_url {
+                let mut long = options.clone();
+                long.environment.insert("MAX_RUN_SECONDS".into(), LONG_RUN_LIMIT_SECONDS.to_string());
+                let executor = Arc::new(build_executor(&sdk, &executor_env, &long).await?);
+                let handler: QueueHandler = Arc::new(move |event| {
+                    let executor = executor.clone();
+                    Box::pin(async move { executor::handle(&executor, event).await })
+                });
+                let sqs = aws_sdk_sqs::Client::new(&sdk);
+                tasks.push(tokio::spawn(poll_queue(sqs, long_runs.clone(), handler, 1, shutdown.subscribe())));
+            }
         }
 
         // Genie's queue interface: its requests queue polled, the runs table's stream fed to it.
@@ -315,10 +330,15 @@ impl LocalStack {
         Ok(key.expose().to_owned())
     }
 
-    /// Messages the stack's functions sent to the runs queue (the FIFO queue may have dropped
+    /// Messages the stack's functions sent to the runs queues (the FIFO queue may have dropped
     /// duplicates of them; this counts every send it accepted).
     pub fn run_messages_sent(&self) -> u64 {
         self.run_queue.sent()
+    }
+
+    /// Of those, the ones that went to the long-runs queue.
+    pub fn long_run_messages_sent(&self) -> u64 {
+        self.run_queue.sent_long()
     }
 
     /// Every WebSocket client connected now stops reading (tests make a subscriber slow so).

@@ -30,6 +30,8 @@ pub struct Settings {
     pub workflows_dir: Option<String>,
     /// Signs the stream tokens handed out with each submitted run.
     pub stream_token_secret: Option<String>,
+    /// Where runs whose time limit is above Lambda's go.
+    pub long_runs_queue_url: Option<String>,
     /// The owner of runs submitted through the Genie requests queue.
     pub genie_owner: Option<String>,
     /// Where Genie replies go by default.
@@ -69,6 +71,7 @@ impl Settings {
             websocket_url: optional("WEBSOCKET_URL"),
             workflows_dir: optional("WORKFLOWS_DIR"),
             stream_token_secret: optional("STREAM_TOKEN_SECRET"),
+            long_runs_queue_url: optional("LONG_RUNS_QUEUE_URL"),
             genie_owner: optional("GENIE_OWNER"),
             genie_results_queue_url: optional("GENIE_RESULTS_QUEUE_URL"),
             genie_reply_allowlist: list("GENIE_REPLY_ALLOWLIST"),

@@ -57,7 +57,12 @@ impl Wiring {
 
     /// The SQS runs queue itself, whatever `with_run_queue` said.
     pub fn sqs_run_queue(&self, settings: &Settings) -> Arc<dyn RunQueue> {
-        Arc::new(SqsRunQueue::new(aws::sqs(&self.sdk), &settings.runs_queue_url))
+        Arc::new(SqsRunQueue::new(aws::sqs(&self.sdk), &settings.runs_queue_url, settings.long_runs_queue_url.clone()))
+    }
+
+    /// An SQS client (the long-runs worker polls its queue with it).
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws::sqs(&self.sdk)
     }
 
     /// The deployment's settings (tables, queues, policies).

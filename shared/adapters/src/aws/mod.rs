@@ -8,6 +8,7 @@ mod dynamo_connections;
 mod dynamo_keys;
 mod dynamo_runs;
 mod dynamo_sessions;
+pub mod queue_poller;
 mod s3_objects;
 mod sqs_queue;
 mod sqs_replies;

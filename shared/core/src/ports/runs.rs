@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Page;
 use crate::Result;
-use crate::domain::{Owner, Run, RunId, RunStatus, Session};
+use crate::domain::{Lane, Owner, Run, RunId, RunStatus, Session};
 
 /// The remembered answer to an `Idempotency-Key`: which run it created, and a fingerprint of
 /// the request so a different request under the same key is refused instead of replayed.
@@ -76,13 +76,21 @@ pub struct RunMessage {
     /// for a later state (the janitor re-queueing a run) is not.
     #[serde(default)]
     pub deduplication_id: String,
+    /// Which queue, and so which executors: Lambda's, or the long-running workers.
+    #[serde(default)]
+    pub lane: Lane,
 }
 
 impl RunMessage {
     /// A run of a session queues behind the session's other runs; any other run is alone.
     pub fn for_run(run: &Run) -> Self {
         let group = run.session_id.map_or_else(|| run.run_id.to_string(), |s| s.to_string());
-        Self { run_id: run.run_id, message_group: group, deduplication_id: format!("{}.{}", run.run_id, run.version) }
+        Self {
+            run_id: run.run_id,
+            message_group: group,
+            deduplication_id: format!("{}.{}", run.run_id, run.version),
+            lane: Lane::for_time_limit(run.time_limit_seconds),
+        }
     }
 }
 

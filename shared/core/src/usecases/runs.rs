@@ -138,6 +138,7 @@ impl RunService {
         let now = Utc::now();
         let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
         run.reply = reply;
+        run.time_limit_seconds = workflow.config.timeout_seconds;
 
         // Two conditional writes, no transaction: claim the key for this run id, then create the
         // run. A retry that finds the key taken adopts the earlier run id, so a submission that

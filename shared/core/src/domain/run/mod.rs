@@ -80,6 +80,9 @@ pub struct Run {
     /// Where the replies of a queue-submitted run go; `None` for HTTP runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<super::ReplyRoute>,
+    /// The run's time limit from its workflow, in seconds; decides which executors may run it.
+    #[serde(default)]
+    pub time_limit_seconds: u64,
     /// Where the run's time went, phase by phase, as far as it got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<RunTimings>,
@@ -207,6 +210,7 @@ impl Run {
             max_budget_usd: request.max_budget_usd,
             reply: None,
             timings: None,
+            time_limit_seconds: 0,
             idempotency_key,
             status: RunStatus::Queued,
             cancel_requested: false,
@@ -344,9 +348,11 @@ pub enum CancelOutcome {
     AlreadyRequested,
 }
 
+mod lane;
 mod status;
 mod timings;
 
+pub use lane::{LAMBDA_RUN_LIMIT_SECONDS, Lane};
 pub use status::{RunId, RunStatus};
 pub use timings::{RunTimings, millis};
 

@@ -1,4 +1,5 @@
-//! Polls a queue and invokes a function's handler as Lambda's SQS event source mapping would:
+//! Polls a queue and invokes a function's handler as Lambda's SQS event source mapping would
+//! (the local stack's event sources, and the long-runs worker on ECS):
 //! batches of one, the message deleted only when the handler did not report it, a reported one
 //! left to reappear after its visibility timeout (and redriven to the DLQ by SQS after
 //! `maxReceiveCount`).
@@ -20,6 +21,8 @@ use tokio::task::JoinSet;
 /// aborted (a run's CLI process group is killed with it).
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Polls until `shutdown` turns true, running up to `concurrency` invocations at once; then lets
+/// the ones in flight finish (bounded).
 pub async fn poll_queue(
     sqs: Client,
     queue_url: String,
@@ -94,7 +97,7 @@ pub async fn poll_queue(
 }
 
 /// The messages in the shape Lambda delivers them.
-fn lambda_event(messages: Vec<aws_sdk_sqs::types::Message>, queue_arn: Option<&str>) -> SqsEvent {
+pub fn lambda_event(messages: Vec<aws_sdk_sqs::types::Message>, queue_arn: Option<&str>) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = messages
         .into_iter()
