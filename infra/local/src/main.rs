@@ -235,6 +235,8 @@ fn print_banner(stack: &LocalStack, aws_endpoint: &str, database_url: &str, endp
     let http = &stack.http_url;
     let key = &stack.api_key;
     let ws = &stack.ws_url;
+    let queue = |id: &str| stack.resources.get(id).map(|p| p.reference.clone()).unwrap_or_default();
+    let (genie_requests, genie_results) = (queue("GenieRequestsQueue"), queue("GenieResultsQueue"));
     println!(
         r#"
 claude-runner local stack is up
@@ -244,12 +246,19 @@ claude-runner local stack is up
   AWS (moto)   {aws_endpoint}
   Postgres     {database_url}
   Model        {model}
+  Genie        requests {genie_requests}
+               replies  {genie_results}
   written to   {endpoints}
 
 Submit a run and read it back:
   curl -s -X POST {http}/agent/claude-code/implement/run -H "x-api-key: {key}" \
        -H 'content-type: application/json' -d '{{"message":"Add a /version endpoint","branch":"main"}}'
   curl -s {http}/agent/claude-code/runs -H "x-api-key: {key}"
+
+Or as Genie does, on the requests queue (replies arrive on the other one):
+  aws --endpoint-url {aws_endpoint} sqs send-message --queue-url {genie_requests} --message-body \
+    '{{"specversion":"1.0","id":"demo-1","source":"urn:me","type":"dev.claude-runner.run.requested.v1",
+      "data":{{"workflow":"implement","message":"Add a /version endpoint","branch":"main"}}}}'
 
 Ctrl-C stops everything."#,
         endpoints = endpoints.display()
