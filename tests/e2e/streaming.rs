@@ -272,12 +272,13 @@ async fn a_vanished_connection_is_removed_after_its_first_410_and_the_run_comple
 #[tokio::test]
 async fn a_subscriber_that_reads_nothing_delays_neither_another_subscriber_nor_the_run() {
     // Tiny bounds everywhere, so every slow path runs: each subscriber's queue holds 2 frames
-    // (the reader falls behind and catches up from the stored frames), the gateway holds 16
-    // messages per client (then it answers 429 and the fan-out backs off), and the stalled client
+    // (the reader falls behind and catches up from the stored frames), the gateway holds 64
+    // messages per client (then it answers 429 and the fan-out backs off: the stalled client's
+    // ~180 parts overflow it; a reader on a loaded 2-core machine must not), and the stalled client
     // stops reading at once (it backs up, and is disconnected once posting gives up).
     let content = "z".repeat(256 * 1024);
     let turns = (0..8).map(|i| Turn::write(&format!("f{i}.txt"), &content)).chain([Turn::text("done")]).collect();
-    let setup = StackSetup { ws_client_buffer: Some(16), ..StackSetup::default() };
+    let setup = StackSetup { ws_client_buffer: Some(64), ..StackSetup::default() };
     let env = [("FANOUT_QUEUE_FRAMES", "2"), ("FANOUT_QUEUE_BYTES", "65536")];
     let f = RunnerFixture::start_setup(turns, &env, true, setup).await;
     let run_id = f.submit("implement", json!({"message": "Many big files", "branch": "main"})).await;
