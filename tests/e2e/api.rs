@@ -29,28 +29,6 @@ fn store(t: &TestStack) -> DynamoRunStore {
     )
 }
 
-async fn queued_messages(t: &TestStack) -> Vec<aws_sdk_sqs::types::Message> {
-    let sqs = aws_sdk_sqs::Client::new(&t.stack.sdk);
-    let mut all = Vec::new();
-    for _ in 0..5 {
-        let out = sqs
-            .receive_message()
-            .queue_url(&t.stack.settings.runs_queue_url)
-            .max_number_of_messages(10)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
-            .visibility_timeout(60)
-            .send()
-            .await
-            .unwrap();
-        let batch = out.messages.unwrap_or_default();
-        if batch.is_empty() {
-            break;
-        }
-        all.extend(batch);
-    }
-    all
-}
-
 #[tokio::test]
 async fn a_submitted_run_is_recorded_in_dynamodb_queued_in_sqs_and_projected_to_postgres() {
     let t = TestStack::start().await;
@@ -84,7 +62,7 @@ async fn a_submitted_run_is_recorded_in_dynamodb_queued_in_sqs_and_projected_to_
     assert_eq!(item["owner"].as_s().unwrap(), "local");
     assert_eq!(item["status"].as_s().unwrap(), "queued");
 
-    let messages = queued_messages(&t).await;
+    let messages = t.queued_run_messages().await;
     assert_eq!(messages.len(), 1);
     let message: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
     assert_eq!(message["run_id"], run_id);
@@ -117,7 +95,7 @@ async fn runs_of_one_session_share_a_message_group() {
         body["session_id"] = json!(session);
         assert_eq!(t.submit("fix", body).await.status().as_u16(), 202);
     }
-    let messages = queued_messages(&t).await;
+    let messages = t.queued_run_messages().await;
     assert_eq!(messages.len(), 2);
     for m in messages {
         assert_eq!(m.attributes().unwrap()[&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId], session);
@@ -215,21 +193,8 @@ async fn a_stale_version_is_refused_by_the_store() {
 async fn an_idempotency_key_returns_the_same_run_and_queues_it_once() {
     let t = TestStack::start().await;
     let send = |key: &'static str, body: Value, api_key: String| {
-        let request = t
-            .http
-            .post(t.url("/agent/claude-code/implement/run"))
-            .header("x-api-key", api_key)
-            .header("Idempotency-Key", key)
-            .json(&body);
-        async move {
-            let response = request.send().await.unwrap();
-            let replayed = response
-                .headers()
-                .get("idempotent-replayed")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            (response.status().as_u16(), replayed, response.json::<Value>().await.unwrap())
-        }
+        let t = &t;
+        async move { t.submit_keyed("implement", &body, &api_key, key).await }
     };
     let (s1, r1, first) = send("order-42", run_body(), t.key().to_owned()).await;
     let (s2, r2, second) = send("order-42", run_body(), t.key().to_owned()).await;
@@ -238,7 +203,7 @@ async fn an_idempotency_key_returns_the_same_run_and_queues_it_once() {
     assert_eq!(first["run_id"], second["run_id"]);
     // Counted where messages are sent: the FIFO queue would drop a second send silently.
     assert_eq!(t.stack.run_messages_sent(), 1, "a replay sends nothing");
-    assert_eq!(queued_messages(&t).await.len(), 1);
+    assert_eq!(t.queued_run_messages().await.len(), 1);
 
     // Two submits at once under a new key: one run, one message, one of them a replay.
     let ((sa, ra, a), (sb, rb, b)) = tokio::join!(

@@ -313,23 +313,8 @@ async fn a_missing_runs_table_is_a_503_dependency_failed_that_names_no_table() {
 async fn an_idempotency_key_past_its_24_hours_makes_a_new_run() {
     const KEY: &str = "nightly-2026-11-27";
     let t = TestStack::start().await;
-    let send = || {
-        let request = t
-            .http
-            .post(t.url("/agent/claude-code/implement/run"))
-            .header("x-api-key", t.key())
-            .header("Idempotency-Key", KEY)
-            .json(&run_body());
-        async move {
-            let response = request.send().await.unwrap();
-            let replayed = response
-                .headers()
-                .get("idempotent-replayed")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            (response.status().as_u16(), replayed, response.json::<Value>().await.unwrap())
-        }
-    };
+    let body = run_body();
+    let send = || t.submit_keyed("implement", &body, t.key(), KEY);
     let (status, replayed, first) = send().await;
     assert_eq!((status, replayed.as_str()), (202, "false"));
     let first_id = first["run_id"].as_str().unwrap().to_owned();

@@ -209,31 +209,12 @@ fn claimed_run(lease_until: DateTime<Utc>) -> Run {
 /// Run ids of the messages waiting on the runs queue, sorted; they are taken off it.
 async fn take_queued(t: &TestStack) -> Vec<String> {
     let sqs = aws::sqs(&t.stack.sdk);
-    let queue = &t.stack.settings.runs_queue_url;
     let mut ids = Vec::new();
-    for _ in 0..5 {
-        let out = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .send()
-            .await
-            .unwrap();
-        let batch = out.messages.unwrap_or_default();
-        if batch.is_empty() {
-            break;
-        }
-        for message in batch {
-            let body: Value = serde_json::from_str(message.body().unwrap()).unwrap();
-            ids.push(body["run_id"].as_str().unwrap().to_owned());
-            sqs.delete_message()
-                .queue_url(queue)
-                .receipt_handle(message.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
+    for message in t.queued_run_messages().await {
+        let body: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+        ids.push(body["run_id"].as_str().unwrap().to_owned());
+        let receipt = message.receipt_handle().unwrap();
+        sqs.delete_message().queue_url(&t.stack.settings.runs_queue_url).receipt_handle(receipt).send().await.unwrap();
     }
     ids.sort();
     ids

@@ -145,6 +145,53 @@ impl TestStack {
         }
     }
 
+    /// The messages waiting on the runs queue (with their group id), hidden for a minute so a
+    /// second look does not count them again.
+    pub async fn queued_run_messages(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        let sqs = aws_sdk_sqs::Client::new(&self.stack.sdk);
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            let out = sqs
+                .receive_message()
+                .queue_url(&self.stack.settings.runs_queue_url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                .visibility_timeout(60)
+                .send()
+                .await
+                .unwrap();
+            let batch = out.messages.unwrap_or_default();
+            if batch.is_empty() {
+                break;
+            }
+            all.extend(batch);
+        }
+        all
+    }
+
+    /// Submits `body` to `workflow` with an `Idempotency-Key`, as `api_key`: the status, the
+    /// `idempotent-replayed` header and the body.
+    pub async fn submit_keyed(
+        &self,
+        workflow: &str,
+        body: &serde_json::Value,
+        api_key: &str,
+        idempotency_key: &str,
+    ) -> (u16, String, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/agent/claude-code/{workflow}/run")))
+            .header("x-api-key", api_key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let replayed =
+            response.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        (response.status().as_u16(), replayed, response.json().await.unwrap())
+    }
+
     /// Every item of a listing followed page by page through `next_cursor`, `limit` a page, as
     /// `key` sees it; with each page's size. Panics on an error page or a listing that does not end.
     pub async fn every_page(

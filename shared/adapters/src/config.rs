@@ -98,8 +98,6 @@ impl Settings {
 /// The executor's settings: where workspaces go, how the CLI is reached, the watchdogs.
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
-    /// Frames are written here.
-    pub database_url: String,
     /// Parent of every run's workspace.
     pub workspace_root: PathBuf,
     /// The repository mirrors; `None` clones from the remote every time.
@@ -155,7 +153,6 @@ impl ExecutorConfig {
             return Err(Error::Config("HEARTBEAT_SECONDS must be shorter than LEASE_SECONDS".into()));
         }
         Ok(Self {
-            database_url: optional("DATABASE_URL").ok_or_else(|| Error::Config("DATABASE_URL is not set".into()))?,
             workspace_root: optional("WORKSPACE_ROOT").unwrap_or("/tmp/claude-runner/work".into()).into(),
             repo_cache_dir: optional("REPO_CACHE_DIR").map(Into::into),
             cli: ClaudeCliConfig {
@@ -185,7 +182,6 @@ impl ExecutorConfig {
 /// The WebSocket side: connections table, management endpoint, token secret.
 #[derive(Clone, Debug)]
 pub struct StreamSettings {
-    pub database_url: String,
     pub connections_table: String,
     /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`: where `PostToConnection` goes.
     pub management_url: String,
@@ -202,7 +198,6 @@ impl StreamSettings {
             return Err(Error::Config("STREAM_TOKEN_SECRET must be at least 32 characters".into()));
         }
         Ok(Self {
-            database_url: required("DATABASE_URL")?,
             connections_table: required("CONNECTIONS_TABLE")?,
             management_url: required("WEBSOCKET_MANAGEMENT_URL")?,
             token_secret,
