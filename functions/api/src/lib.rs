@@ -1,4 +1,4 @@
-//! The HTTP API function: run intake, status, listing and cancel.
+//! The HTTP API function: run intake, status, listing and cancel; sessions; epics.
 //!
 //! An axum `Router` is the handler. On Lambda, `lambda_http` feeds it API Gateway events; the local
 //! stack serves the very same router over a TCP socket.
@@ -17,11 +17,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use runner_adapters::Wiring;
 use runner_core::domain::{RunRequest, StreamTokens};
-use runner_core::usecases::{Authenticator, ListQuery, ReserveSession, RunService, SessionService};
+use runner_core::domain::epic::EpicRequest;
+use runner_core::usecases::{
+    Authenticator, DecisionRequest, EpicService, ListQuery, ReserveSession, RunOrigin, RunService, SessionService,
+};
 
 pub use error::ApiError;
 use extract::{Caller, JsonBody};
-use views::{Links, RunSummary, RunView, SessionView, SubmitResponse};
+use views::{Links, RunSummary, RunView, SessionView, SubmitResponse, epic_view};
 
 /// What every route shares: the use cases and the stream settings, built once per cold start.
 #[derive(Clone)]
@@ -31,6 +34,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub websocket_url: Option<String>,
     pub stream_tokens: Option<StreamTokens>,
+    /// `None` where epics are not deployed (no `EPICS_TABLE`).
+    pub epics: Option<Arc<EpicService>>,
 }
 
 /// Builds the API's state once per cold start.
@@ -43,10 +48,20 @@ pub async fn build(wiring: &Wiring) -> runner_core::Result<AppState> {
         auth: wiring.authenticator(&settings),
         websocket_url: settings.websocket_url.clone(),
         stream_tokens: settings.stream_token_secret.as_ref().map(|s| StreamTokens::new(s.as_bytes().to_vec())),
+        epics: match settings.epics_table {
+            Some(_) => Some(Arc::new(wiring.epic_service(false)?)),
+            None => None,
+        },
     })
 }
 
 impl AppState {
+    fn epics(&self) -> Result<&EpicService, ApiError> {
+        self.epics.as_deref().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "epics_not_deployed", "this deployment has no epics (EPICS_TABLE is not set)")
+        })
+    }
+
     /// Room for the largest allowed message even when JSON escaping doubles it.
     fn body_limit(&self) -> usize {
         self.runs.limits().max_message_bytes * 2 + 64 * 1024
@@ -65,6 +80,11 @@ pub fn router(state: AppState) -> Router {
         .route("/agent/claude-code/sessions", post(reserve_session).get(list_sessions))
         .route("/agent/claude-code/sessions/{session_id}", get(get_session).delete(delete_session))
         .route("/agent/claude-code/sessions/{session_id}/history", get(session_history))
+        .route("/agent/claude-code/epics", post(start_epic).get(list_epics))
+        .route("/agent/claude-code/epics/{epic_id}", get(get_epic))
+        .route("/agent/claude-code/epics/{epic_id}/approvals/{approval_id}", post(decide_approval))
+        .route("/agent/claude-code/epics/{epic_id}/cancel", post(cancel_epic))
+        .route("/agent/claude-code/epics/{epic_id}/rollback", post(rollback_epic))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -93,7 +113,7 @@ async fn submit_run(
     }
     let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, None).await?;
+    let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, RunOrigin::default()).await?;
     let links = Links::from_headers(&headers);
     let token = state.stream_tokens.as_ref().map(|t| t.issue_for_run(submitted.run.run_id, &owner, chrono::Utc::now()));
     let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref(), token);
@@ -214,4 +234,74 @@ async fn session_history(
     let query = page_query(query)?;
     let (messages, next) = state.sessions.history(&owner, &session_id, query.offset, query.limit).await?;
     Ok(Json(serde_json::json!({"messages": messages, "next_offset": next})))
+}
+
+async fn start_epic(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    JsonBody(request): JsonBody<EpicRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let epic = state.epics()?.start(&owner, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))
+}
+
+async fn list_epics(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let query = page_query(query)?;
+    let limit = query.limit.map(|n| n.to_string());
+    let page = state.epics()?.list(&owner, limit, query.cursor.as_deref()).await?;
+    let epics: Vec<serde_json::Value> = page.items.iter().map(epic_view).collect();
+    Ok(Json(serde_json::json!({"epics": epics, "next_cursor": page.next_cursor})))
+}
+
+async fn get_epic(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(epic_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(epic_view(&state.epics()?.get(&owner, &epic_id).await?)))
+}
+
+async fn decide_approval(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path((epic_id, approval_id)): Path<(String, String)>,
+    JsonBody(request): JsonBody<DecisionRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let epics = state.epics()?;
+    // Any approval of another owner's (or no) epic is not found, whatever the id looks like.
+    let epic = epics.get(&owner, &epic_id).await?;
+    let approval_id: usize = approval_id.parse().map_err(|_| {
+        ApiError::new(StatusCode::NOT_FOUND, "approval_not_found", format!("epic {} has no approval {approval_id}", epic.epic_id))
+    })?;
+    let epic = epics.decide(&owner, &epic_id, approval_id, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))
+}
+
+async fn cancel_epic(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(epic_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let epic = state.epics()?.cancel(&owner, &epic_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    to_step: usize,
+}
+
+async fn rollback_epic(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(epic_id): Path<String>,
+    JsonBody(request): JsonBody<RollbackRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let epic = state.epics()?.rollback(&owner, &epic_id, request.to_step).await?;
+    Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))
 }

@@ -180,3 +180,57 @@ impl From<&Session> for SessionView {
         }
     }
 }
+
+/// An epic as callers see it: the stored record without its task tokens and bookkeeping, each
+/// step named by its plan entry, and what is spent and left.
+pub fn epic_view(epic: &runner_core::domain::epic::Epic) -> serde_json::Value {
+    use runner_core::domain::epic::PlanStep;
+    let steps: Vec<serde_json::Value> = epic
+        .steps
+        .iter()
+        .map(|step| {
+            let mut view = serde_json::to_value(step).unwrap_or_default();
+            if let Some(fields) = view.as_object_mut() {
+                fields.remove("plan");
+                fields.insert("name".into(), step.plan.name().into());
+                let kind = if matches!(step.plan, PlanStep::Approval) { "approval" } else { "run" };
+                fields.insert("kind".into(), kind.into());
+                if let PlanStep::Run { reason: Some(reason), .. } = &step.plan {
+                    fields.insert("reason".into(), reason.clone().into());
+                }
+            }
+            view
+        })
+        .collect();
+    let pending = epic.pending_approval.as_ref().map(|p| {
+        serde_json::json!({
+            "approval_id": p.approval_id, "asked": p.asked, "triggers": p.triggers, "expires_at": p.expires_at,
+        })
+    });
+    serde_json::json!({
+        "epic_id": epic.epic_id,
+        "title": epic.title,
+        "message": epic.message,
+        "branch": epic.branch,
+        "repository_url": epic.repository_url,
+        "status": epic.status,
+        "approval": epic.approval,
+        "approval_timeout_seconds": epic.approval_timeout_seconds,
+        "budget_usd": epic.budget_usd,
+        "spent_usd": epic.totals.cost_usd,
+        "remaining_usd": epic.remaining_budget(),
+        "max_fix_rounds": epic.max_fix_rounds,
+        "fix_rounds": epic.fix_rounds,
+        "rollback_on_failure": epic.rollback_on_failure,
+        "plan": epic.plan.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "steps": steps,
+        "pending_approval": pending,
+        "totals": epic.totals,
+        "error": epic.error,
+        "rollback": epic.rollback,
+        "execution_id": epic.execution_id,
+        "created_at": epic.created_at,
+        "updated_at": epic.updated_at,
+        "finished_at": epic.finished_at,
+    })
+}

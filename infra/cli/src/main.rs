@@ -4,6 +4,7 @@
 //! `CLAUDE_RUNNER_API_KEY`, then `.local/endpoints.json` (the local stack's) in this directory or
 //! a parent.
 
+mod epic;
 mod mcp;
 mod render;
 mod stream;
@@ -92,6 +93,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Epics: one goal carried through several workflow runs on one branch, with approvals, a
+    /// budget, a fix loop and rollback points (docs/epics.md).
+    Epic(epic::EpicArgs),
     /// Serve the API as MCP tools on stdin/stdout (run_workflow, get_workflow_status, …), for an
     /// MCP client such as an orchestrating agent.
     Mcp,
@@ -166,6 +170,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Mcp => return mcp::serve(client.clone(), &endpoints).await,
+        Command::Epic(args) => return epic::run(&client, &endpoints, args).await,
         Command::Submit {
             workflow,
             message,

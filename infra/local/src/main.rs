@@ -248,6 +248,7 @@ claude-runner local stack is up
   Model        {model}
   Genie        requests {genie_requests}
                replies  {genie_results}
+  Epics        POST {http}/agent/claude-code/epics
   written to   {endpoints}
 
 Submit a run and read it back:

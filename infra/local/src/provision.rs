@@ -1,4 +1,5 @@
-//! Creates in the emulator the tables, queues and buckets that `template.yaml` declares.
+//! Creates in the emulator the tables, queues, buckets and state machines that `template.yaml`
+//! declares.
 
 use std::collections::HashMap;
 
@@ -7,6 +8,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
+use aws_sdk_sfn::types::StateMachineType;
 use aws_sdk_sqs::types::QueueAttributeName;
 use runner_adapters::aws;
 use serde_yaml::Value;
@@ -177,7 +179,51 @@ pub async fn provision(
         let attributes = HashMap::from([("Arn".to_owned(), format!("arn:aws:s3:::{name}"))]);
         physical.insert(id, Physical { reference: name, attributes });
     }
+
+    // State machines last: their definitions name other resources (the queues they send to).
+    let sfn = aws_sdk_sfn::Client::new(sdk);
+    for (id, props) in template.resources_of("AWS::Serverless::StateMachine") {
+        let name = name_for(&props, "Name", &id, &physical)?;
+        let resolver =
+            Resolver { stack_name, region: REGION, physical: &physical, parameters, conditions: template.conditions() };
+        let definition = state_machine_definition(template, &props, &resolver)?;
+        let kind = text(&props, "Type").unwrap_or("STANDARD".into());
+        let created = sfn
+            .create_state_machine()
+            .name(&name)
+            .definition(definition)
+            // The emulator checks the role's form, not its permissions.
+            .role_arn(format!("arn:aws:iam::123456789012:role/{name}"))
+            .r#type(StateMachineType::from(kind.as_str()))
+            .send()
+            .await
+            .map_err(|e| sdk_err("create state machine")(aws_err(&e)))?;
+        let arn = created.state_machine_arn().to_owned();
+        let attributes = HashMap::from([("Arn".to_owned(), arn.clone()), ("Name".to_owned(), name)]);
+        // `!Ref` of a state machine is its ARN.
+        physical.insert(id, Physical { reference: arn, attributes });
+    }
     Ok(physical)
+}
+
+/// A state machine's definition: the file its `DefinitionUri` names (relative to the template),
+/// each `${Name}` of its `DefinitionSubstitutions` replaced by that value resolved, as SAM does.
+fn state_machine_definition(template: &Template, props: &Value, resolver: &Resolver) -> Result<String, LocalError> {
+    let uri = props.get("DefinitionUri").and_then(Value::as_str).ok_or_else(|| {
+        LocalError::Template("a state machine runs locally only from a DefinitionUri that is a file path".into())
+    })?;
+    let path = template.dir().join(uri);
+    let mut definition = std::fs::read_to_string(&path).map_err(|e| LocalError::Io {
+        what: "read a state machine definition",
+        detail: format!("{}: {e}", path.display()),
+    })?;
+    if let Some(substitutions) = props.get("DefinitionSubstitutions").and_then(Value::as_mapping) {
+        for (name, value) in substitutions {
+            let name = name.as_str().ok_or_else(|| LocalError::Template("a non-string substitution name".into()))?;
+            definition = definition.replace(&format!("${{{name}}}"), &resolver.resolve(value)?);
+        }
+    }
+    Ok(definition)
 }
 
 fn aws_err(err: &(impl std::error::Error + 'static)) -> String {

@@ -1,5 +1,5 @@
 //! One running stack: provisioned resources, the HTTP API on a local port, and the projector
-//! fed from the runs table's stream.
+//! fed from the runs table's stream; the epic state machine executed by the emulator.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -138,6 +138,7 @@ impl LocalStack {
             .await
             .map_err(LocalError::io("bind the WebSocket port"))?;
         let ws_addr = ws_listener.local_addr().map_err(LocalError::io("read the WebSocket address"))?;
+        enable_state_machine_execution(&options.aws_endpoint).await?;
         // The API Gateway resources are served in process, not provisioned; the URLs that name
         // them are replaced below with the local ones.
         let mut resources = provision(&sdk, &template, &options.stack_name, &parameters).await?;
@@ -258,16 +259,7 @@ impl LocalStack {
         let genie = Arc::new(genie::build(&wiring(environment("GenieFunction")?)).await?);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         for source in template.event_sources("GenieFunction", "SQS") {
-            let queue_arn = resolver.resolve(source.get("Queue").unwrap_or(&serde_yaml::Value::Null))?;
-            let name = queue_arn.rsplit(':').next().unwrap_or_default().to_owned();
-            let queue_url = sqs
-                .get_queue_url()
-                .queue_name(&name)
-                .send()
-                .await
-                .map_err(|e| LocalError::Missing(format!("the queue {name}: {e}")))?
-                .queue_url
-                .unwrap_or_default();
+            let queue_url = event_source_queue_url(&sqs, &resolver, &source).await?;
             let genie = genie.clone();
             let handler: QueueHandler = Arc::new(move |event| {
                 let genie = genie.clone();
@@ -275,6 +267,27 @@ impl LocalStack {
             });
             tasks.push(tokio::spawn(poll_queue(sqs.clone(), queue_url, handler, 4, shutdown.subscribe())));
         }
+        // Epics: the state machine's tasks queue polled, each batch handed to the epics function.
+        // Its rollbacks do their git work where the executor's does (a test's temp folders).
+        let mut epics_env = environment("EpicsFunction")?;
+        if let Some(executor) = &options.executor {
+            for (name, value) in &executor.environment {
+                if name == "REPO_CACHE_DIR" || name == "WORKSPACE_ROOT" || name.starts_with("GIT_") {
+                    epics_env.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        let epics = Arc::new(epics::build(&wiring(epics_env)).await?);
+        for source in template.event_sources("EpicsFunction", "SQS") {
+            let queue_url = event_source_queue_url(&sqs, &resolver, &source).await?;
+            let epics = epics.clone();
+            let handler: QueueHandler = Arc::new(move |event| {
+                let epics = epics.clone();
+                Box::pin(async move { epics::handle(&epics, event).await })
+            });
+            tasks.push(tokio::spawn(poll_queue(sqs.clone(), queue_url, handler, 4, shutdown.subscribe())));
+        }
+
         let genie_changes: StreamHandler = Arc::new(move |event| {
             let genie = genie.clone();
             Box::pin(async move { Ok(genie::handle_changes(&genie, event).await) })
@@ -370,6 +383,44 @@ impl LocalStack {
         }
         self.pool.close().await;
     }
+}
+
+/// The URL of the queue an SQS event source (its `Properties`) reads.
+async fn event_source_queue_url(
+    sqs: &aws_sdk_sqs::Client,
+    resolver: &Resolver<'_>,
+    source: &serde_yaml::Value,
+) -> Result<String, LocalError> {
+    let queue_arn = resolver.resolve(source.get("Queue").unwrap_or(&serde_yaml::Value::Null))?;
+    let name = queue_arn.rsplit(':').next().unwrap_or_default().to_owned();
+    Ok(sqs
+        .get_queue_url()
+        .queue_name(&name)
+        .send()
+        .await
+        .map_err(|e| LocalError::Missing(format!("the queue {name}: {e}")))?
+        .queue_url
+        .unwrap_or_default())
+}
+
+/// moto runs state machine executions only when its configuration says so (otherwise an
+/// execution stays `RUNNING` and does nothing). The setting is the emulator's, shared by every
+/// stack on it; setting it again changes nothing.
+async fn enable_state_machine_execution(aws_endpoint: &str) -> Result<(), LocalError> {
+    let refused = |detail: String| LocalError::Provision { what: "moto's state machine execution setting", detail };
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| refused(e.to_string()))?;
+    let url = format!("{}/moto-api/config", aws_endpoint.trim_end_matches('/'));
+    let response = client
+        .post(&url)
+        .json(&serde_json::json!({"stepfunctions": {"execute_state_machine": true}}))
+        .send()
+        .await
+        .map_err(|e| refused(format!("POST {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(refused(format!("POST {url} answered {} (is {aws_endpoint} a moto server?)", response.status())));
+    }
+    Ok(())
 }
 
 async fn build_executor(

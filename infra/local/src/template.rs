@@ -2,7 +2,7 @@
 //! and which environment each function gets. Intrinsics are resolved against local names.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
@@ -13,12 +13,14 @@ pub struct Template {
     parameters: serde_yaml::Mapping,
     conditions: serde_yaml::Mapping,
     globals_env: serde_yaml::Mapping,
+    /// The template's folder: relative paths in it (`DefinitionUri`) start here.
+    dir: PathBuf,
 }
 
 /// What `!Ref` and `!GetAtt` of a provisioned resource give locally.
 #[derive(Clone, Debug, Default)]
 pub struct Physical {
-    /// `!Ref`: a table's or bucket's name, a queue's URL.
+    /// `!Ref`: a table's or bucket's name, a queue's URL, a state machine's ARN.
     pub reference: String,
     /// `!GetAtt X.<attribute>`.
     pub attributes: HashMap<String, String>,
@@ -52,7 +54,13 @@ impl Template {
             parameters: mapping(doc.get("Parameters")),
             conditions: mapping(doc.get("Conditions")),
             globals_env,
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         })
+    }
+
+    /// The folder the template's relative paths start from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The template's `Conditions`, for `!If` and `!Condition`.

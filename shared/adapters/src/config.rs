@@ -6,7 +6,7 @@ use std::time::Duration;
 use runner_core::domain::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SESSION_TTL_DAYS, IntakeLimits, RepositoryPolicy, WorkflowRegistry,
 };
-use runner_core::usecases::{ExecutorSettings, FanoutLimits};
+use runner_core::usecases::{EpicSettings, ExecutorSettings, FanoutLimits};
 use runner_core::{Error, Result};
 
 use crate::ClaudeCliConfig;
@@ -38,6 +38,12 @@ pub struct Settings {
     pub genie_results_queue_url: Option<String>,
     /// Other queues Genie requests may name as `reply_to` (a trailing `*` matches a prefix).
     pub genie_reply_allowlist: Vec<String>,
+    /// The epics table; `None` where epics are not deployed.
+    pub epics_table: Option<String>,
+    /// The epic state machine, to start executions.
+    pub epic_state_machine_arn: Option<String>,
+    /// How long an epic's run step may go without its executor's heartbeat.
+    pub epic_step_heartbeat_seconds: u64,
 }
 
 impl Settings {
@@ -75,6 +81,14 @@ impl Settings {
             genie_owner: optional("GENIE_OWNER"),
             genie_results_queue_url: optional("GENIE_RESULTS_QUEUE_URL"),
             genie_reply_allowlist: list("GENIE_REPLY_ALLOWLIST"),
+            epics_table: optional("EPICS_TABLE"),
+            epic_state_machine_arn: optional("EPIC_STATE_MACHINE_ARN"),
+            epic_step_heartbeat_seconds: match optional("EPIC_STEP_HEARTBEAT_SECONDS") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| Error::Config(format!("EPIC_STEP_HEARTBEAT_SECONDS is not a number: {v}")))?,
+                None => EpicSettings::default().step_heartbeat_seconds,
+            },
         })
     }
 

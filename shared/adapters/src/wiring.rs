@@ -10,10 +10,11 @@ use sqlx::PgPool;
 
 use runner_core::domain::{Owner, ReplyPolicy, StreamTokens, WorkflowRegistry};
 use runner_core::ports::{
-    ConnectionGateway, ConnectionStore, FrameSink, ObjectStore, RunQueue, RunStore, SessionStore,
+    BranchMover, ConnectionGateway, ConnectionStore, EpicEngine, FrameSink, ObjectStore, RunQueue, RunStore,
+    SessionStore,
 };
 use runner_core::usecases::{
-    Authenticator, ExecutorPorts, GenieService, Janitor, RunExecutor, RunService, SessionService, StreamAccess,
+    Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, RunExecutor, RunService, SessionService, StreamAccess,
     StreamService, WebSocketFanout,
 };
 use runner_core::{Error, Result};
@@ -21,9 +22,9 @@ use runner_core::{Error, Result};
 use crate::config::{ExecutorConfig, Settings, StreamSettings};
 use crate::files::{NdjsonFrameLogs, StoredTranscripts};
 use crate::{
-    ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoConnectionStore, DynamoRunStore, DynamoSessionStore,
-    GitWorkspaces, PgFrameStore, PgRunProjection, S3ObjectStore, SqsReplies, SqsRunQueue, WorkspaceConfig, aws,
-    postgres,
+    ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore,
+    DynamoSessionStore, GitWorkspaces, PgFrameStore, PgRunProjection, S3ObjectStore, SqsReplies, SqsRunQueue,
+    StepFunctionsEngine, WorkspaceConfig, aws, postgres,
 };
 
 type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -173,14 +174,9 @@ impl Wiring {
         ))
     }
 
-    /// The executor: workspaces, the CLI, the frame sinks (Postgres, then — when the WebSocket
-    /// API is configured — the live fan-out).
-    pub async fn run_executor(&self) -> Result<RunExecutor> {
-        let settings = self.settings()?;
-        let config = self.executor_config()?;
-        let pool = self.postgres(config.pg_pool_size).await?;
-        let objects = self.objects(&settings);
-        let workspaces = GitWorkspaces::new(
+    /// Checkouts with the `git` binary, through the mirror cache when one is configured.
+    fn workspaces(config: &ExecutorConfig, objects: &Arc<dyn ObjectStore>) -> GitWorkspaces {
+        GitWorkspaces::new(
             WorkspaceConfig {
                 root: config.workspace_root.clone(),
                 cache_dir: config.repo_cache_dir.clone(),
@@ -189,7 +185,48 @@ impl Wiring {
                 dotenv: config.workspace_dotenv.clone(),
             },
             Some(objects.clone()),
-        );
+        )
+    }
+
+    /// The epic state machine's engine (Step Functions): executions and task callbacks.
+    pub fn epic_engine(&self, settings: &Settings) -> Arc<dyn EpicEngine> {
+        let client = aws_sdk_sfn::Client::new(&self.sdk);
+        Arc::new(StepFunctionsEngine::new(client, settings.epic_state_machine_arn.clone()))
+    }
+
+    /// Epics: the API's side, and (`with_git`) the epics function's, which moves branches back.
+    pub fn epic_service(&self, with_git: bool) -> Result<EpicService> {
+        let settings = self.settings()?;
+        let table = settings.epics_table.clone().ok_or_else(|| Error::Config("EPICS_TABLE is not set".into()))?;
+        let workflows = Arc::new(settings.workflow_registry()?);
+        let branches: Option<Arc<dyn BranchMover>> = if with_git {
+            let config = self.executor_config()?;
+            Some(Arc::new(Self::workspaces(&config, &self.objects(&settings))))
+        } else {
+            None
+        };
+        let epic_settings = EpicSettings {
+            step_heartbeat_seconds: settings.epic_step_heartbeat_seconds,
+            ..EpicSettings::default()
+        };
+        Ok(EpicService::new(
+            Arc::new(DynamoEpicStore::new(aws::dynamodb(&self.sdk), table)),
+            self.epic_engine(&settings),
+            Arc::new(self.run_service(&settings, workflows)),
+            self.run_store(&settings),
+            branches,
+            epic_settings,
+        ))
+    }
+
+    /// The executor: workspaces, the CLI, the frame sinks (Postgres, then — when the WebSocket
+    /// API is configured — the live fan-out).
+    pub async fn run_executor(&self) -> Result<RunExecutor> {
+        let settings = self.settings()?;
+        let config = self.executor_config()?;
+        let pool = self.postgres(config.pg_pool_size).await?;
+        let objects = self.objects(&settings);
+        let workspaces = Self::workspaces(&config, &objects);
         let frames = Arc::new(PgFrameStore::new(pool));
         let mut sinks: Vec<Arc<dyn FrameSink>> = vec![frames.clone()];
         // Live: subscribers get each frame as it is read, before the store has it; what they
@@ -208,6 +245,7 @@ impl Wiring {
             objects,
             sessions: self.session_store(&settings),
             sinks,
+            epics: self.epic_engine(&settings),
         };
         Ok(RunExecutor::new(ports, config.settings))
     }

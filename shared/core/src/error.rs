@@ -15,6 +15,18 @@ pub enum Error {
     /// No such run, or another owner's.
     #[error("run {0} not found")]
     RunNotFound(String),
+    /// No such epic, or another owner's.
+    #[error("epic {0} not found")]
+    EpicNotFound(String),
+    /// The epic is not in a state that allows this; the code says which (`approval_not_pending`,
+    /// `epic_running`, `epic_ended`, `branch_moved`).
+    #[error("{message}")]
+    EpicConflict {
+        /// The machine-readable code.
+        code: &'static str,
+        /// Why, for people.
+        message: String,
+    },
     /// No such session (or expired, or another owner's); the second field says which.
     #[error("session {0} {1}")]
     UnknownSession(String, &'static str),
@@ -87,6 +99,8 @@ impl Error {
             Self::Invalid(v) => v.code(),
             Self::UnknownWorkflow(_) => "unknown_workflow",
             Self::RunNotFound(_) => "run_not_found",
+            Self::EpicNotFound(_) => "epic_not_found",
+            Self::EpicConflict { code, .. } => code,
             Self::UnknownSession(..) => "unknown_session",
             Self::SessionConflict(_) => "session_conflict",
             Self::Unauthorized => "unauthorized",
@@ -105,11 +119,14 @@ impl Error {
         match self {
             Self::Invalid(_) => ErrorKind::InvalidInput,
             Self::Unauthorized => ErrorKind::Unauthorized,
-            Self::UnknownWorkflow(_) | Self::RunNotFound(_) | Self::UnknownSession(..) => ErrorKind::NotFound,
+            Self::UnknownWorkflow(_) | Self::RunNotFound(_) | Self::EpicNotFound(_) | Self::UnknownSession(..) => {
+                ErrorKind::NotFound
+            }
             Self::InvalidTransition(_)
             | Self::IdempotencyKeyReused
             | Self::Conflict
             | Self::SessionConflict(_)
+            | Self::EpicConflict { .. }
             | Self::OutputNotReady(_) => ErrorKind::Conflict,
             Self::QueueUnavailable(_) | Self::Dependency { .. } => ErrorKind::Unavailable,
             Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => ErrorKind::Internal,

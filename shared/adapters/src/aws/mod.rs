@@ -1,24 +1,28 @@
-//! The AWS adapters (DynamoDB, SQS, S3, API Gateway's management API) and their clients, built
+//! The AWS adapters (DynamoDB, SQS, S3, Step Functions, API Gateway's management API) and their clients, built
 //! from one `SdkConfig` per process that honours `AWS_ENDPOINT_URL`, so the same binaries talk
 //! to moto or LocalStack locally.
 
 mod apigw_connections;
 mod dynamo;
 mod dynamo_connections;
+mod dynamo_epics;
 mod dynamo_keys;
 mod dynamo_runs;
 mod dynamo_sessions;
 pub mod queue_poller;
 mod s3_objects;
+mod sfn_engine;
 mod sqs_queue;
 mod sqs_replies;
 
 pub use apigw_connections::ApiGatewayConnections;
 pub use dynamo_connections::DynamoConnectionStore;
+pub use dynamo_epics::DynamoEpicStore;
 pub use dynamo_keys::DynamoApiKeyStore;
 pub use dynamo_runs::DynamoRunStore;
 pub use dynamo_sessions::DynamoSessionStore;
 pub use s3_objects::S3ObjectStore;
+pub use sfn_engine::StepFunctionsEngine;
 pub use sqs_queue::SqsRunQueue;
 pub use sqs_replies::SqsReplies;
 

@@ -7,6 +7,7 @@ mod archive;
 mod branch_names;
 mod command;
 mod mirror;
+mod rollback;
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt as _;

@@ -102,6 +102,8 @@ impl CliSummary {
         }
         let code = match result.subtype.as_str() {
             "error_max_turns" => "max_turns_exhausted".to_owned(),
+            // `--max-budget-usd` stopped it.
+            "error_max_budget_usd" => "budget_exceeded".to_owned(),
             // `success` with `is_error`: the CLI ended the turn on an API or request error.
             "" | "success" => "cli_error".to_owned(),
             other => format!("cli_{other}"),

@@ -4,6 +4,7 @@
 
 mod branch;
 pub mod cloud_event;
+pub mod epic;
 mod frame;
 pub mod object_keys;
 mod owner;
@@ -29,7 +30,7 @@ pub use request::{
     ValidRunRequest, validate_idempotency_key,
 };
 pub use run::{
-    CancelOutcome, DiffStats, LAMBDA_RUN_LIMIT_SECONDS, Lane, LostRun, Run, RunError, RunId, RunOutcome, RunStatus,
+    CancelOutcome, DiffStats, EpicLink, LAMBDA_RUN_LIMIT_SECONDS, Lane, LostRun, Run, RunError, RunId, RunOutcome, RunStatus,
     RunTimings, TransitionError, millis,
 };
 pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};

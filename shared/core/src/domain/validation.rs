@@ -77,6 +77,14 @@ pub enum ValidationError {
     /// A run id given by the caller does not parse as a UUID.
     #[error("run id must be a UUID")]
     InvalidRunId,
+    /// An epic request or decision broke one of its rules; carries the code and why.
+    #[error("{message}")]
+    InvalidEpic {
+        /// The machine-readable code (`invalid_steps`, `invalid_decision`, …).
+        code: &'static str,
+        /// What is wrong, for people.
+        message: String,
+    },
 }
 
 impl ValidationError {
@@ -100,6 +108,7 @@ impl ValidationError {
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidCursor => "invalid_cursor",
             Self::InvalidRunId => "invalid_run_id",
+            Self::InvalidEpic { code, .. } => code,
         }
     }
 }

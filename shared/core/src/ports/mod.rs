@@ -2,6 +2,7 @@
 //! concern. `runner-adapters` implements them on AWS, Postgres, git, the CLI and the file
 //! system; nothing here names a type of those.
 
+mod epics;
 mod execution;
 mod keys;
 mod objects;
@@ -10,6 +11,7 @@ mod runs;
 mod sessions;
 mod streaming;
 
+pub use epics::{BranchMover, EpicEngine, EpicStore, TaskAnswer};
 pub use execution::{Cli, CliProcess, OutputLine, PublishedChanges, Transcripts, Workspace, Workspaces};
 pub use keys::ApiKeyStore;
 pub use objects::ObjectStore;

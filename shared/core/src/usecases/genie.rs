@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::RunService;
+use super::{RunOrigin, RunService};
 use crate::domain::cloud_event::{CloudEvent, types};
 use crate::domain::reply::{self, MAX_CORRELATION_ID_LEN, ReplyPolicy, ReplyRoute};
 use crate::domain::{Owner, Run, RunRequest, StreamTokens};
@@ -119,7 +119,7 @@ impl GenieService {
             Err(e) => return Ok(Err(Refusal::new("invalid_json", format!("data is not a valid run request: {e}")))),
         };
         let key = event.idempotency_key();
-        let submitted = match self.runs.submit(&self.owner, &workflow, request, Some(&key), Some(route.clone())).await {
+        let submitted = match self.runs.submit(&self.owner, &workflow, request, Some(&key), RunOrigin::replying_to(route.clone())).await {
             Ok(submitted) => submitted,
             Err(err) => return refusal_or_retry(err),
         };

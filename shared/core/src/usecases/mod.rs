@@ -4,11 +4,13 @@
 //! - execution: `RunExecutor` (claim, lease, workspace, CLI, outcome), `FrameRecorder`
 //!   (batching frames to the log and the sinks), `WebSocketFanout` (the live sink);
 //! - streaming: `StreamService` (connect, subscribe, replay, hand over to the executor);
-//! - orchestrators: `GenieService` (CloudEvent requests in, replies out);
+//! - orchestrators: `GenieService` (CloudEvent requests in, replies out), `EpicService`
+//!   (epics: started and decided through the API, carried by the engine's tasks);
 //! - upkeep: `Janitor` (expired sessions, lost executors, orphaned objects).
 
 mod auth;
 mod courier;
+mod epics;
 mod execute;
 mod fanout;
 mod frames;
@@ -20,11 +22,12 @@ mod sessions;
 mod stream;
 
 pub use auth::Authenticator;
+pub use epics::{DecisionRequest, EpicService, EpicSettings, MAX_COMMENT_BYTES};
 pub use execute::{Disposition, ExecutorPorts, ExecutorSettings, RunExecutor};
 pub use fanout::{FanoutLimits, WebSocketFanout};
 pub use frames::{FrameRecorder, RecorderReport};
 pub use genie::{GenieService, StreamAccess};
 pub use janitor::{Janitor, JanitorReport};
-pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunService, Submitted};
+pub use runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, ListQuery, MAX_PAGE_SIZE, RunOrigin, RunService, Submitted};
 pub use sessions::{HistoryMessage, ReserveSession, SessionService};
 pub use stream::{Credentials, StreamService};

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::optimistic::{self, Edit};
 use crate::domain::{
-    CancelOutcome, IntakeLimits, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus,
+    CancelOutcome, EpicLink, IntakeLimits, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus,
     SessionRefusal, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys, validate_idempotency_key,
 };
 use crate::ports::{IdempotencyRecord, ObjectStore, Page, RunFilter, RunMessage, RunQueue, RunStore, SessionStore};
@@ -38,6 +38,22 @@ pub struct RunService {
     workflows: Arc<WorkflowRegistry>,
     limits: IntakeLimits,
     repositories: RepositoryPolicy,
+}
+
+/// Where a run comes from, besides its owner: whom to reply to, which epic step it carries out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOrigin {
+    /// A queue caller's reply route (Genie).
+    pub reply: Option<ReplyRoute>,
+    /// The epic step the run carries out.
+    pub epic: Option<EpicLink>,
+}
+
+impl RunOrigin {
+    /// A run submitted through a queue, replied to on `route`.
+    pub fn replying_to(route: ReplyRoute) -> Self {
+        Self { reply: Some(route), epic: None }
+    }
 }
 
 /// What a submit produced.
@@ -101,6 +117,11 @@ impl RunService {
         self.workflows.get(name).is_some()
     }
 
+    /// The repositories runs may use.
+    pub fn repositories(&self) -> &RepositoryPolicy {
+        &self.repositories
+    }
+
     /// The intake limits requests are checked against.
     pub fn limits(&self) -> &IntakeLimits {
         &self.limits
@@ -114,7 +135,7 @@ impl RunService {
         workflow: &str,
         request: RunRequest,
         idempotency_key: Option<&str>,
-        reply: Option<ReplyRoute>,
+        origin: RunOrigin,
     ) -> Result<Submitted> {
         let workflow = self.workflows.get(workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_owned()))?;
         if let Some(key) = idempotency_key {
@@ -137,7 +158,8 @@ impl RunService {
         let fingerprint = fingerprint(&valid);
         let now = Utc::now();
         let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
-        run.reply = reply;
+        run.reply = origin.reply;
+        run.epic = origin.epic;
         run.time_limit_seconds = workflow.config.timeout_seconds;
 
         // Two conditional writes, no transaction: claim the key for this run id, then create the

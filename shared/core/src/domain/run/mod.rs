@@ -140,6 +140,23 @@ pub struct Run {
     /// Size of the changes the run pushed, from the base commit to its last commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_stats: Option<DiffStats>,
+    /// The branch head the run started from (its epic's rollback point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    /// The epic step this run carries out, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epic: Option<EpicLink>,
+}
+
+/// The epic step a run carries out, and the Step Functions task waiting for its end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpicLink {
+    /// The epic.
+    pub epic_id: super::epic::EpicId,
+    /// The step's index in the epic.
+    pub step: usize,
+    /// The task token the run's heartbeats and its end report to; never shown to callers.
+    pub task_token: String,
 }
 
 /// Size of a change as `git diff --shortstat` counts it.
@@ -231,6 +248,8 @@ impl Run {
             exit_code: None,
             commits: Vec::new(),
             diff_stats: None,
+            base_commit: None,
+            epic: None,
         }
     }
 
@@ -353,6 +372,7 @@ mod status;
 mod timings;
 
 pub use lane::{LAMBDA_RUN_LIMIT_SECONDS, Lane};
+
 pub use status::{RunId, RunStatus};
 pub use timings::{RunTimings, millis};
 

@@ -83,7 +83,7 @@ impl RunExecutor {
             Some(StopReason::LeaseLost) => return Err(Error::LeaseLost),
             Some(StopReason::Cancel) => return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await,
         }
-        self.start_running(run, &session).await?;
+        self.start_running(run, &session, &workspace.base_commit).await?;
         if run.cancel_requested {
             // Asked while the workspace was being prepared (the re-read on conflict brought it).
             return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
@@ -160,7 +160,7 @@ impl RunExecutor {
 
     /// `preparing → running`. The caller learns the session id as soon as the CLI starts; the
     /// lease is renewed in the same write, since this put replaces the whole item.
-    async fn start_running(&self, run: &mut Run, session: &SessionMode) -> Result<()> {
+    async fn start_running(&self, run: &mut Run, session: &SessionMode, base_commit: &str) -> Result<()> {
         let new_session = match session {
             SessionMode::New(id) if run.session_id.is_none() => Some(*id),
             _ => None,
@@ -170,6 +170,7 @@ impl RunExecutor {
             let now = Utc::now();
             r.transition(RunStatus::Running, now)?;
             r.lease_expires_at = Some(now + lease);
+            r.base_commit = Some(base_commit.to_owned());
             if new_session.is_some() {
                 r.session_id = new_session;
             }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::domain::RunId;
-use crate::ports::RunStore;
+use crate::ports::{EpicEngine, RunStore};
 
 /// Why a running CLI must stop before it ends by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,10 +30,18 @@ pub(super) struct Lease {
 }
 
 impl Lease {
-    /// Renews `executor`'s lease on the run every `every`, for `lease` each time.
-    pub fn hold(store: Arc<dyn RunStore>, run_id: RunId, executor: String, lease: Duration, every: Duration) -> Self {
+    /// Renews `executor`'s lease on the run every `every`, for `lease` each time; and, for an
+    /// epic step, heartbeats the task waiting on its token.
+    pub fn hold(
+        store: Arc<dyn RunStore>,
+        run_id: RunId,
+        executor: String,
+        lease: Duration,
+        every: Duration,
+        epic_task: Option<(Arc<dyn EpicEngine>, String)>,
+    ) -> Self {
         let (tx, stop) = watch::channel(None);
-        let task = tokio::spawn(heartbeat(store, run_id, executor, lease, every, tx));
+        let task = tokio::spawn(heartbeat(store, run_id, executor, lease, every, epic_task, tx));
         Self { task, started: tokio::time::Instant::now(), stop }
     }
 
@@ -68,11 +76,17 @@ async fn heartbeat(
     executor: String,
     lease: Duration,
     every: Duration,
+    epic_task: Option<(Arc<dyn EpicEngine>, String)>,
     stop: watch::Sender<Option<StopReason>>,
 ) {
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
     loop {
         tokio::time::sleep(every).await;
+        if let Some((engine, token)) = &epic_task
+            && let Err(err) = engine.heartbeat(token).await
+        {
+            tracing::warn!(%run_id, error = %err, "epic step heartbeat failed; retrying");
+        }
         match store.heartbeat(run_id, &executor, Utc::now() + lease).await {
             Ok(Some(beat)) if beat.cancel_requested => {
                 let _ = stop.send(Some(StopReason::Cancel));

@@ -22,7 +22,7 @@ use crate::domain::{
     DEFAULT_SESSION_TTL_DAYS, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, RunTimings, TransitionError,
     WorkflowRegistry, millis,
 };
-use crate::ports::{Cli, FrameLogs, FrameSink, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces};
+use crate::ports::{Cli, EpicEngine, FrameLogs, FrameSink, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces};
 use crate::{Error, Result};
 
 /// How an executor runs runs: its name in leases, the lease, the watchdogs. The defaults here
@@ -91,6 +91,8 @@ pub struct ExecutorPorts {
     pub frame_logs: Arc<dyn FrameLogs>,
     /// Every frame goes to each, in this order.
     pub sinks: Vec<Arc<dyn FrameSink>>,
+    /// The engine an epic step's run heartbeats and reports its end to.
+    pub epics: Arc<dyn EpicEngine>,
 }
 
 /// Runs the runs the queue asks for, one `execute` per message.
@@ -105,14 +107,14 @@ enum Claim {
     Nothing,
     HeldElsewhere,
     /// A run that has ended: before this message came, or here because its executor was lost.
-    Ended(RunStatus),
+    Ended(Box<Run>),
 }
 
 /// What the claim's look at the stored run decided.
 enum Found {
     Claimable,
     HeldElsewhere,
-    Ended(RunStatus),
+    Ended,
 }
 
 impl RunExecutor {
@@ -128,8 +130,10 @@ impl RunExecutor {
             Claim::Claimed(run) => *run,
             Claim::Nothing => return Ok(Disposition::Done),
             Claim::HeldElsewhere => return Ok(Disposition::Retry),
-            Claim::Ended(status) => {
-                self.announce_end(run_id, status).await;
+            Claim::Ended(run) => {
+                self.announce_end(run_id, run.status).await;
+                // The first report may have been lost with its executor: the engine ignores a repeat.
+                self.report_to_epic(&run).await;
                 return Ok(Disposition::Done);
             }
         };
@@ -137,12 +141,15 @@ impl RunExecutor {
         let waited = (Utc::now() - run.created_at).to_std().unwrap_or_default();
         run.timings = Some(RunTimings { queue_wait_ms: millis(waited), ..RunTimings::default() });
         let settings = &self.settings;
+        // An epic step's heartbeat also tells the engine the step is alive.
+        let task = run.epic.as_ref().map(|link| (self.ports.epics.clone(), link.task_token.clone()));
         let lease = Lease::hold(
             self.ports.store.clone(),
             run_id,
             settings.executor_id.clone(),
             settings.lease,
             settings.heartbeat,
+            task,
         );
         let result = self.run_claimed(&mut run, &lease).await;
         drop(lease);
@@ -157,6 +164,7 @@ impl RunExecutor {
         }
         if run.status.is_terminal() {
             self.announce_end(run_id, run.status).await;
+            self.report_to_epic(&run).await;
         } else {
             for sink in &self.ports.sinks {
                 sink.abandon(run_id).await;
@@ -186,12 +194,12 @@ impl RunExecutor {
                         Some(LostRun::Requeued) => {
                             tracing::warn!(%run_id, ?lost, "taking over a run whose executor was lost");
                         }
-                        Some(LostRun::Failed) => return Ok(Edit::Write(Found::Ended(run.status))),
+                        Some(LostRun::Failed) => return Ok(Edit::Write(Found::Ended)),
                     }
                 }
                 // Cancelled while queued, or a duplicate delivery: nothing to run, but whoever
                 // subscribed meanwhile still needs the end.
-                status => return Ok(Edit::Keep(Found::Ended(status))),
+                _ => return Ok(Edit::Keep(Found::Ended)),
             }
             run.claim(executor, now + lease, now)?;
             Ok(Edit::Write(Found::Claimable))
@@ -200,7 +208,7 @@ impl RunExecutor {
         match claimed {
             Ok(Found::Claimable) => Ok(Claim::Claimed(Box::new(run))),
             Ok(Found::HeldElsewhere) | Err(Error::Conflict) => Ok(Claim::HeldElsewhere),
-            Ok(Found::Ended(status)) => Ok(Claim::Ended(status)),
+            Ok(Found::Ended) => Ok(Claim::Ended(Box::new(run))),
             Err(err) => Err(err),
         }
     }
@@ -209,6 +217,30 @@ impl RunExecutor {
     async fn announce_end(&self, run_id: RunId, status: RunStatus) {
         for sink in &self.ports.sinks {
             sink.finish(run_id, status).await;
+        }
+    }
+
+    /// Tells the epic step's waiting task how its run ended: success for a completed run, a
+    /// failure named by the run's error code otherwise (the epic reads the run for the rest).
+    async fn report_to_epic(&self, run: &Run) {
+        let Some(link) = &run.epic else { return };
+        let engine = &self.ports.epics;
+        let sent = match &run.error {
+            None if run.status == RunStatus::Completed => {
+                let output = serde_json::json!({"kind": "run_ended", "run_id": run.run_id, "status": run.status});
+                engine.succeed(&link.task_token, &output).await
+            }
+            error => {
+                let (code, message) = error
+                    .as_ref()
+                    .map_or((run.status.as_str(), "the run did not complete"), |e| (e.code.as_str(), e.message.as_str()));
+                engine.fail(&link.task_token, code, message).await
+            }
+        };
+        match sent {
+            Ok(answer) => tracing::info!(run_id = %run.run_id, epic_id = %link.epic_id, ?answer, "epic step reported"),
+            // The step's heartbeat timeout ends it if this never arrives.
+            Err(err) => tracing::warn!(run_id = %run.run_id, error = %err, "could not report to the epic"),
         }
     }
 

@@ -1,0 +1,29 @@
+//! The epics function: the epic state machine's tasks, from the epic tasks queue
+//! (`ReportBatchItemFailures` on) → `EpicService::handle_task`. A transient failure is reported,
+//! so SQS retries the message (and dead-letters it after a few receives); the state machine's
+//! own timeouts bound what a lost message can hold up.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::BatchItemFailure;
+use runner_adapters::Wiring;
+use runner_core::usecases::EpicService;
+
+/// Builds the service once per cold start (with git, for rollbacks).
+pub async fn build(wiring: &Wiring) -> runner_core::Result<EpicService> {
+    wiring.epic_service(true)
+}
+
+/// A batch of tasks; each fails or succeeds alone (the queue is not FIFO).
+pub async fn handle(epics: &EpicService, event: SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        if let Err(err) = epics.handle_task(record.body.as_deref().unwrap_or_default()).await {
+            tracing::warn!(message_id = %id, error = %err, "epic task not handled; SQS will retry it");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
