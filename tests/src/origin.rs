@@ -50,6 +50,25 @@ impl GitOrigin {
     }
 }
 
+impl GitOrigin {
+    /// Pushes a commit adding `path` to `branch` from outside the service (someone else's
+    /// push); returns the new head.
+    pub fn push_commit(&self, branch: &str, path: &str, content: &str) -> String {
+        let work = self.dir.path().join(format!("outside-{}", rand_suffix()));
+        let bare = self.bare();
+        git(self.dir.path(), &["clone", "--quiet", "--branch", branch, bare.to_str().unwrap(), work.to_str().unwrap()]);
+        std::fs::write(work.join(path), content).unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["-c", "user.name=o", "-c", "user.email=o@example.com", "commit", "--quiet", "-m", "outside"]);
+        git(&work, &["push", "--quiet", "origin", branch]);
+        self.head(branch)
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
 impl Default for GitOrigin {
     fn default() -> Self {
         Self::new()

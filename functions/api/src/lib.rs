@@ -16,8 +16,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use runner_adapters::Wiring;
-use runner_core::domain::{RunRequest, StreamTokens};
 use runner_core::domain::epic::EpicRequest;
+use runner_core::domain::{RunRequest, StreamTokens};
 use runner_core::usecases::{
     Authenticator, DecisionRequest, EpicService, ListQuery, ReserveSession, RunOrigin, RunService, SessionService,
 };
@@ -58,7 +58,11 @@ pub async fn build(wiring: &Wiring) -> runner_core::Result<AppState> {
 impl AppState {
     fn epics(&self) -> Result<&EpicService, ApiError> {
         self.epics.as_deref().ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "epics_not_deployed", "this deployment has no epics (EPICS_TABLE is not set)")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "epics_not_deployed",
+                "this deployment has no epics (EPICS_TABLE is not set)",
+            )
         })
     }
 
@@ -275,7 +279,11 @@ async fn decide_approval(
     // Any approval of another owner's (or no) epic is not found, whatever the id looks like.
     let epic = epics.get(&owner, &epic_id).await?;
     let approval_id: usize = approval_id.parse().map_err(|_| {
-        ApiError::new(StatusCode::NOT_FOUND, "approval_not_found", format!("epic {} has no approval {approval_id}", epic.epic_id))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "approval_not_found",
+            format!("epic {} has no approval {approval_id}", epic.epic_id),
+        )
     })?;
     let epic = epics.decide(&owner, &epic_id, approval_id, request).await?;
     Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))

@@ -84,9 +84,9 @@ impl Settings {
             epics_table: optional("EPICS_TABLE"),
             epic_state_machine_arn: optional("EPIC_STATE_MACHINE_ARN"),
             epic_step_heartbeat_seconds: match optional("EPIC_STEP_HEARTBEAT_SECONDS") {
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| Error::Config(format!("EPIC_STEP_HEARTBEAT_SECONDS is not a number: {v}")))?,
+                Some(v) => {
+                    v.parse().map_err(|_| Error::Config(format!("EPIC_STEP_HEARTBEAT_SECONDS is not a number: {v}")))?
+                }
                 None => EpicSettings::default().step_heartbeat_seconds,
             },
         })

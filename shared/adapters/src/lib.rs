@@ -15,8 +15,8 @@ pub mod telemetry;
 pub mod wiring;
 
 pub use aws::{
-    ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore, DynamoSessionStore,
-    S3ObjectStore, SqsReplies, SqsRunQueue, StepFunctionsEngine,
+    ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore,
+    DynamoSessionStore, S3ObjectStore, SqsReplies, SqsRunQueue, StepFunctionsEngine,
 };
 pub use claude_cli::{ClaudeCli, ClaudeCliConfig};
 pub use git::{GitWorkspaces, WorkspaceConfig};

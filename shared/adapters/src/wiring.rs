@@ -14,8 +14,8 @@ use runner_core::ports::{
     SessionStore,
 };
 use runner_core::usecases::{
-    Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, RunExecutor, RunService, SessionService, StreamAccess,
-    StreamService, WebSocketFanout,
+    Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, RunExecutor, RunService,
+    SessionService, StreamAccess, StreamService, WebSocketFanout,
 };
 use runner_core::{Error, Result};
 
@@ -205,10 +205,8 @@ impl Wiring {
         } else {
             None
         };
-        let epic_settings = EpicSettings {
-            step_heartbeat_seconds: settings.epic_step_heartbeat_seconds,
-            ..EpicSettings::default()
-        };
+        let epic_settings =
+            EpicSettings { step_heartbeat_seconds: settings.epic_step_heartbeat_seconds, ..EpicSettings::default() };
         Ok(EpicService::new(
             Arc::new(DynamoEpicStore::new(aws::dynamodb(&self.sdk), table)),
             self.epic_engine(&settings),

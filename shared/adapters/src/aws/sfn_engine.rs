@@ -21,10 +21,7 @@ impl StepFunctionsEngine {
 
 /// A callback whose task no longer waits: answered before, timed out, or its execution ended.
 fn gone<E: ProvideErrorMetadata>(err: &aws_sdk_sfn::error::SdkError<E>) -> bool {
-    matches!(
-        err.as_service_error().and_then(|e| e.code()),
-        Some("TaskTimedOut" | "TaskDoesNotExist" | "InvalidToken")
-    )
+    matches!(err.as_service_error().and_then(|e| e.code()), Some("TaskTimedOut" | "TaskDoesNotExist" | "InvalidToken"))
 }
 
 fn answer<T, E>(result: Result<T, aws_sdk_sfn::error::SdkError<E>>, what: &'static str) -> Result<TaskAnswer>
@@ -41,8 +38,12 @@ where
 #[async_trait]
 impl EpicEngine for StepFunctionsEngine {
     async fn start(&self, name: &str, input: &serde_json::Value) -> Result<String> {
-        let arn = self.state_machine_arn.as_deref().ok_or_else(|| Error::Config("EPIC_STATE_MACHINE_ARN is not set".into()))?;
-        let result = self.client.start_execution().state_machine_arn(arn).name(name).input(input.to_string()).send().await;
+        let arn = self
+            .state_machine_arn
+            .as_deref()
+            .ok_or_else(|| Error::Config("EPIC_STATE_MACHINE_ARN is not set".into()))?;
+        let result =
+            self.client.start_execution().state_machine_arn(arn).name(name).input(input.to_string()).send().await;
         match result {
             Ok(out) => Ok(out.execution_arn),
             // The same name again (a retried start): that execution is the epic's.

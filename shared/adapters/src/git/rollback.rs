@@ -12,9 +12,8 @@ use runner_core::{Error, Result};
 impl BranchMover for GitWorkspaces {
     async fn move_branch(&self, url: &str, branch: &str, to: &str, expected: &str) -> Result<Vec<String>> {
         let branch_ref = format!("refs/heads/{branch}");
-        let listed = git(None, &["ls-remote", "--", url, &branch_ref], FETCH_TIMEOUT)
-            .await
-            .map_err(|f| f.unavailable(url))?;
+        let listed =
+            git(None, &["ls-remote", "--", url, &branch_ref], FETCH_TIMEOUT).await.map_err(|f| f.unavailable(url))?;
         let Some(current) = listed.split_whitespace().next().map(str::to_owned) else {
             return Err(Error::run_failed("branch_not_found", format!("{url} has no branch {branch}")));
         };
@@ -89,6 +88,8 @@ impl GitWorkspaces {
 fn moved(branch: &str, current: &str, expected: &str) -> Error {
     Error::run_failed(
         "branch_moved",
-        format!("{branch} is at {current}, not at {expected} as the epic recorded: someone pushed since; nothing was moved"),
+        format!(
+            "{branch} is at {current}, not at {expected} as the epic recorded: someone pushed since; nothing was moved"
+        ),
     )
 }

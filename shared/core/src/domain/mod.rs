@@ -30,8 +30,8 @@ pub use request::{
     ValidRunRequest, validate_idempotency_key,
 };
 pub use run::{
-    CancelOutcome, DiffStats, EpicLink, LAMBDA_RUN_LIMIT_SECONDS, Lane, LostRun, Run, RunError, RunId, RunOutcome, RunStatus,
-    RunTimings, TransitionError, millis,
+    CancelOutcome, DiffStats, EpicLink, LAMBDA_RUN_LIMIT_SECONDS, Lane, LostRun, Run, RunError, RunId, RunOutcome,
+    RunStatus, RunTimings, TransitionError, millis,
 };
 pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};
 pub use stream::{MAX_MESSAGE_BYTES, StreamClaims, StreamMessages, StreamTokens};

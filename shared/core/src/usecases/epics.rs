@@ -13,8 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::runs::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunOrigin, RunService, page_limit};
 use crate::domain::epic::{
-    After, Decision, DecisionKind, Epic, EpicId, EpicRequest, EpicStatus, HandledAdvance, Next, RunReport,
-    StepStatus,
+    After, Decision, DecisionKind, Epic, EpicId, EpicRequest, EpicStatus, HandledAdvance, Next, RunReport, StepStatus,
 };
 use crate::domain::{EpicLink, Owner, RunError, RunRequest, ValidationError};
 use crate::ports::{BranchMover, EpicEngine, EpicStore, Page, RunStore, TaskAnswer};
@@ -122,11 +121,12 @@ impl EpicService {
             Err(err) => {
                 tracing::error!(epic_id = %epic.epic_id, error = %err, "the engine refused the epic; failing it");
                 let error = RunError::new("engine_unavailable", "the workflow engine could not start the epic");
-                let _ = self.write(&mut epic, |e| {
-                    e.end(EpicStatus::Failed, Some(error.clone()), Utc::now());
-                    true
-                })
-                .await;
+                let _ = self
+                    .write(&mut epic, |e| {
+                        e.end(EpicStatus::Failed, Some(error.clone()), Utc::now());
+                        true
+                    })
+                    .await;
                 Err(err)
             }
         }
@@ -150,9 +150,16 @@ impl EpicService {
 
     /// Decides the pending approval `approval_id`. The epic moves on once the engine has it;
     /// the answer is the epic as it was when the decision was handed over.
-    pub async fn decide(&self, owner: &Owner, epic_id: &str, approval_id: usize, request: DecisionRequest) -> Result<Epic> {
+    pub async fn decide(
+        &self,
+        owner: &Owner,
+        epic_id: &str,
+        approval_id: usize,
+        request: DecisionRequest,
+    ) -> Result<Epic> {
         let epic = self.get(owner, epic_id).await?;
-        let invalid = |message: String| Error::Invalid(ValidationError::InvalidEpic { code: "invalid_decision", message });
+        let invalid =
+            |message: String| Error::Invalid(ValidationError::InvalidEpic { code: "invalid_decision", message });
         if request.comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT_BYTES || c.contains('\0')) {
             return Err(invalid(format!("comment must be at most {MAX_COMMENT_BYTES} bytes, without NUL")));
         }
@@ -404,8 +411,10 @@ impl EpicService {
             auto_commit: None,
             max_budget_usd: Some(epic.remaining_budget()),
         };
-        let origin =
-            RunOrigin { reply: None, epic: Some(EpicLink { epic_id: epic.epic_id, step, task_token: token.to_owned() }) };
+        let origin = RunOrigin {
+            reply: None,
+            epic: Some(EpicLink { epic_id: epic.epic_id, step, task_token: token.to_owned() }),
+        };
         let key = format!("epic-{}-step-{step}", epic.epic_id);
         let submitted = match self.runs.submit(&epic.owner, &workflow, request, Some(&key), origin).await {
             Ok(submitted) => submitted,
@@ -481,7 +490,11 @@ impl EpicService {
                     return Ok(());
                 }
                 Err(Error::Conflict) => {
-                    *epic = self.epics.get(epic.epic_id).await?.ok_or_else(|| Error::EpicNotFound(epic.epic_id.to_string()))?;
+                    *epic = self
+                        .epics
+                        .get(epic.epic_id)
+                        .await?
+                        .ok_or_else(|| Error::EpicNotFound(epic.epic_id.to_string()))?;
                 }
                 Err(err) => return Err(err),
             }

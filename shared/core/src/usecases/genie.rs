@@ -119,7 +119,11 @@ impl GenieService {
             Err(e) => return Ok(Err(Refusal::new("invalid_json", format!("data is not a valid run request: {e}")))),
         };
         let key = event.idempotency_key();
-        let submitted = match self.runs.submit(&self.owner, &workflow, request, Some(&key), RunOrigin::replying_to(route.clone())).await {
+        let submitted = match self
+            .runs
+            .submit(&self.owner, &workflow, request, Some(&key), RunOrigin::replying_to(route.clone()))
+            .await
+        {
             Ok(submitted) => submitted,
             Err(err) => return refusal_or_retry(err),
         };

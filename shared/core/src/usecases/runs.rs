@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 
 use super::optimistic::{self, Edit};
 use crate::domain::{
-    CancelOutcome, EpicLink, IntakeLimits, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId, RunRequest, RunStatus,
-    SessionRefusal, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys, validate_idempotency_key,
+    CancelOutcome, EpicLink, IntakeLimits, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId, RunRequest,
+    RunStatus, SessionRefusal, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys,
+    validate_idempotency_key,
 };
 use crate::ports::{IdempotencyRecord, ObjectStore, Page, RunFilter, RunMessage, RunQueue, RunStore, SessionStore};
 use crate::{Error, Result};

@@ -217,7 +217,12 @@ impl Epic {
     }
 
     /// The rollback of `plan` was carried out (`Ok` with the commits it discarded) or refused.
-    pub fn rolled_back(&mut self, plan: RollbackPlan, result: Result<Vec<String>, RunError>, at: DateTime<Utc>) -> Advance {
+    pub fn rolled_back(
+        &mut self,
+        plan: RollbackPlan,
+        result: Result<Vec<String>, RunError>,
+        at: DateTime<Utc>,
+    ) -> Advance {
         match result {
             Ok(discarded) => {
                 self.rollback = Some(RollbackRecord {
@@ -297,7 +302,8 @@ impl Epic {
             }
             if CHECK_WORKFLOWS.contains(&workflow.as_str()) && self.fix_rounds < self.max_fix_rounds {
                 self.fix_rounds += 1;
-                let reason = format!("fix round {} of {}: the {workflow} step failed", self.fix_rounds, self.max_fix_rounds);
+                let reason =
+                    format!("fix round {} of {}: the {workflow} step failed", self.fix_rounds, self.max_fix_rounds);
                 self.plan.insert(self.cursor, PlanStep::Run { workflow: "fix".into(), reason: Some(reason) });
                 self.plan.insert(self.cursor + 1, PlanStep::run(&workflow));
                 self.ask_at_budget_threshold();
@@ -545,7 +551,8 @@ impl Epic {
 /// what the earlier steps produced, newest kept first when it does not all fit.
 pub(super) fn step_message(epic: &Epic, index: usize, max_bytes: usize) -> String {
     let Some(step) = epic.steps.get(index) else { return epic.message.clone() };
-    let mut header = format!("Epic step: {}\nEpic: {} (step {} of the plan)\n", step.plan.name(), epic.title, index + 1);
+    let mut header =
+        format!("Epic step: {}\nEpic: {} (step {} of the plan)\n", step.plan.name(), epic.title, index + 1);
     if let PlanStep::Run { reason: Some(reason), .. } = &step.plan {
         match reason.strip_prefix("amend: ") {
             Some(comment) => header.push_str(&format!("A reviewer asked to amend the design: {comment}\n")),
@@ -577,7 +584,8 @@ pub(super) fn step_message(epic: &Epic, index: usize, max_bytes: usize) -> Strin
                 } else {
                     format!("; commits {}", earlier.commits.iter().map(|c| short(c)).collect::<Vec<_>>().join(", "))
                 };
-                let said = earlier.result_summary.as_deref().map(|s| format!("; it reported:\n{s}")).unwrap_or_default();
+                let said =
+                    earlier.result_summary.as_deref().map(|s| format!("; it reported:\n{s}")).unwrap_or_default();
                 format!("- step {}, {workflow} ({status}){commits}{said}", earlier.index + 1)
             }
         };

@@ -179,11 +179,17 @@ impl EpicRequest {
             None => DEFAULT_MAX_FIX_ROUNDS,
             Some(n) if (0..=MAX_FIX_ROUNDS as i64).contains(&n) => n as u32,
             Some(_) => {
-                return Err(invalid("invalid_fix_rounds", format!("max_fix_rounds must be from 0 to {MAX_FIX_ROUNDS}")));
+                return Err(invalid(
+                    "invalid_fix_rounds",
+                    format!("max_fix_rounds must be from 0 to {MAX_FIX_ROUNDS}"),
+                ));
             }
         };
         if max_fix_rounds > 0 && workflows.get("fix").is_none() {
-            return Err(invalid("invalid_fix_rounds", "this deployment has no `fix` workflow; set max_fix_rounds to 0"));
+            return Err(invalid(
+                "invalid_fix_rounds",
+                "this deployment has no `fix` workflow; set max_fix_rounds to 0",
+            ));
         }
         let max_turns = match self.max_turns {
             None => None,

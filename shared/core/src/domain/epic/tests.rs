@@ -276,8 +276,9 @@ fn fix_rounds_are_zero_to_five() {
 fn a_deployment_without_a_fix_workflow_accepts_only_zero_fix_rounds() {
     let builtin = WorkflowRegistry::builtin();
     let registry = WorkflowRegistry::from_workflows([builtin.get("implement").unwrap().clone()]);
-    let without_fix =
-        |extra: Value| request(extra).validate(&registry, &IntakeLimits::default(), &policy()).map(|ok| ok.max_fix_rounds);
+    let without_fix = |extra: Value| {
+        request(extra).validate(&registry, &IntakeLimits::default(), &policy()).map(|ok| ok.max_fix_rounds)
+    };
     assert_eq!(without_fix(json!({"steps": ["implement"]})).unwrap_err().code(), "invalid_fix_rounds");
     assert_eq!(without_fix(json!({"steps": ["implement"], "max_fix_rounds": 0})), Ok(0));
 }
@@ -570,7 +571,10 @@ fn an_ended_epic_can_be_rolled_back_and_keeps_its_ending_when_that_is_refused() 
     let plan = rollback_plan(epic.advance(After::RollbackRequested { to_step: 0 }, at()));
     assert_eq!((plan.to_commit.as_str(), plan.expected_head.as_str()), ("base", "commit-0"));
     assert_eq!(plan.then, EpicStatus::RolledBack);
-    assert_eq!(epic.rolled_back(plan, Ok(vec!["commit-0".into()]), at()), Advance::Done { status: EpicStatus::RolledBack });
+    assert_eq!(
+        epic.rolled_back(plan, Ok(vec!["commit-0".into()]), at()),
+        Advance::Done { status: EpicStatus::RolledBack }
+    );
     assert_eq!(epic.status, EpicStatus::RolledBack);
 }
 
@@ -672,7 +676,10 @@ fn a_completed_test_run_reporting_verdict_fail_goes_through_fix_and_test_again()
     assert_eq!(epic.steps[2].plan, fix);
     let message = epic.step_message(2, 100_000);
     assert!(message.contains("Why this step: fix round 1 of 2"), "{message}");
-    assert!(message.contains("test (failed)") && message.contains("VERDICT: FAIL"), "the fix sees the failure: {message}");
+    assert!(
+        message.contains("test (failed)") && message.contains("VERDICT: FAIL"),
+        "the fix sees the failure: {message}"
+    );
 
     let next = run(&mut epic, next, passes);
     assert_eq!(next, go(Advance::Run { step: 3 }));
@@ -1003,7 +1010,10 @@ fn an_approval_not_decided_in_time_times_the_epic_out() {
     assert_eq!(epic.error.as_ref().unwrap().code, "approval_timed_out");
     assert_eq!(epic.steps[1].status, StepStatus::TimedOut);
     assert!(epic.pending_approval.is_none());
-    assert_eq!(epic.advance(After::Decided(decision(1, DecisionKind::Approve, None)), at()), failed(EpicStatus::TimedOut));
+    assert_eq!(
+        epic.advance(After::Decided(decision(1, DecisionKind::Approve, None)), at()),
+        failed(EpicStatus::TimedOut)
+    );
 }
 
 #[test]

@@ -22,7 +22,9 @@ use crate::domain::{
     DEFAULT_SESSION_TTL_DAYS, LostRun, Run, RunError, RunId, RunOutcome, RunStatus, RunTimings, TransitionError,
     WorkflowRegistry, millis,
 };
-use crate::ports::{Cli, EpicEngine, FrameLogs, FrameSink, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces};
+use crate::ports::{
+    Cli, EpicEngine, FrameLogs, FrameSink, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces,
+};
 use crate::{Error, Result};
 
 /// How an executor runs runs: its name in leases, the lease, the watchdogs. The defaults here
@@ -231,9 +233,9 @@ impl RunExecutor {
                 engine.succeed(&link.task_token, &output).await
             }
             error => {
-                let (code, message) = error
-                    .as_ref()
-                    .map_or((run.status.as_str(), "the run did not complete"), |e| (e.code.as_str(), e.message.as_str()));
+                let (code, message) = error.as_ref().map_or((run.status.as_str(), "the run did not complete"), |e| {
+                    (e.code.as_str(), e.message.as_str())
+                });
                 engine.fail(&link.task_token, code, message).await
             }
         };
