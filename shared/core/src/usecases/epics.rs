@@ -1,4 +1,4 @@
-//! Epics (§7; docs/epics.md): the API's side (start, look, decide, cancel, roll back) and the
+//! Epics (docs/epics.md): the API's side (start, look, decide, cancel, roll back) and the
 //! epics function's side (the state machine's tasks: advance, run a step, wait for approval).
 //!
 //! The state machine is a fixed loop — `Advance` → `RunStep` | `Approval` → `Advance` … — whose

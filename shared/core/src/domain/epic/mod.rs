@@ -1,5 +1,5 @@
 //! An epic: one goal carried through several workflows on one branch, with approvals, a budget,
-//! a bounded fix loop and rollback points (§7; docs/epics.md).
+//! a bounded fix loop and rollback points (docs/epics.md).
 //!
 //! Step Functions keeps the epic going (every wait durable and bounded: a run step by its
 //! executor's heartbeat, an approval by its timeout); what comes next is decided here, by
