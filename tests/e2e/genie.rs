@@ -321,3 +321,59 @@ async fn the_python_tool_for_genie_returns_the_runs_result_and_streams_its_frame
     assert!(stdout.contains("3 passed"), "every Python test ran:\n{stdout}");
     g.f.stop().await;
 }
+
+fn epic_event(id: &str, kind: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0", "id": id, "source": "urn:genie:tests", "type": format!("dev.claude-runner.{kind}.v1"),
+        "time": chrono::Utc::now(), "datacontenttype": "application/json", "data": data,
+    })
+}
+
+#[tokio::test]
+async fn genie_starts_an_epic_hears_its_approval_decides_it_and_hears_the_end() {
+    let g = Genie::start(vec![], true).await;
+    g.f.model.script("Epic step: architect\n", vec![Turn::write("docs/design/q.md", "# Q\n"), Turn::text("Designed.")]);
+    g.f.model.script("Epic step: implement\n", vec![Turn::write("q.txt", "q\n"), Turn::text("Implemented.")]);
+    let request = epic_event(
+        "epic-1",
+        "epic.requested",
+        json!({"title": "Queue epic", "message": "Add q.txt", "branch": "main", "budget_usd": 5,
+               "steps": ["architect", "approval", "implement"], "correlation_id": "corr-epic"}),
+    );
+    g.send(&request).await;
+    g.send(&request).await; // redelivered: the same epic, the same accepted reply
+    let replies = g.replies_until(&g.results, |r| r["type"] == "dev.claude-runner.epic.approval_requested.v1").await;
+    let accepted: Vec<&Value> = replies.iter().filter(|r| r["type"] == "dev.claude-runner.epic.accepted.v1").collect();
+    assert_eq!(accepted.len(), 2, "{replies:#?}");
+    assert_eq!(accepted[0]["id"], accepted[1]["id"], "one epic, named twice");
+    let epic_id = accepted[0]["data"]["epic_id"].as_str().unwrap().to_owned();
+    let (_, epics) = g.f.t.get_json("/agent/claude-code/epics", &g.key).await;
+    assert_eq!(epics["epics"].as_array().unwrap().len(), 1, "{epics}");
+    let asked = replies.last().unwrap();
+    assert_eq!(asked["data"]["epic_id"], epic_id.as_str());
+    assert_eq!(asked["data"]["correlation_id"], "corr-epic");
+    assert_eq!(asked["data"]["triggers"], json!(["manual"]));
+
+    // Genie decides over the queue; a decision on someone else's epic id is refused.
+    let approval_id = asked["data"]["approval_id"].as_u64().unwrap();
+    let stranger = uuid::Uuid::now_v7().to_string();
+    g.send(&epic_event(
+        "dec-0",
+        "epic.decision.requested",
+        json!({"epic_id": stranger, "approval_id": 1, "decision": "approve"}),
+    ))
+    .await;
+    let refused = g.replies_until(&g.results, |r| r["type"] == "dev.claude-runner.run.rejected.v1").await;
+    assert_eq!(refused.last().unwrap()["data"]["error"]["code"], "epic_not_found");
+    let decision = json!({"epic_id": epic_id, "approval_id": approval_id, "decision": "approve", "comment": "ok"});
+    g.send(&epic_event("dec-1", "epic.decision.requested", decision)).await;
+    let replies = g.replies_until(&g.results, |r| r["type"] == "dev.claude-runner.epic.ended.v1").await;
+    let ended = replies.last().unwrap();
+    assert_eq!(ended["data"]["status"], "completed", "{ended:#}");
+    assert_eq!(ended["data"]["correlation_id"], "corr-epic");
+    let steps: Vec<&str> =
+        ended["data"]["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["architect", "approval", "implement"]);
+    assert_eq!(g.f.origin.file("main", "q.txt").as_deref(), Some("q\n"));
+    g.f.stop().await;
+}

@@ -243,10 +243,13 @@ async fn session_history(
 async fn start_epic(
     State(state): State<AppState>,
     Caller(owner): Caller,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<EpicRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let epic = state.epics()?.start(&owner, request).await?;
-    Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))
+    let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
+    let started = state.epics()?.start(&owner, request, idempotency_key, None).await?;
+    let replayed = if started.replayed { "true" } else { "false" };
+    Ok((StatusCode::ACCEPTED, [("idempotent-replayed", replayed)], Json(epic_view(&started.epic))))
 }
 
 async fn list_epics(

@@ -165,13 +165,17 @@ impl Wiring {
             }
             _ => None,
         };
-        Ok(GenieService::new(
+        let genie = GenieService::new(
             Arc::new(self.run_service(&settings, workflows)),
             Arc::new(SqsReplies::new(aws::sqs(&self.sdk))),
             policy,
             owner,
             stream,
-        ))
+        );
+        Ok(match settings.epics_table {
+            Some(_) => genie.with_epics(Arc::new(self.epic_service(false)?)),
+            None => genie,
+        })
     }
 
     /// Checkouts with the `git` binary, through the mirror cache when one is configured.
@@ -213,6 +217,7 @@ impl Wiring {
             Arc::new(self.run_service(&settings, workflows)),
             self.run_store(&settings),
             branches,
+            Some(Arc::new(SqsReplies::new(aws::sqs(&self.sdk)))),
             epic_settings,
         ))
     }

@@ -29,6 +29,16 @@ pub mod types {
     pub const RUN_CANCELLED: &str = "dev.claude-runner.run.cancelled.v1";
     /// The run ended timed out.
     pub const RUN_TIMED_OUT: &str = "dev.claude-runner.run.timed_out.v1";
+    /// Start an epic.
+    pub const EPIC_REQUESTED: &str = "dev.claude-runner.epic.requested.v1";
+    /// Decide an epic's pending approval.
+    pub const EPIC_DECISION_REQUESTED: &str = "dev.claude-runner.epic.decision.requested.v1";
+    /// A request started (or, replayed, names) an epic.
+    pub const EPIC_ACCEPTED: &str = "dev.claude-runner.epic.accepted.v1";
+    /// An epic waits for a decision.
+    pub const EPIC_APPROVAL_REQUESTED: &str = "dev.claude-runner.epic.approval_requested.v1";
+    /// An epic ended.
+    pub const EPIC_ENDED: &str = "dev.claude-runner.epic.ended.v1";
 }
 
 /// One CloudEvent.

@@ -11,12 +11,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::runs::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunOrigin, RunService, page_limit};
+use super::runs::{DEFAULT_PAGE_SIZE, IDEMPOTENCY_TTL_HOURS, MAX_PAGE_SIZE, RunOrigin, RunService, page_limit};
+use crate::domain::cloud_event::CloudEvent;
 use crate::domain::epic::{
-    After, Decision, DecisionKind, Epic, EpicId, EpicRequest, EpicStatus, HandledAdvance, Next, RunReport, StepStatus,
+    Advance, After, Decision, DecisionKind, Epic, EpicId, EpicRequest, EpicStatus, HandledAdvance, Next, RunReport,
+    StepStatus, ValidEpicRequest, announce,
 };
-use crate::domain::{EpicLink, Owner, RunError, RunRequest, ValidationError};
-use crate::ports::{BranchMover, EpicEngine, EpicStore, Page, RunStore, TaskAnswer};
+use crate::domain::{
+    EpicLink, Owner, ReplyRoute, RunError, RunId, RunRequest, ValidationError, validate_idempotency_key,
+};
+use crate::ports::{BranchMover, EpicEngine, EpicStore, IdempotencyRecord, Page, ReplyQueue, RunStore, TaskAnswer};
 use crate::{Error, ErrorKind, Result};
 
 /// How long an epic's waits are.
@@ -81,7 +85,17 @@ pub struct EpicService {
     runs: Arc<RunService>,
     run_store: Arc<dyn RunStore>,
     branches: Option<Arc<dyn BranchMover>>,
+    replies: Option<Arc<dyn ReplyQueue>>,
     settings: EpicSettings,
+}
+
+/// What a start produced.
+#[derive(Clone, Debug)]
+pub struct StartedEpic {
+    /// The epic, as stored.
+    pub epic: Epic,
+    /// True when the idempotency key named an earlier start and nothing new began.
+    pub replayed: bool,
 }
 
 /// Attempts at a conditional write of an epic before giving up (the queue retries the task).
@@ -89,22 +103,57 @@ const WRITE_ATTEMPTS: usize = 5;
 
 impl EpicService {
     /// The service over these ports. `branches` is needed only where rollbacks are carried out
-    /// (the epics function); the API only asks for them.
+    /// (the epics function); the API only asks for them. `replies` announce to queue callers.
     pub fn new(
         epics: Arc<dyn EpicStore>,
         engine: Arc<dyn EpicEngine>,
         runs: Arc<RunService>,
         run_store: Arc<dyn RunStore>,
         branches: Option<Arc<dyn BranchMover>>,
+        replies: Option<Arc<dyn ReplyQueue>>,
         settings: EpicSettings,
     ) -> Self {
-        Self { epics, engine, runs, run_store, branches, settings }
+        Self { epics, engine, runs, run_store, branches, replies, settings }
     }
 
-    /// Validates, records and starts an epic.
-    pub async fn start(&self, owner: &Owner, request: EpicRequest) -> Result<Epic> {
+    /// Validates, records and starts an epic. Under an idempotency key already used for the same
+    /// request, names the epic that key started instead (`replayed`).
+    pub async fn start(
+        &self,
+        owner: &Owner,
+        request: EpicRequest,
+        idempotency_key: Option<&str>,
+        reply: Option<ReplyRoute>,
+    ) -> Result<StartedEpic> {
+        if let Some(key) = idempotency_key {
+            validate_idempotency_key(key)?;
+        }
         let valid = request.validate(self.runs.workflows(), self.runs.limits(), self.runs.repositories())?;
-        let mut epic = Epic::start(owner.clone(), valid, Utc::now());
+        let fingerprint = fingerprint(&valid);
+        let now = Utc::now();
+        let mut epic = Epic::start(owner.clone(), valid, now);
+        epic.reply = reply;
+        if let Some(key) = idempotency_key {
+            // The idempotency table is shared with runs; an epic's keys live apart under a prefix.
+            let record = IdempotencyRecord {
+                owner: owner.clone(),
+                key: format!("epic:{key}"),
+                run_id: RunId::from(epic.epic_id.as_uuid()),
+                request_fingerprint: fingerprint,
+                expires_at: now + chrono::Duration::hours(IDEMPOTENCY_TTL_HOURS),
+            };
+            if let Some(earlier) = self.run_store.claim_idempotency_key(&record).await? {
+                if earlier.request_fingerprint != record.request_fingerprint {
+                    return Err(Error::IdempotencyKeyReused);
+                }
+                let id = EpicId::from(earlier.run_id.as_uuid());
+                if let Some(existing) = self.epics.get(id).await? {
+                    return Ok(StartedEpic { epic: existing, replayed: true });
+                }
+                // The earlier start stopped between the key and the epic: finish it under its id.
+                epic.epic_id = id;
+            }
+        }
         self.epics.create(&epic).await?;
         let input = self.execution_input(&epic, Value::Null);
         match self.engine.start(&epic.execution_name(0), &input).await {
@@ -116,7 +165,7 @@ impl EpicService {
                 })
                 .await?;
                 tracing::info!(epic_id = %epic.epic_id, %owner, steps = epic.plan.len(), "epic started");
-                Ok(epic)
+                Ok(StartedEpic { epic, replayed: false })
             }
             Err(err) => {
                 tracing::error!(epic_id = %epic.epic_id, error = %err, "the engine refused the epic; failing it");
@@ -317,6 +366,10 @@ impl EpicService {
             }
         };
         tracing::info!(epic_id = %epic.epic_id, status = %epic.status, next = ?answer, "epic advanced");
+        if matches!(answer, Advance::Done { .. } | Advance::Failed { .. }) {
+            // Sent again if the advance is redelivered: the event's id is stable.
+            self.announce(announce::ended(&epic, Utc::now())).await?;
+        }
         self.engine.succeed(token, &serde_json::to_value(&answer).unwrap_or_default()).await?;
         Ok(())
     }
@@ -461,6 +514,15 @@ impl EpicService {
         if let Some(p) = &epic.pending_approval {
             tracing::info!(epic_id, approval_id = step, asked = %p.asked, "epic awaits approval");
         }
+        // Announced once a decision can be taken: the token is stored.
+        self.announce(announce::approval_requested(&epic, Utc::now())).await
+    }
+
+    /// Sends a reply to the queue caller that started the epic, if it has one.
+    async fn announce(&self, reply: Option<(ReplyRoute, CloudEvent)>) -> Result<()> {
+        let (Some((route, event)), Some(replies)) = (reply, &self.replies) else { return Ok(()) };
+        replies.send(&route.reply_to, &event, route.correlation_id.as_deref()).await?;
+        tracing::info!(event = %event.kind, id = %event.id, "epic reply sent");
         Ok(())
     }
 
@@ -501,6 +563,24 @@ impl EpicService {
         }
         Err(Error::Conflict)
     }
+}
+
+/// A stable digest of everything that defines an epic, for idempotency replays.
+fn fingerprint(request: &ValidEpicRequest) -> String {
+    let canonical = json!([
+        request.title,
+        request.message,
+        request.branch,
+        request.repository_url,
+        request.plan,
+        request.budget_usd,
+        request.approval,
+        request.approval_timeout_seconds,
+        request.max_fix_rounds,
+        request.rollback_on_failure,
+        request.max_turns,
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
 fn not_pending(epic: &Epic, approval_id: usize) -> Error {

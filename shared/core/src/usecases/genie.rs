@@ -1,5 +1,5 @@
 //! The queue interface for orchestrators (Genie): CloudEvents in, through the same intake as
-//! `POST /run`, and CloudEvents out — `run.accepted`/`run.rejected` at once, `run.started` and the
+//! `POST /run` (and `POST /epics`), and CloudEvents out — `run.accepted`/`run.rejected` at once, `run.started` and the
 //! terminal reply from the runs table's changes, whoever made them (`docs/genie.md`).
 
 use std::sync::Arc;
@@ -7,8 +7,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{RunOrigin, RunService};
+use super::{DecisionRequest, EpicService, RunOrigin, RunService};
 use crate::domain::cloud_event::{CloudEvent, types};
+use crate::domain::epic::{EpicRequest, announce};
 use crate::domain::reply::{self, MAX_CORRELATION_ID_LEN, ReplyPolicy, ReplyRoute};
 use crate::domain::{Owner, Run, RunRequest, StreamTokens};
 use crate::ports::ReplyQueue;
@@ -30,6 +31,7 @@ pub struct GenieService {
     policy: ReplyPolicy,
     owner: Owner,
     stream: Option<StreamAccess>,
+    epics: Option<Arc<EpicService>>,
 }
 
 /// The routing fields of a request's `data`, besides what `POST /run` takes.
@@ -62,7 +64,12 @@ impl GenieService {
         owner: Owner,
         stream: Option<StreamAccess>,
     ) -> Self {
-        Self { runs, replies, policy, owner, stream }
+        Self { runs, replies, policy, owner, stream, epics: None }
+    }
+
+    /// The same service, also taking epic requests and decisions.
+    pub fn with_epics(self, epics: Arc<EpicService>) -> Self {
+        Self { epics: Some(epics), ..self }
     }
 
     /// One request message. `Ok` when it is handled — accepted, or refused with `run.rejected`
@@ -94,6 +101,8 @@ impl GenieService {
         let outcome = match event.kind.as_str() {
             types::RUN_REQUESTED => self.submit(&event, route).await,
             types::CANCEL_REQUESTED => self.cancel(&event).await,
+            types::EPIC_REQUESTED => self.start_epic(&event, route).await,
+            types::EPIC_DECISION_REQUESTED => self.decide(&event).await,
             other => Ok(Err(Refusal::new("unknown_event_type", format!("this service does not handle {other:?}")))),
         }?;
         match outcome {
@@ -147,6 +156,66 @@ impl GenieService {
         match self.runs.cancel(&self.owner, run_id).await {
             Ok((run, outcome)) => {
                 tracing::info!(run_id = %run.run_id, ?outcome, request = %event.id, "queue cancel");
+                Ok(Ok(()))
+            }
+            Err(err) => refusal_or_retry(err),
+        }
+    }
+
+    /// `epic.requested`: the same intake as `POST /epics`, keyed by the event.
+    async fn start_epic(&self, event: &CloudEvent, route: ReplyRoute) -> Result<Result<(), Refusal>> {
+        let Some(epics) = &self.epics else {
+            return Ok(Err(Refusal::new("epics_not_deployed", "this deployment has no epics")));
+        };
+        let mut data = event.data.clone();
+        let Some(fields) = data.as_object_mut() else {
+            return Ok(Err(Refusal::new("invalid_event", "`data` must be an object")));
+        };
+        fields.remove("reply_to");
+        fields.remove("correlation_id");
+        let request: EpicRequest = match serde_json::from_value(data) {
+            Ok(request) => request,
+            Err(e) => return Ok(Err(Refusal::new("invalid_json", format!("data is not a valid epic request: {e}")))),
+        };
+        let key = event.idempotency_key();
+        let started = match epics.start(&self.owner, request, Some(&key), Some(route.clone())).await {
+            Ok(started) => started,
+            Err(err) => return refusal_or_retry(err),
+        };
+        let epic = &started.epic;
+        let route = epic.reply.clone().unwrap_or(route);
+        let accepted = announce::accepted(epic, &route, Utc::now());
+        self.replies.send(&route.reply_to, &accepted, route.correlation_id.as_deref()).await?;
+        tracing::info!(epic_id = %epic.epic_id, replayed = started.replayed, request = %event.id, "queue epic accepted");
+        Ok(Ok(()))
+    }
+
+    /// `epic.decision.requested`: decides a pending approval of this queue owner's epic.
+    async fn decide(&self, event: &CloudEvent) -> Result<Result<(), Refusal>> {
+        let Some(epics) = &self.epics else {
+            return Ok(Err(Refusal::new("epics_not_deployed", "this deployment has no epics")));
+        };
+        #[derive(Deserialize)]
+        struct Asked {
+            epic_id: String,
+            approval_id: usize,
+            #[serde(flatten)]
+            decision: serde_json::Map<String, serde_json::Value>,
+        }
+        let asked: Asked = match serde_json::from_value(event.data.clone()) {
+            Ok(asked) => asked,
+            Err(e) => return Ok(Err(Refusal::new("invalid_json", format!("data is not a valid decision: {e}")))),
+        };
+        let mut decision = asked.decision;
+        decision.remove("reply_to");
+        decision.remove("correlation_id");
+        let request: DecisionRequest = match serde_json::from_value(serde_json::Value::Object(decision)) {
+            Ok(request) => request,
+            Err(e) => return Ok(Err(Refusal::new("invalid_json", format!("data is not a valid decision: {e}")))),
+        };
+        match epics.decide(&self.owner, &asked.epic_id, asked.approval_id, request).await {
+            Ok(epic) => {
+                tracing::info!(epic_id = %epic.epic_id, approval_id = asked.approval_id, request = %event.id, "queue decision");
                 Ok(Ok(()))
             }
             Err(err) => refusal_or_retry(err),

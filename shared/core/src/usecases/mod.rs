@@ -22,7 +22,7 @@ mod sessions;
 mod stream;
 
 pub use auth::Authenticator;
-pub use epics::{DecisionRequest, EpicService, EpicSettings, MAX_COMMENT_BYTES};
+pub use epics::{DecisionRequest, EpicService, EpicSettings, MAX_COMMENT_BYTES, StartedEpic};
 pub use execute::{Disposition, ExecutorPorts, ExecutorSettings, RunExecutor};
 pub use fanout::{FanoutLimits, WebSocketFanout};
 pub use frames::{FrameRecorder, RecorderReport};

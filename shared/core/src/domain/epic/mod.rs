@@ -6,6 +6,7 @@
 //! [`Epic::advance`], from what the last step did. That keeps every rule of an epic in one
 //! place with unit tests, and the state machine a small, fixed loop.
 
+pub mod announce;
 mod plan;
 mod request;
 mod triggers;
@@ -40,6 +41,17 @@ impl EpicId {
     /// A fresh id, ordered by creation time.
     pub fn new() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// The plain UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for EpicId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
     }
 }
 
@@ -327,6 +339,9 @@ pub struct Epic {
     /// What the last rollback did, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackRecord>,
+    /// Where a queue caller's replies go (Genie); `None` for epics started over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<super::ReplyRoute>,
     /// The Step Functions execution carrying the epic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
@@ -388,6 +403,7 @@ impl Epic {
             totals: Totals::default(),
             error: None,
             rollback: None,
+            reply: None,
             execution_id: None,
             executions: 0,
             last_advance: None,
