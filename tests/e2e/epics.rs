@@ -173,6 +173,22 @@ async fn an_approved_epic_runs_every_step_in_order_and_completes_with_totals() {
     let implement = e.messages_of("implement");
     assert!(implement.iter().any(|m| m.contains("Design in docs/design/plan.md")), "{implement:?}");
 
+    // The history lands in Postgres, like runs.
+    let projected = TestStack::eventually(WAIT, || async {
+        let row: Option<(String, i64, f64)> = sqlx::query_as(
+            "SELECT status, jsonb_array_length(steps)::bigint, cost_usd FROM claude_cli_epics WHERE epic_id = $1",
+        )
+        .bind(uuid::Uuid::parse_str(&id).unwrap())
+        .fetch_optional(&e.f.t.stack.pool)
+        .await
+        .unwrap();
+        row.filter(|(status, _, _)| status == "completed")
+    })
+    .await;
+    let (_, steps_stored, cost_stored) = projected.expect("the epic is projected to Postgres");
+    assert_eq!(steps_stored, 5);
+    assert!((cost_stored - total).abs() < 1e-9);
+
     // Another key sees none of it.
     let other = e.f.t.stack.issue_key("mallory").await.unwrap();
     let (status, body) = e.f.t.get_json(&format!("/agent/claude-code/epics/{id}"), &other).await;

@@ -1,5 +1,5 @@
-//! The projector function: DynamoDB Streams records of the runs and sessions tables → Postgres
-//! `claude_cli_runs` and `claude_cli_sessions`.
+//! The projector function: DynamoDB Streams records of the runs, sessions and epics tables →
+//! Postgres `claude_cli_runs`, `claude_cli_sessions` and `claude_cli_epics`.
 //!
 //! Records of one shard arrive in order; the first record that cannot be applied is reported as
 //! the batch's failure so Lambda retries from there (ReportBatchItemFailures), and nothing after
@@ -8,6 +8,7 @@
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use runner_adapters::{PgRunProjection, Wiring};
+use runner_core::domain::epic::Epic;
 use runner_core::domain::{Run, Session};
 use runner_core::ports::RunProjection;
 
@@ -46,6 +47,7 @@ pub async fn handle(
             Change::Run(run) => projection.apply(run).await,
             Change::Session(session) => projection.apply_session(session).await,
             Change::SessionRemoved(id) => projection.remove_session(*id).await,
+            Change::Epic(epic) => projection.apply_epic(epic).await,
         };
         match applied {
             Ok(true) => report.applied += 1,
@@ -72,6 +74,7 @@ enum Change {
     Run(Box<Run>),
     Session(Box<Session>),
     SessionRemoved(uuid::Uuid),
+    Epic(Box<Epic>),
 }
 
 /// What the record changed, told apart by its key. Removed runs keep their history in Postgres;
@@ -98,6 +101,10 @@ fn decode(record: &EventRecord) -> Option<Change> {
         }
     } else if removed {
         return None;
+    } else if key.get("epic_id").is_some() {
+        serde_dynamo::from_item::<_, Epic>(record.change.new_image.clone())
+            .map(|epic| Change::Epic(Box::new(epic)))
+            .map_err(|e| e.to_string())
     } else {
         serde_dynamo::from_item::<_, Run>(record.change.new_image.clone())
             .map(|run| Change::Run(Box::new(run)))
@@ -106,7 +113,7 @@ fn decode(record: &EventRecord) -> Option<Change> {
     match decoded {
         Ok(change) => Some(change),
         Err(err) => {
-            tracing::error!(event_id = %record.event_id, error = %err, "stream image is neither a run nor a session; skipped");
+            tracing::error!(event_id = %record.event_id, error = %err, "stream image is not a run, a session or an epic; skipped");
             None
         }
     }

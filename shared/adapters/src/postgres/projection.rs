@@ -1,8 +1,9 @@
-//! `claude_cli_runs` and `claude_cli_sessions`: the read model the projector keeps.
+//! `claude_cli_runs`, `claude_cli_sessions` and `claude_cli_epics`: the read model the projector keeps.
 
 use async_trait::async_trait;
 use sqlx::PgPool;
 
+use runner_core::domain::epic::Epic;
 use runner_core::domain::{Run, Session};
 use runner_core::ports::RunProjection;
 use runner_core::{Error, Result};
@@ -144,6 +145,56 @@ impl RunProjection for PgRunProjection {
             .execute(&self.pool)
             .await
             .map_err(|e| Error::dependency("postgres delete session", e))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn apply_epic(&self, epic: &Epic) -> Result<bool> {
+        // Steps as stored: no task token is ever in a step (only the pending approval holds one).
+        let steps = serde_json::to_value(&epic.steps).map_err(|e| Error::dependency("encode epic steps", e))?;
+        let result = sqlx::query(
+            r#"
+            INSERT INTO claude_cli_epics (
+                epic_id, owner, title, repository_url, branch, status, approval, budget_usd, cost_usd,
+                num_turns, duration_ms, fix_rounds, steps, error, rollback, version, created_at, updated_at,
+                finished_at
+            ) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+            ON CONFLICT (epic_id) DO UPDATE SET
+                status = EXCLUDED.status,
+                cost_usd = EXCLUDED.cost_usd,
+                num_turns = EXCLUDED.num_turns,
+                duration_ms = EXCLUDED.duration_ms,
+                fix_rounds = EXCLUDED.fix_rounds,
+                steps = EXCLUDED.steps,
+                error = EXCLUDED.error,
+                rollback = EXCLUDED.rollback,
+                version = EXCLUDED.version,
+                updated_at = EXCLUDED.updated_at,
+                finished_at = EXCLUDED.finished_at
+            WHERE claude_cli_epics.version < EXCLUDED.version
+            "#,
+        )
+        .bind(epic.epic_id.as_uuid())
+        .bind(epic.owner.as_str())
+        .bind(&epic.title)
+        .bind(&epic.repository_url)
+        .bind(&epic.branch)
+        .bind(epic.status.as_str())
+        .bind(serde_json::to_value(epic.approval).ok().and_then(|v| v.as_str().map(str::to_owned)))
+        .bind(epic.budget_usd)
+        .bind(epic.totals.cost_usd)
+        .bind(epic.totals.num_turns as i32)
+        .bind(epic.totals.duration_ms as i64)
+        .bind(epic.fix_rounds as i32)
+        .bind(steps)
+        .bind(epic.error.as_ref().and_then(|e| serde_json::to_value(e).ok()))
+        .bind(epic.rollback.as_ref().and_then(|r| serde_json::to_value(r).ok()))
+        .bind(epic.version as i64)
+        .bind(epic.created_at)
+        .bind(epic.updated_at)
+        .bind(epic.finished_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| Error::dependency("project epic", e))?;
         Ok(result.rows_affected() > 0)
     }
 }

@@ -101,7 +101,7 @@ pub trait RunQueue: Send + Sync {
     async fn enqueue(&self, message: &RunMessage) -> Result<()>;
 }
 
-/// Postgres' read model of runs and sessions, fed by the projector.
+/// Postgres' read model of runs, sessions and epics, fed by the projector.
 #[async_trait]
 pub trait RunProjection: Send + Sync {
     /// Applies this version of the run unless a newer (or the same) one is already there.
@@ -111,6 +111,8 @@ pub trait RunProjection: Send + Sync {
     async fn apply_session(&self, session: &Session) -> Result<bool>;
     /// A session removed from the store (deleted or expired).
     async fn remove_session(&self, session_id: uuid::Uuid) -> Result<bool>;
+    /// The same for an epic.
+    async fn apply_epic(&self, epic: &crate::domain::epic::Epic) -> Result<bool>;
 }
 
 #[cfg(test)]
