@@ -81,12 +81,13 @@ impl Wiring {
         StreamSettings::from_vars(|name| (self.vars)(name))
     }
 
-    /// A Postgres pool on `DATABASE_URL` (migrations are the deployment's job, not a function's).
+    /// A Postgres pool on `DATABASE_URL` (migrations are the deployment's job, not a function's);
+    /// through the stack's RDS Proxy, authenticated with IAM.
     pub async fn postgres(&self, max_connections: u32) -> Result<PgPool> {
         let url = (self.vars)("DATABASE_URL")
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| Error::Config("DATABASE_URL is not set".into()))?;
-        postgres::connect(&url, max_connections).await
+        postgres::connect_with_iam(&url, max_connections, &self.sdk).await
     }
 
     /// The runs table.

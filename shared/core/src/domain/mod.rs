@@ -6,6 +6,7 @@ mod branch;
 pub mod cloud_event;
 pub mod epic;
 mod frame;
+pub mod memory;
 pub mod object_keys;
 mod owner;
 mod redaction;
