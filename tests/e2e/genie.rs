@@ -313,12 +313,14 @@ async fn the_python_tool_for_genie_returns_the_runs_result_and_streams_its_frame
         .env("CLAUDE_RUNNER_SCHEMAS_DIR", repo_root().join("shared/schemas"))
         .env("CLAUDE_RUNNER_EXPECTED_RESULT", expected)
         .env("CLAUDE_RUNNER_TEST_TIMEOUT", "120")
+        .env("CLAUDE_RUNNER_API_URL", &g.f.t.stack.http_url)
+        .env("CLAUDE_RUNNER_API_KEY", &g.key)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(300), output).await.expect("pytest finishes").unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "pytest failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("3 passed"), "every Python test ran:\n{stdout}");
+    assert!(stdout.contains("4 passed"), "every Python test ran:\n{stdout}");
     g.f.stop().await;
 }
 

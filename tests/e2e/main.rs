@@ -8,6 +8,7 @@ mod executor;
 mod executor_promises;
 mod genie;
 mod long_runs;
+mod memory;
 mod model_protocol;
 mod projector;
 mod promises;

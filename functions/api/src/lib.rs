@@ -18,8 +18,11 @@ use axum::{Json, Router};
 use runner_adapters::Wiring;
 use runner_core::domain::epic::EpicRequest;
 use runner_core::domain::{RunRequest, StreamTokens};
+use runner_core::ports::MemoryChange;
+use runner_core::ports::MemoryEntry;
 use runner_core::usecases::{
-    Authenticator, DecisionRequest, EpicService, ListQuery, ReserveSession, RunOrigin, RunService, SessionService,
+    Authenticator, DecisionRequest, EpicService, ListQuery, MemoryNote, MemorySearch, MemoryService, ReserveSession,
+    RunOrigin, RunService, SessionService,
 };
 
 pub use error::ApiError;
@@ -36,6 +39,8 @@ pub struct AppState {
     pub stream_tokens: Option<StreamTokens>,
     /// `None` where epics are not deployed (no `EPICS_TABLE`).
     pub epics: Option<Arc<EpicService>>,
+    /// `None` where the API has no database.
+    pub memory: Option<Arc<MemoryService>>,
 }
 
 /// Builds the API's state once per cold start.
@@ -52,6 +57,7 @@ pub async fn build(wiring: &Wiring) -> runner_core::Result<AppState> {
             Some(_) => Some(Arc::new(wiring.epic_service(false)?)),
             None => None,
         },
+        memory: wiring.memory_service().await?.map(Arc::new),
     })
 }
 
@@ -62,6 +68,16 @@ impl AppState {
                 StatusCode::NOT_FOUND,
                 "epics_not_deployed",
                 "this deployment has no epics (EPICS_TABLE is not set)",
+            )
+        })
+    }
+
+    fn memory(&self) -> Result<&MemoryService, ApiError> {
+        self.memory.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "memory_not_deployed",
+                "this API has no database (DATABASE_URL is not set)",
             )
         })
     }
@@ -84,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         .route("/agent/claude-code/sessions", post(reserve_session).get(list_sessions))
         .route("/agent/claude-code/sessions/{session_id}", get(get_session).delete(delete_session))
         .route("/agent/claude-code/sessions/{session_id}/history", get(session_history))
+        .route("/agent/claude-code/memory", get(search_memory).post(add_memory))
+        .route("/agent/claude-code/memory/{memory_id}", get(get_memory).patch(change_memory).delete(delete_memory))
         .route("/agent/claude-code/epics", post(start_epic).get(list_epics))
         .route("/agent/claude-code/epics/{epic_id}", get(get_epic))
         .route("/agent/claude-code/epics/{epic_id}/approvals/{approval_id}", post(decide_approval))
@@ -315,4 +333,49 @@ async fn rollback_epic(
 ) -> Result<impl IntoResponse, ApiError> {
     let epic = state.epics()?.rollback(&owner, &epic_id, request.to_step).await?;
     Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))
+}
+
+async fn search_memory(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    query: Result<Query<MemorySearch>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let entries: Vec<MemoryEntry> = state.memory()?.search(&owner, query).await?;
+    Ok(Json(serde_json::json!({"memory": entries})))
+}
+
+async fn add_memory(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    JsonBody(note): JsonBody<MemoryNote>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entry = state.memory()?.add(&owner, note).await?;
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+async fn get_memory(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(memory_id): Path<String>,
+) -> Result<Json<MemoryEntry>, ApiError> {
+    Ok(Json(state.memory()?.get(&owner, &memory_id).await?))
+}
+
+async fn change_memory(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(memory_id): Path<String>,
+    JsonBody(change): JsonBody<MemoryChange>,
+) -> Result<Json<MemoryEntry>, ApiError> {
+    Ok(Json(state.memory()?.change(&owner, &memory_id, change).await?))
+}
+
+async fn delete_memory(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path(memory_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.memory()?.delete(&owner, &memory_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -81,6 +81,11 @@ pub struct RunView {
     diff_stats: Option<DiffStats>,
     timings: Option<runner_core::domain::RunTimings>,
     time_limit_seconds: u64,
+    base_commit: Option<String>,
+    /// The epic step it carries out (without the task token).
+    epic: Option<serde_json::Value>,
+    /// Memory entries the run was given, and the ones it produced.
+    memory: serde_json::Value,
 }
 
 /// A run in a listing: what a dashboard row needs.
@@ -137,6 +142,9 @@ impl From<&Run> for RunView {
             diff_stats: run.diff_stats,
             timings: run.timings.clone(),
             time_limit_seconds: run.time_limit_seconds,
+            base_commit: run.base_commit.clone(),
+            epic: run.epic.as_ref().map(|e| serde_json::json!({"epic_id": e.epic_id, "step": e.step})),
+            memory: serde_json::json!({"used": run.memory_used, "produced": run.memory_produced}),
         }
     }
 }

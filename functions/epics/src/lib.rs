@@ -8,9 +8,14 @@ use aws_lambda_events::sqs::BatchItemFailure;
 use runner_adapters::Wiring;
 use runner_core::usecases::EpicService;
 
-/// Builds the service once per cold start (with git, for rollbacks).
+/// Builds the service once per cold start: with git, for rollbacks, and with the memory that
+/// keeps every approval decision, when the function has a database.
 pub async fn build(wiring: &Wiring) -> runner_core::Result<EpicService> {
-    wiring.epic_service(true)
+    let epics = wiring.epic_service(true)?;
+    Ok(match wiring.memory_store(1).await? {
+        Some(memory) => epics.with_memory(memory),
+        None => epics,
+    })
 }
 
 /// A batch of tasks; each fails or succeeds alone (the queue is not FIFO).

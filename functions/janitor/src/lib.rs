@@ -8,7 +8,7 @@ pub const BATCH: usize = 100;
 
 /// Builds the janitor once per cold start.
 pub async fn build(wiring: &Wiring) -> runner_core::Result<Janitor> {
-    wiring.janitor(BATCH)
+    wiring.janitor_with_memory(BATCH).await
 }
 
 /// One sweep, as of now.

@@ -104,6 +104,29 @@ pub struct ResumeSessionParams {
     pub timeout_seconds: Option<u64>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SearchMemoryParams {
+    /// What you are about to do or what went wrong, in plain words: the most similar entries
+    /// come first (the most recently seen otherwise).
+    pub query: Option<String>,
+    /// Only memory of this repository, as runs name it (its repository_url).
+    pub repository: Option<String>,
+    /// Only entries of this kind: decision, failure, pattern or learning.
+    pub kind: Option<String>,
+    /// At most this many entries (1 to 100, default 20).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AddMemoryParams {
+    /// The lesson, in a sentence or two that a later run can act on without this conversation.
+    pub text: String,
+    /// The repository it is about, as runs name it (the deployment's default otherwise).
+    pub repository: Option<String>,
+    /// decision, failure, pattern or learning (the default).
+    pub kind: Option<String>,
+}
+
 #[tool_router]
 impl RunnerTools {
     #[tool(
@@ -198,6 +221,32 @@ impl RunnerTools {
         }
         Ok(reply(self.submit(workflow, &body, p.wait, p.timeout_seconds).await))
     }
+
+    #[tool(
+        description = "What earlier runs of a repository taught: decisions taken, failures and their causes, patterns of the code base, learnings (recorded from runs, or added as notes). Search it before starting work on a repository, and after a failure to see whether it happened before. With query, the most similar entries first. Returns {memory: [...]}, each with memory_id, kind, status (proposed, accepted, retired), text, fields, occurrences, first_seen, last_seen and the workflow, run_id and session_id it came from."
+    )]
+    async fn search_memory(&self, Parameters(p): Parameters<SearchMemoryParams>) -> Result<CallToolResult, ErrorData> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        query.extend(p.query.map(|q| ("q", q)));
+        query.extend(p.repository.map(|r| ("repository", r)));
+        query.extend(p.kind.map(|k| ("kind", k)));
+        query.extend(p.limit.map(|n| ("limit", n.to_string())));
+        Ok(reply(self.call(reqwest::Method::GET, "/agent/claude-code/memory", &query, None).await))
+    }
+
+    #[tool(
+        description = "Remember something for later runs: a decision and why, a failure's cause and fix, a pattern of the code base, or a learning, that a future run could not easily find in the repository itself. Accepted at once. Search with search_memory first rather than add a duplicate. Returns the new entry with its memory_id."
+    )]
+    async fn add_memory(&self, Parameters(p): Parameters<AddMemoryParams>) -> Result<CallToolResult, ErrorData> {
+        let mut body = json!({"text": p.text});
+        if let Some(r) = p.repository {
+            body["repository_url"] = json!(r);
+        }
+        if let Some(k) = p.kind {
+            body["kind"] = json!(k);
+        }
+        Ok(reply(self.call(reqwest::Method::POST, "/agent/claude-code/memory", &[], Some(&body)).await))
+    }
 }
 
 #[tool_handler]
@@ -209,7 +258,9 @@ impl ServerHandler for RunnerTools {
                 "Runs Claude Code workflows on claude-runner. list_workflows shows what can run; run_workflow \
                  starts one and (by default) waits for its result; resume_session continues a run's \
                  conversation by its session_id; get_workflow_status, list_runs, get_run_output and \
-                 kill_workflow inspect and stop runs. Errors carry the API's error code.",
+                 kill_workflow inspect and stop runs. search_memory reads what earlier runs of a \
+                 repository taught; add_memory records a lesson for later runs. Errors carry the \
+                 API's error code.",
             )
     }
 }
@@ -362,13 +413,15 @@ mod tests {
         assert_eq!(
             names,
             [
+                "add_memory",
                 "get_run_output",
                 "get_workflow_status",
                 "kill_workflow",
                 "list_runs",
                 "list_workflows",
                 "resume_session",
-                "run_workflow"
+                "run_workflow",
+                "search_memory"
             ]
         );
         for tool in &tools {

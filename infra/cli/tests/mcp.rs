@@ -15,7 +15,7 @@ const QUICK: Duration = Duration::from_secs(30);
 /// A tool call that waits for a run of the real CLI.
 const RUN: Duration = Duration::from_secs(180);
 
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 9] = [
     "run_workflow",
     "get_workflow_status",
     "list_workflows",
@@ -23,6 +23,8 @@ const TOOLS: [&str; 7] = [
     "list_runs",
     "get_run_output",
     "resume_session",
+    "search_memory",
+    "add_memory",
 ];
 
 struct McpClient {
@@ -149,6 +151,8 @@ async fn an_mcp_client_runs_a_workflow_and_reads_its_status_output_and_errors() 
         assert!(required.contains(&field), "{field} is required: {run_workflow}");
     }
     assert!(!required.contains(&"wait"), "wait is optional: {run_workflow}");
+    let add_memory = tools.iter().find(|t| t["name"] == "add_memory").unwrap();
+    assert_eq!(add_memory["inputSchema"]["required"], json!(["text"]), "only the text is required: {add_memory}");
 
     let workflows = ok_json(&mcp.call_tool("list_workflows", json!({}), QUICK).await);
     let names: Vec<&str> =

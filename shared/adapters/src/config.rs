@@ -6,7 +6,7 @@ use std::time::Duration;
 use runner_core::domain::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SESSION_TTL_DAYS, IntakeLimits, RepositoryPolicy, WorkflowRegistry,
 };
-use runner_core::usecases::{EpicSettings, ExecutorSettings, FanoutLimits};
+use runner_core::usecases::{EpicSettings, ExecutorSettings, FanoutLimits, MemorySettings};
 use runner_core::{Error, Result};
 
 use crate::ClaudeCliConfig;
@@ -44,6 +44,8 @@ pub struct Settings {
     pub epic_state_machine_arn: Option<String>,
     /// How long an epic's run step may go without its executor's heartbeat.
     pub epic_step_heartbeat_seconds: u64,
+    /// Days a retired (or never accepted) memory entry is kept.
+    pub memory_retention_days: i64,
 }
 
 impl Settings {
@@ -88,6 +90,12 @@ impl Settings {
                     v.parse().map_err(|_| Error::Config(format!("EPIC_STEP_HEARTBEAT_SECONDS is not a number: {v}")))?
                 }
                 None => EpicSettings::default().step_heartbeat_seconds,
+            },
+            memory_retention_days: match optional("MEMORY_RETENTION_DAYS") {
+                Some(v) => {
+                    v.parse().map_err(|_| Error::Config(format!("MEMORY_RETENTION_DAYS is not a number: {v}")))?
+                }
+                None => 30,
             },
         })
     }
@@ -162,6 +170,12 @@ impl ExecutorConfig {
             session_ttl: Duration::from_secs(
                 number("SESSION_TTL_DAYS", defaults.session_ttl.as_secs() / 86_400)? * 86_400,
             ),
+            memory: MemorySettings {
+                auto_accept: optional("MEMORY_AUTO_ACCEPT")
+                    .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                    .unwrap_or_default(),
+                ..defaults.memory
+            },
         };
         if settings.heartbeat >= settings.lease {
             return Err(Error::Config("HEARTBEAT_SECONDS must be shorter than LEASE_SECONDS".into()));

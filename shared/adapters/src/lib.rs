@@ -20,5 +20,5 @@ pub use aws::{
 };
 pub use claude_cli::{ClaudeCli, ClaudeCliConfig};
 pub use git::{GitWorkspaces, WorkspaceConfig};
-pub use postgres::{PgFrameStore, PgRunProjection};
+pub use postgres::{PgFrameStore, PgMemoryStore, PgRunProjection};
 pub use wiring::Wiring;

@@ -10,12 +10,12 @@ use sqlx::PgPool;
 
 use runner_core::domain::{Owner, ReplyPolicy, StreamTokens, WorkflowRegistry};
 use runner_core::ports::{
-    BranchMover, ConnectionGateway, ConnectionStore, EpicEngine, FrameSink, ObjectStore, RunQueue, RunStore,
-    SessionStore,
+    BranchMover, ConnectionGateway, ConnectionStore, EpicEngine, FrameSink, MemoryStore, ObjectStore, RunQueue,
+    RunStore, SessionStore,
 };
 use runner_core::usecases::{
-    Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, RunExecutor, RunService,
-    SessionService, StreamAccess, StreamService, WebSocketFanout,
+    Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, MemoryService, RunExecutor,
+    RunService, SessionService, StreamAccess, StreamService, WebSocketFanout,
 };
 use runner_core::{Error, Result};
 
@@ -23,8 +23,8 @@ use crate::config::{ExecutorConfig, Settings, StreamSettings};
 use crate::files::{NdjsonFrameLogs, StoredTranscripts};
 use crate::{
     ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore,
-    DynamoSessionStore, GitWorkspaces, PgFrameStore, PgRunProjection, S3ObjectStore, SqsReplies, SqsRunQueue,
-    StepFunctionsEngine, WorkspaceConfig, aws, postgres,
+    DynamoSessionStore, GitWorkspaces, PgFrameStore, PgMemoryStore, PgRunProjection, S3ObjectStore, SqsReplies,
+    SqsRunQueue, StepFunctionsEngine, WorkspaceConfig, aws, postgres,
 };
 
 type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -231,6 +231,7 @@ impl Wiring {
         let pool = self.postgres(config.pg_pool_size).await?;
         let objects = self.objects(&settings);
         let workspaces = Self::workspaces(&config, &objects);
+        let memory: Arc<dyn MemoryStore> = Arc::new(PgMemoryStore::new(pool.clone()));
         let frames = Arc::new(PgFrameStore::new(pool));
         let mut sinks: Vec<Arc<dyn FrameSink>> = vec![frames.clone()];
         // Live: subscribers get each frame as it is read, before the store has it; what they
@@ -250,6 +251,7 @@ impl Wiring {
             sessions: self.session_store(&settings),
             sinks,
             epics: self.epic_engine(&settings),
+            memory: Some(memory),
         };
         Ok(RunExecutor::new(ports, config.settings))
     }
@@ -278,6 +280,29 @@ impl Wiring {
             self.run_queue(&settings),
             batch,
         ))
+    }
+
+    /// `janitor`, also removing memory past its retention when the function has a database.
+    pub async fn janitor_with_memory(&self, batch: usize) -> Result<Janitor> {
+        let janitor = self.janitor(batch)?;
+        let Some(store) = self.memory_store(1).await? else { return Ok(janitor) };
+        let retention = chrono::Duration::days(self.settings()?.memory_retention_days);
+        Ok(janitor.with_memory(store, retention))
+    }
+
+    /// The memory store on a pool of `pool_size`, when the function has a database.
+    pub async fn memory_store(&self, pool_size: u32) -> Result<Option<Arc<dyn MemoryStore>>> {
+        if (self.vars)("DATABASE_URL").is_none_or(|v| v.trim().is_empty()) {
+            return Ok(None);
+        }
+        let size = (self.vars)("PG_POOL_SIZE").and_then(|v| v.parse().ok()).unwrap_or(pool_size);
+        Ok(Some(Arc::new(PgMemoryStore::new(self.postgres(size).await?))))
+    }
+
+    /// The memory API, when the function has a database.
+    pub async fn memory_service(&self) -> Result<Option<MemoryService>> {
+        let settings = self.settings()?;
+        Ok(self.memory_store(2).await?.map(|store| MemoryService::new(store, settings.repository_policy())))
     }
 
     /// The read model in Postgres, on one connection (a stream shard is processed by one

@@ -15,6 +15,9 @@ pub enum Error {
     /// No such run, or another owner's.
     #[error("run {0} not found")]
     RunNotFound(String),
+    /// No such memory entry, or another owner's.
+    #[error("memory entry {0} not found")]
+    MemoryNotFound(String),
     /// No such epic, or another owner's.
     #[error("epic {0} not found")]
     EpicNotFound(String),
@@ -100,6 +103,7 @@ impl Error {
             Self::UnknownWorkflow(_) => "unknown_workflow",
             Self::RunNotFound(_) => "run_not_found",
             Self::EpicNotFound(_) => "epic_not_found",
+            Self::MemoryNotFound(_) => "memory_not_found",
             Self::EpicConflict { code, .. } => code,
             Self::UnknownSession(..) => "unknown_session",
             Self::SessionConflict(_) => "session_conflict",
@@ -119,9 +123,11 @@ impl Error {
         match self {
             Self::Invalid(_) => ErrorKind::InvalidInput,
             Self::Unauthorized => ErrorKind::Unauthorized,
-            Self::UnknownWorkflow(_) | Self::RunNotFound(_) | Self::EpicNotFound(_) | Self::UnknownSession(..) => {
-                ErrorKind::NotFound
-            }
+            Self::UnknownWorkflow(_)
+            | Self::RunNotFound(_)
+            | Self::EpicNotFound(_)
+            | Self::MemoryNotFound(_)
+            | Self::UnknownSession(..) => ErrorKind::NotFound,
             Self::InvalidTransition(_)
             | Self::IdempotencyKeyReused
             | Self::Conflict

@@ -2,6 +2,7 @@
 
 mod frames;
 pub mod iam;
+mod memory;
 mod projection;
 
 use aws_config::SdkConfig;
@@ -12,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use runner_core::{Error, Result};
 
 pub use frames::PgFrameStore;
+pub use memory::PgMemoryStore;
 pub use projection::PgRunProjection;
 
 /// The migrations in `migrations/`, embedded at build time.

@@ -5,6 +5,7 @@
 mod epics;
 mod execution;
 mod keys;
+mod memory;
 mod objects;
 mod replies;
 mod runs;
@@ -14,6 +15,7 @@ mod streaming;
 pub use epics::{BranchMover, EpicEngine, EpicStore, TaskAnswer};
 pub use execution::{Cli, CliProcess, OutputLine, PublishedChanges, Transcripts, Workspace, Workspaces};
 pub use keys::ApiKeyStore;
+pub use memory::{MemoryChange, MemoryEntry, MemoryQuery, MemorySource, MemoryStore};
 pub use objects::ObjectStore;
 pub use replies::ReplyQueue;
 pub use runs::{Heartbeat, IdempotencyRecord, RunFilter, RunMessage, RunProjection, RunQueue, RunStore};

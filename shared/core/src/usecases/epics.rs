@@ -17,10 +17,14 @@ use crate::domain::epic::{
     Advance, After, Decision, DecisionKind, Epic, EpicId, EpicRequest, EpicStatus, HandledAdvance, Next, RunReport,
     StepStatus, ValidEpicRequest, announce,
 };
+use crate::domain::memory::{MAX_MEMORY_TEXT_BYTES, MemoryKind, MemoryStatus, NewMemory};
 use crate::domain::{
     EpicLink, Owner, ReplyRoute, RunError, RunId, RunRequest, ValidationError, validate_idempotency_key,
 };
-use crate::ports::{BranchMover, EpicEngine, EpicStore, IdempotencyRecord, Page, ReplyQueue, RunStore, TaskAnswer};
+use crate::ports::{
+    BranchMover, EpicEngine, EpicStore, IdempotencyRecord, MemorySource, MemoryStore, Page, ReplyQueue, RunStore,
+    TaskAnswer,
+};
 use crate::{Error, ErrorKind, Result};
 
 /// How long an epic's waits are.
@@ -86,6 +90,7 @@ pub struct EpicService {
     run_store: Arc<dyn RunStore>,
     branches: Option<Arc<dyn BranchMover>>,
     replies: Option<Arc<dyn ReplyQueue>>,
+    memory: Option<Arc<dyn MemoryStore>>,
     settings: EpicSettings,
 }
 
@@ -113,7 +118,12 @@ impl EpicService {
         replies: Option<Arc<dyn ReplyQueue>>,
         settings: EpicSettings,
     ) -> Self {
-        Self { epics, engine, runs, run_store, branches, replies, settings }
+        Self { epics, engine, runs, run_store, branches, replies, memory: None, settings }
+    }
+
+    /// The same service, recording every approval decision in the repository's memory.
+    pub fn with_memory(self, memory: Arc<dyn MemoryStore>) -> Self {
+        Self { memory: Some(memory), ..self }
     }
 
     /// Validates, records and starts an epic. Under an idempotency key already used for the same
@@ -351,6 +361,14 @@ impl EpicService {
             Some(handled) if handled.token_digest == digest => handled.answer.clone(),
             _ => {
                 let after = self.after(&epic, after.unwrap_or(Value::Null)).await?;
+                let decided = match &after {
+                    After::Decided(d)
+                        if epic.pending_approval.as_ref().is_some_and(|p| p.approval_id == d.approval_id) =>
+                    {
+                        Some(d.clone())
+                    }
+                    _ => None,
+                };
                 let answer = match epic.advance(after, Utc::now()) {
                     Next::Go(answer) => answer,
                     Next::RollBack(plan) => {
@@ -362,6 +380,9 @@ impl EpicService {
                 // One write for all of it; a concurrent one (a cancel) makes the queue retry.
                 epic.version = expected + 1;
                 self.epics.update(&epic, expected).await?;
+                if let Some(decision) = decided {
+                    self.remember_decision(&epic, &decision).await;
+                }
                 answer
             }
         };
@@ -516,6 +537,39 @@ impl EpicService {
         }
         // Announced once a decision can be taken: the token is stored.
         self.announce(announce::approval_requested(&epic, Utc::now())).await
+    }
+
+    /// An approval decision, kept in the repository's memory so later runs know it was made.
+    async fn remember_decision(&self, epic: &Epic, decision: &Decision) {
+        let Some(memory) = &self.memory else { return };
+        let step = epic.step(decision.approval_id);
+        let triggers = step.map(|s| s.triggers.clone()).unwrap_or_default();
+        let kind = format!("{:?}", decision.decision).to_lowercase();
+        let mut text =
+            format!("Epic \"{}\": {} by {} at its approval {}", epic.title, kind, decision.by, decision.approval_id);
+        if let Some(comment) = &decision.comment {
+            text.push_str(&format!(": {comment}"));
+        }
+        let entry = NewMemory {
+            kind: MemoryKind::Decision,
+            text: text.chars().take(MAX_MEMORY_TEXT_BYTES / 4).collect(),
+            fields: json!({
+                "epic_id": epic.epic_id, "approval_id": decision.approval_id, "decision": decision.decision,
+                "comment": decision.comment, "by": decision.by, "triggers": triggers,
+            }),
+            fingerprint: None,
+        };
+        let source = MemorySource {
+            owner: epic.owner.clone(),
+            repository_url: epic.repository_url.clone(),
+            workflow: None,
+            epic_id: Some(epic.epic_id.as_uuid()),
+            run_id: None,
+            session_id: None,
+        };
+        if let Err(err) = memory.record(&source, &entry, MemoryStatus::Accepted).await {
+            tracing::warn!(epic_id = %epic.epic_id, error = %err, "the decision was not remembered");
+        }
     }
 
     /// Sends a reply to the queue caller that started the epic, if it has one.

@@ -1,5 +1,6 @@
-//! The janitor (scheduled): expired sessions, runs whose executor stopped renewing its lease, and
-//! run objects that belong to no run. Idempotent, and bounded per invocation.
+//! The janitor (scheduled): expired sessions, runs whose executor stopped renewing its lease, run
+//! objects that belong to no run, and memory entries past their retention. Idempotent, and
+//! bounded per invocation.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::{LostRun, RunId, object_keys};
-use crate::ports::{ObjectStore, RunMessage, RunQueue, RunStore, SessionStore};
+use crate::ports::{MemoryStore, ObjectStore, RunMessage, RunQueue, RunStore, SessionStore};
 use crate::{Error, Result};
 
 /// What one sweep did.
@@ -22,6 +23,8 @@ pub struct JanitorReport {
     pub requeued_runs: usize,
     /// Objects under `runs/` of no run, removed.
     pub orphaned_objects: usize,
+    /// Retired (or never accepted) memory entries past their retention, removed.
+    pub stale_memory: u64,
 }
 
 /// The scheduled sweep.
@@ -32,6 +35,8 @@ pub struct Janitor {
     queue: Arc<dyn RunQueue>,
     /// Items of each kind handled per invocation.
     batch: usize,
+    /// The memory, and how long a retired or never-accepted entry is kept.
+    memory: Option<(Arc<dyn MemoryStore>, chrono::Duration)>,
 }
 
 impl Janitor {
@@ -43,7 +48,13 @@ impl Janitor {
         queue: Arc<dyn RunQueue>,
         batch: usize,
     ) -> Self {
-        Self { runs, sessions, objects, queue, batch }
+        Self { runs, sessions, objects, queue, batch, memory: None }
+    }
+
+    /// The same janitor, also removing memory entries retired (or proposed and never accepted)
+    /// for longer than `retention`.
+    pub fn with_memory(self, memory: Arc<dyn MemoryStore>, retention: chrono::Duration) -> Self {
+        Self { memory: Some((memory, retention)), ..self }
     }
 
     /// One sweep, as of `now`.
@@ -83,6 +94,10 @@ impl Janitor {
                     report.orphaned_objects += 1;
                 }
             }
+        }
+        if let Some((memory, retention)) = &self.memory {
+            let before = now - *retention;
+            report.stale_memory = memory.remove_stale(before, before, self.batch as i64).await?;
         }
         tracing::info!(?report, "janitor sweep");
         Ok(report)

@@ -135,12 +135,7 @@ fn object<'a>(list: &str, index: usize, entry: &'a Value) -> Result<&'a Map<Stri
 }
 
 /// The string field `key` of an entry, trimmed; empty when absent or `null`.
-fn text<'a>(
-    entry: &'a Map<String, Value>,
-    list: &str,
-    index: usize,
-    key: &str,
-) -> Result<&'a str, MemoryBlockError> {
+fn text<'a>(entry: &'a Map<String, Value>, list: &str, index: usize, key: &str) -> Result<&'a str, MemoryBlockError> {
     let field = || format!("{list}[{index}].{key}");
     let text = match entry.get(key) {
         None | Some(Value::Null) => "",
@@ -207,8 +202,7 @@ fn learning(index: usize, entry: &Value) -> Result<Option<NewMemory>, MemoryBloc
     }
     let mut fields = Map::new();
     keep(&mut fields, &[("insight", insight), ("impact", impact), ("prevention", prevention)]);
-    let text =
-        if prevention.is_empty() { insight.to_owned() } else { format!("{insight} Prevention: {prevention}") };
+    let text = if prevention.is_empty() { insight.to_owned() } else { format!("{insight} Prevention: {prevention}") };
     Ok(Some(NewMemory {
         kind: MemoryKind::Learning,
         text: truncate_bytes(&text, MAX_MEMORY_TEXT_BYTES),
@@ -344,14 +338,11 @@ mod tests {
     #[test]
     fn entries_and_texts_are_bounded() {
         let entry = r#"{"insight": "i"}"#;
-        let at_most = format!(r#"{{"learnings": [{}]}}"#, vec![entry; MAX_MEMORY_BLOCK_ENTRIES].join(","));
+        let at_most = format!(r#"{{"learnings": [{}]}}"#, [entry; MAX_MEMORY_BLOCK_ENTRIES].join(","));
         assert_eq!(parse_memory_block(&block(&at_most)).unwrap().len(), MAX_MEMORY_BLOCK_ENTRIES);
         let pattern = r#"{"problem": "p", "solution": "s"}"#;
-        let too_many = format!(
-            r#"{{"patterns": [{}], "learnings": [{}]}}"#,
-            vec![pattern; 11].join(","),
-            vec![entry; 10].join(",")
-        );
+        let too_many =
+            format!(r#"{{"patterns": [{}], "learnings": [{}]}}"#, [pattern; 11].join(","), [entry; 10].join(","));
         assert_eq!(err(&block(&too_many)), MemoryBlockError::TooManyEntries { count: 21, max: 20 });
 
         let long = "x".repeat(MAX_MEMORY_TEXT_BYTES + 1);

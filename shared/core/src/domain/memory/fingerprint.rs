@@ -9,8 +9,9 @@
 //! - A path keeps its file name and loses its directories: `src/a.rs` and `crates/x/src/a.rs`
 //!   are the same file to a fingerprint, `src/a.rs` and `src/b.rs` are not, and a path that
 //!   ends in a directory (a temporary directory, say) is `<path>` whatever it is.
-//! - A number right after `signal`, `code`, `status`, `errno`, `exit` or `http` is kept when it
-//!   has at most three digits: exit code 137 (killed) is not exit code 1, SIGKILL is not SIGSEGV.
+//! - A number right after `signal`, `code`, `status`, `errno`, `error`, `exit` or `http` is kept
+//!   when it has at most three digits: exit code 137 (killed) is not exit code 1, SIGKILL is not
+//!   SIGSEGV, `os error 28` is not `os error 111`.
 
 use sha2::{Digest, Sha256};
 
@@ -23,12 +24,23 @@ pub const FINGERPRINT_ERROR_CHARS: usize = 500;
 pub const FAILURE_MESSAGE_CHARS: usize = 500;
 
 /// Words after which a short number is an identity (a signal, an exit code), not a count.
-const KEEP_NUMBER_AFTER: [&str; 6] = ["signal", "code", "status", "errno", "exit", "http"];
+const KEEP_NUMBER_AFTER: [&str; 7] = ["signal", "code", "status", "errno", "error", "exit", "http"];
 /// Duration units written right after a number (`300ms`, `12.5s`, `1m30s`).
 const TIGHT_UNITS: &[&str] = &["ns", "us", "µs", "ms", "s", "sec", "secs", "m", "min", "mins", "h", "hr", "hrs"];
 /// Duration units written as a word after a number (`30 seconds`).
 const SPACED_UNITS: &[&str] = &[
-    "ms", "millisecond", "milliseconds", "sec", "secs", "second", "seconds", "min", "mins", "minute", "minutes", "hour",
+    "ms",
+    "millisecond",
+    "milliseconds",
+    "sec",
+    "secs",
+    "second",
+    "seconds",
+    "min",
+    "mins",
+    "minute",
+    "minutes",
+    "hour",
     "hours",
 ];
 
@@ -138,9 +150,14 @@ impl Scanner<'_> {
             let scheme_start = !prev.is_some_and(|p| p.is_alphanumeric() || matches!(p, '+' | '.' | '-'));
             if scheme_start && let Some(end) = self.url(i, out) {
                 i = end;
-            } else if self.paths && path_start && let Some(end) = self.path(i, out) {
+            } else if self.paths
+                && path_start
+                && let Some(end) = self.path(i, out)
+            {
                 i = end;
-            } else if c == '[' && let Some(end) = self.bracketed_address(i) {
+            } else if c == '['
+                && let Some(end) = self.bracketed_address(i)
+            {
                 out.push_str("<addr>");
                 i = end;
             } else if word_start && is_word(c) {
@@ -227,11 +244,15 @@ impl Scanner<'_> {
         Some(end)
     }
 
-    /// `[::1]` or `[2001:db8::1]:8080`: the end, if `i` starts a bracketed IPv6 address.
+    /// `[::1]`, `[2001:db8::1]:8080` or all eight groups: the end, if `i` starts a bracketed IPv6
+    /// address (`[12:00:01]` is a time).
     fn bracketed_address(&self, i: usize) -> Option<usize> {
-        let close = (i + 1..self.s.len()).find(|&j| !(self.s[j].is_ascii_hexdigit() || matches!(self.s[j], ':' | '.')))?;
+        let close =
+            (i + 1..self.s.len()).find(|&j| !(self.s[j].is_ascii_hexdigit() || matches!(self.s[j], ':' | '.')))?;
         let inside = &self.s[i + 1..close];
-        if self.s[close] != ']' || inside.iter().filter(|&&c| c == ':').count() < 2 {
+        let colons = inside.iter().filter(|&&c| c == ':').count();
+        let abbreviated = inside.windows(2).any(|pair| pair == [':', ':']);
+        if self.s[close] != ']' || !(abbreviated || colons == 7) {
             return None;
         }
         Some(self.port(close + 1))

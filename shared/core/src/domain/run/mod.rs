@@ -146,6 +146,12 @@ pub struct Run {
     /// The epic step this run carries out, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epic: Option<EpicLink>,
+    /// The memory entries the run was given in its prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_used: Vec<Uuid>,
+    /// The memory entries the run produced (its failure, its proposals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_produced: Vec<Uuid>,
 }
 
 /// The epic step a run carries out, and the Step Functions task waiting for its end.
@@ -250,6 +256,8 @@ impl Run {
             diff_stats: None,
             base_commit: None,
             epic: None,
+            memory_used: Vec::new(),
+            memory_produced: Vec::new(),
         }
     }
 

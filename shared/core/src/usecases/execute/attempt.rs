@@ -83,13 +83,18 @@ impl RunExecutor {
             Some(StopReason::LeaseLost) => return Err(Error::LeaseLost),
             Some(StopReason::Cancel) => return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await,
         }
-        self.start_running(run, &session, &workspace.base_commit).await?;
+        let (remembered, given) = self.recall(run).await;
+        self.start_running(run, &session, &workspace.base_commit, &given).await?;
         if run.cancel_requested {
             // Asked while the workspace was being prepared (the re-read on conflict brought it).
             return self.finish_stopped(run, Ended::Cancelled, CliSummary::default()).await;
         }
         let redactor = Redactor::new(workspace.secrets.iter().chain(&self.settings.secrets));
-        let cli = match self.run_cli(run, workflow, workspace, session, &redactor, lease).await {
+        let mut invocation =
+            CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone())
+                .with_budget(run.max_budget_usd);
+        invocation.append_system_prompt.push_str(&remembered);
+        let cli = match self.run_cli(run, workflow, workspace, &invocation, &redactor, lease).await {
             Ok(cli) => cli,
             Err(Error::RunFailed(error)) => return self.fail(run, error).await,
             Err(err) => return Err(err),
@@ -103,13 +108,19 @@ impl RunExecutor {
             return self.finish_stopped(run, cli.ended, cli.summary).await;
         }
         let frames = cli.summary.frames;
+        let result_text = cli.summary.result.as_ref().and_then(|r| r.result.clone());
         let ((), (outcome, changes)) =
             tokio::join!(log_upload, self.publish_and_keep(run, workflow, workspace, &redactor, cli.summary));
+        let proposed = match (&result_text, outcome.status) {
+            (Some(text), RunStatus::Completed) => self.remember_block(run, text).await,
+            _ => Vec::new(),
+        };
         tracing::info!(run_id = %run.run_id, status = %outcome.status, frames, "run finished");
         self.save(run, |r| {
             r.finish(outcome.clone(), Utc::now())?;
             r.commits = changes.commits.clone();
             r.diff_stats = changes.diff_stats;
+            r.memory_produced = proposed.clone();
             Ok(())
         })
         .await
@@ -160,7 +171,13 @@ impl RunExecutor {
 
     /// `preparing → running`. The caller learns the session id as soon as the CLI starts; the
     /// lease is renewed in the same write, since this put replaces the whole item.
-    async fn start_running(&self, run: &mut Run, session: &SessionMode, base_commit: &str) -> Result<()> {
+    async fn start_running(
+        &self,
+        run: &mut Run,
+        session: &SessionMode,
+        base_commit: &str,
+        memory_used: &[Uuid],
+    ) -> Result<()> {
         let new_session = match session {
             SessionMode::New(id) if run.session_id.is_none() => Some(*id),
             _ => None,
@@ -171,6 +188,7 @@ impl RunExecutor {
             r.transition(RunStatus::Running, now)?;
             r.lease_expires_at = Some(now + lease);
             r.base_commit = Some(base_commit.to_owned());
+            r.memory_used = memory_used.to_vec();
             if new_session.is_some() {
                 r.session_id = new_session;
             }
@@ -186,20 +204,17 @@ impl RunExecutor {
         run: &Run,
         workflow: &Workflow,
         workspace: &Workspace,
-        session: SessionMode,
+        invocation: &CliInvocation,
         redactor: &Redactor,
         lease: &Lease,
     ) -> Result<CliRun> {
         let mut stop = lease.stop.clone();
-        let invocation =
-            CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone())
-                .with_budget(run.max_budget_usd);
         let log = self.ports.frame_logs.open(workspace).await?;
         let log_path = log.path().to_path_buf();
         let recorder = FrameRecorder::start(self.ports.sinks.clone(), log);
         let cli_started = tokio::time::Instant::now();
         let mut first_frame = None;
-        let mut process = match self.ports.cli.start(workspace, &invocation).await {
+        let mut process = match self.ports.cli.start(workspace, invocation).await {
             Ok(process) => process,
             Err(err) => {
                 recorder.finish().await?;

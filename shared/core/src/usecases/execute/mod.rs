@@ -9,6 +9,9 @@
 mod artifacts;
 mod attempt;
 mod lease;
+mod memory;
+
+pub use memory::MemorySettings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +26,7 @@ use crate::domain::{
     WorkflowRegistry, millis,
 };
 use crate::ports::{
-    Cli, EpicEngine, FrameLogs, FrameSink, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces,
+    Cli, EpicEngine, FrameLogs, FrameSink, MemoryStore, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces,
 };
 use crate::{Error, Result};
 
@@ -47,6 +50,8 @@ pub struct ExecutorSettings {
     pub secrets: Vec<String>,
     /// How long a session lives after its last run.
     pub session_ttl: Duration,
+    /// What runs take from, and leave in, the repository's memory.
+    pub memory: MemorySettings,
 }
 
 impl Default for ExecutorSettings {
@@ -60,6 +65,7 @@ impl Default for ExecutorSettings {
             stop_grace: Duration::from_secs(5),
             secrets: Vec::new(),
             session_ttl: Duration::from_secs(DEFAULT_SESSION_TTL_DAYS as u64 * 86_400),
+            memory: MemorySettings::default(),
         }
     }
 }
@@ -95,6 +101,8 @@ pub struct ExecutorPorts {
     pub sinks: Vec<Arc<dyn FrameSink>>,
     /// The engine an epic step's run heartbeats and reports its end to.
     pub epics: Arc<dyn EpicEngine>,
+    /// The repositories' memory; `None` runs without it.
+    pub memory: Option<Arc<dyn MemoryStore>>,
 }
 
 /// Runs the runs the queue asks for, one `execute` per message.
@@ -165,6 +173,14 @@ impl RunExecutor {
             Ok(()) => {}
         }
         if run.status.is_terminal() {
+            if let Some(failure) = self.remember_failure(&run).await {
+                let _ = self
+                    .save(&mut run, |r| {
+                        r.memory_produced.push(failure);
+                        Ok(())
+                    })
+                    .await;
+            }
             self.announce_end(run_id, run.status).await;
             self.report_to_epic(&run).await;
         } else {
