@@ -955,6 +955,73 @@ async fn throughput_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<(
     anyhow::Ok(())
 }
 
+/// Entries of the measured repository in the recall benchmark (and as many of other repositories).
+const RECALL_ENTRIES: i64 = 10_000;
+
+/// What finding a run's memory adds before the CLI starts: the relevance query over 10,000
+/// accepted entries of the repository, beside a bare round trip to the same database.
+async fn recall_bench(postgres: &PgCluster) -> Result<()> {
+    let database_url = create_database(&postgres.url, "bench_recall").await?;
+    let pool = runner_adapters::postgres::connect(&database_url, 2).await?;
+    runner_adapters::postgres::migrate(&pool).await?;
+    let words = "cargo test port flaky migration sqlx index timeout retry cache docker network fixture schema \
+                 lint format deploy lambda queue stream frame session branch commit review";
+    // Varied texts: each entry a different selection of the words, plus its number.
+    sqlx::query(
+        "INSERT INTO claude_runner_memory (memory_id, owner, repository_url, kind, status, text, occurrences, \
+                                           first_seen, last_seen, updated_at)
+         SELECT gen_random_uuid(), 'bench', CASE WHEN n <= $2 THEN 'https://git.example.com/acme/app.git'
+                                                 ELSE 'https://git.example.com/acme/other.git' END,
+                'pattern', 'accepted',
+                array_to_string(ARRAY(SELECT w FROM unnest(string_to_array($1, ' ')) WITH ORDINALITY AS t(w, i)
+                                      WHERE (n * 7 + i * 13) % 5 < 2), ' ') || ' note ' || n,
+                1 + n % 4, now() - (n || ' minutes')::interval, now() - (n || ' minutes')::interval, now()
+         FROM generate_series(1, $2 * 2) AS n",
+    )
+    .bind(words.split_whitespace().collect::<Vec<_>>().join(" "))
+    .bind(RECALL_ENTRIES)
+    .execute(&pool)
+    .await?;
+    sqlx::query("ANALYZE claude_runner_memory").execute(&pool).await?;
+    let store = runner_adapters::PgMemoryStore::new(pool.clone());
+    let owner = runner_core::domain::Owner::new("bench");
+    let repo = "https://git.example.com/acme/app.git";
+    let message = "implement Fix the flaky port tests in the sqlx migration suite and retry the cache";
+    let (mut recall, mut bare) = (Vec::new(), Vec::new());
+    for i in 0..220 {
+        let started = Instant::now();
+        let hints = runner_core::ports::MemoryStore::relevant(&store, &owner, repo, message, 8).await?;
+        let recall_took = started.elapsed();
+        anyhow::ensure!(hints.len() == 8, "the repository has entries to find");
+        let started = Instant::now();
+        sqlx::query("SELECT 1").execute(&pool).await?;
+        // The first 20 warm the plan cache and the connections.
+        if i >= 20 {
+            recall.push(recall_took.as_secs_f64() * 1000.0);
+            bare.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    recall.sort_by(f64::total_cmp);
+    bare.sort_by(f64::total_cmp);
+    println!(
+        "\nMemory lookup before a run, {RECALL_ENTRIES} accepted entries in the repository (+{RECALL_ENTRIES} elsewhere), 200 lookups"
+    );
+    println!("| query                                         |   p50 ms |   p99 ms | goal         |");
+    println!("|-----------------------------------------------|---------:|---------:|--------------|");
+    println!(
+        "| relevant entries (trigram + full text, top 8) | {:8.2} | {:8.2} | p99 < 10 ms  |",
+        quantile(&recall, 0.5),
+        quantile(&recall, 0.99)
+    );
+    println!(
+        "| bare round trip (`SELECT 1`), same pool       | {:8.2} | {:8.2} | (reference)  |",
+        quantile(&bare, 0.5),
+        quantile(&bare, 0.99)
+    );
+    pool.close().await;
+    anyhow::Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let which: Vec<String> = std::env::args().skip(1).collect();
@@ -986,6 +1053,9 @@ async fn main() -> Result<()> {
         }
         if wants("throughput") {
             throughput_bench(&emulator, &postgres).await?;
+        }
+        if wants("recall") {
+            recall_bench(&postgres).await?;
         }
         anyhow::Ok(())
     }

@@ -15,6 +15,9 @@ use runner_core::{Error, Result};
 const COLUMNS: &str = "memory_id, repository_url, kind, status, text, fields, workflow, epic_id, run_id, session_id, \
                        occurrences, first_seen, last_seen";
 
+/// How many of a repository's most recent accepted entries a run's lookup considers.
+pub const RECALL_WINDOW: i64 = 1_000;
+
 /// The Postgres memory store.
 pub struct PgMemoryStore {
     pool: PgPool,
@@ -89,17 +92,33 @@ impl MemoryStore for PgMemoryStore {
     }
 
     async fn relevant(&self, owner: &Owner, repository_url: &str, text: &str, limit: usize) -> Result<Vec<MemoryHint>> {
-        // Similar wording (trigrams) and shared terms (full text) first; among equals, what was
-        // seen lately and often.
+        // Bounded work whatever the repository's size: only its most recent accepted entries
+        // (`RECALL_WINDOW`, walked on the scope index) are considered; among them, those sharing
+        // a term with the text, and the newest few, are ranked by shared terms and similar
+        // wording first, then recency and occurrences. Older entries stay reachable by search.
         let rows = sqlx::query(
             r#"
-            SELECT memory_id, kind, text, occurrences FROM claude_runner_memory
-            WHERE owner = $1 AND repository_url = $2 AND status = 'accepted'
-            ORDER BY word_similarity(text, $3)
-                     + ts_rank(search, plainto_tsquery('english', $3))
-                     + 0.05 * ln(1 + occurrences)
-                     + 0.1 / (1 + extract(epoch FROM (now() - last_seen)) / 2592000) DESC,
-                     last_seen DESC
+            WITH q AS (
+                SELECT to_tsquery('english', COALESCE(
+                    NULLIF(replace(plainto_tsquery('english', $3)::text, ' & ', ' | '), ''), 'nothing')) AS terms
+            ),
+            recent AS MATERIALIZED (
+                SELECT memory_id, search, last_seen FROM claude_runner_memory
+                WHERE owner = $1 AND repository_url = $2 AND status = 'accepted'
+                ORDER BY last_seen DESC LIMIT $5
+            ),
+            candidates AS (
+                (SELECT r.memory_id FROM recent r, q WHERE r.search @@ q.terms ORDER BY r.last_seen DESC LIMIT 50)
+                UNION
+                (SELECT memory_id FROM recent ORDER BY last_seen DESC LIMIT 20)
+            )
+            SELECT m.memory_id, m.kind, m.text, m.occurrences FROM claude_runner_memory m
+            JOIN candidates USING (memory_id), q
+            ORDER BY ts_rank(m.search, q.terms)
+                     + word_similarity(m.text, $3)
+                     + 0.05 * ln(1 + m.occurrences)
+                     + 0.1 / (1 + extract(epoch FROM (now() - m.last_seen)) / 2592000) DESC,
+                     m.last_seen DESC
             LIMIT $4
             "#,
         )
@@ -107,6 +126,7 @@ impl MemoryStore for PgMemoryStore {
         .bind(repository_url)
         .bind(text)
         .bind(limit as i64)
+        .bind(RECALL_WINDOW)
         .fetch_all(&self.pool)
         .await
         .map_err(failed("find relevant memory"))?;
