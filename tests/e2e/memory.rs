@@ -72,6 +72,10 @@ async fn an_accepted_memory_reaches_the_next_run_of_its_repository_and_no_other(
     let proposed = memory_of(&f, &format!("repository={repo}&status=proposed"), f.t.key()).await;
     assert_eq!(proposed.len(), 2, "{proposed:#?}");
     assert!(proposed.iter().all(|m| m["run_id"] == first.as_str() && m["workflow"] == "implement"));
+    // The run's session lists what its runs produced.
+    let session = run["session_id"].as_str().expect("the run's session");
+    let (status, page) = f.t.get_json(&format!("/agent/claude-code/sessions/{session}"), f.t.key()).await;
+    assert_eq!((status, page["memory"].as_array().map(Vec::len)), (200, Some(2)), "{page}");
 
     // Proposed is not given to runs.
     f.model.script("KW-BEFORE", vec![Turn::text("ok")]);

@@ -234,8 +234,15 @@ async fn get_session(
     State(state): State<AppState>,
     Caller(owner): Caller,
     Path(session_id): Path<String>,
-) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(SessionView::from(&state.sessions.get(&owner, &session_id).await?)))
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = state.sessions.get(&owner, &session_id).await?;
+    let mut view = serde_json::to_value(SessionView::from(&session)).unwrap_or_default();
+    // The memory its runs produced, where the API has a database.
+    if let Some(memory) = &state.memory {
+        let produced = memory.of_session(&owner, session.session_id).await?;
+        view["memory"] = serde_json::to_value(produced).unwrap_or_default();
+    }
+    Ok(Json(view))
 }
 
 async fn delete_session(

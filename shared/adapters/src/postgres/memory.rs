@@ -164,6 +164,7 @@ impl MemoryStore for PgMemoryStore {
             "SELECT {COLUMNS} FROM claude_runner_memory
              WHERE owner = $1 AND ($2::text IS NULL OR repository_url = $2) AND ($3::text IS NULL OR kind = $3)
                AND (($4::text IS NULL AND status <> 'retired') OR status = $4)
+               AND ($7::uuid IS NULL OR session_id = $7)
              ORDER BY CASE WHEN $5::text IS NULL THEN 0
                            ELSE word_similarity(text, $5) + ts_rank(search, plainto_tsquery('english', $5)) END DESC,
                       last_seen DESC
@@ -176,6 +177,7 @@ impl MemoryStore for PgMemoryStore {
             .bind(query.status.map(MemoryStatus::as_str))
             .bind(query.text.as_deref())
             .bind(query.limit as i64)
+            .bind(query.session_id)
             .fetch_all(&self.pool)
             .await
             .map_err(failed("search memory"))?;

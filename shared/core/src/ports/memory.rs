@@ -68,6 +68,8 @@ pub struct MemoryQuery {
     pub status: Option<MemoryStatus>,
     /// Similar to this text first.
     pub text: Option<String>,
+    /// Only what runs of this session produced.
+    pub session_id: Option<Uuid>,
     /// The most entries.
     pub limit: usize,
 }

@@ -82,7 +82,13 @@ impl MemoryService {
             .map_err(|e| Error::Invalid(ValidationError::InvalidQuery(e)))?;
         let limit = page_limit(search.limit.map(|raw| raw.parse().unwrap_or(0)), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let text = search.q.filter(|q| !q.trim().is_empty());
-        let query = MemoryQuery { repository_url: search.repository, kind, status, text, limit };
+        let query = MemoryQuery { repository_url: search.repository, kind, status, text, limit, session_id: None };
+        self.store.search(owner, &query).await
+    }
+
+    /// What the runs of one of the owner's sessions produced, newest first.
+    pub async fn of_session(&self, owner: &Owner, session_id: Uuid) -> Result<Vec<MemoryEntry>> {
+        let query = MemoryQuery { session_id: Some(session_id), limit: MAX_PAGE_SIZE, ..MemoryQuery::default() };
         self.store.search(owner, &query).await
     }
 
