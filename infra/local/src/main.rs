@@ -146,7 +146,8 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
             started.model = Some(model);
             (
                 url.clone(),
-                "offline".to_owned(),
+                // Not a word: the executor redacts it wherever it appears.
+                format!("sk-local-offline-{:016x}", rand::random::<u64>()),
                 format!("OFFLINE MODEL at {url} (scripted; set ANTHROPIC_API_KEY for real runs)"),
             )
         }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::{RunError, RunOutcome, RunStatus};
+use crate::domain::{RunError, RunOutcome, RunStatus, ToolCall};
 
 /// The final `result` frame. Success is judged from it (`subtype`, `is_error`), not from the
 /// process exit code.
@@ -54,7 +54,14 @@ pub struct CliSummary {
     pub stderr_tail: String,
     /// How many stdout lines (frames) the execution produced.
     pub frames: u64,
+    /// Recent tool calls by id, oldest first, bounded.
+    calls: Vec<(String, ToolCall)>,
+    /// The last tool call whose result was an error.
+    failed_call: Option<ToolCall>,
 }
+
+/// Tool calls remembered to pair them with their results.
+const KEPT_CALLS: usize = 32;
 
 /// Longest result text stored on the run; the whole text is in the frame log.
 const SUMMARY_CHARS: usize = 4000;
@@ -69,8 +76,38 @@ impl CliSummary {
                 }
             }
             ("result", _) => self.result = serde_json::from_value(data.clone()).ok(),
+            ("assistant", _) => {
+                for block in data["message"]["content"].as_array().into_iter().flatten() {
+                    if block["type"] == "tool_use" {
+                        let id = block["id"].as_str().unwrap_or_default().to_owned();
+                        self.calls.push((id, tool_call(block)));
+                        if self.calls.len() > KEPT_CALLS {
+                            self.calls.remove(0);
+                        }
+                    }
+                }
+            }
+            ("user", _) => {
+                for block in data["message"]["content"].as_array().into_iter().flatten() {
+                    if block["type"] != "tool_result" {
+                        continue;
+                    }
+                    let id = block["tool_use_id"].as_str().unwrap_or_default();
+                    let position = self.calls.iter().position(|(call, _)| call == id);
+                    let call = position.map(|i| self.calls.remove(i).1);
+                    if block["is_error"] == true {
+                        self.failed_call = call;
+                    }
+                }
+            }
             _ => {}
         }
+    }
+
+    /// The tool call behind a failure: the last one that failed, else the last one still
+    /// waiting for its result (what was running when the run was stopped).
+    pub fn failing_tool(&self) -> Option<ToolCall> {
+        self.failed_call.clone().or_else(|| self.calls.last().map(|(_, call)| call.clone()))
     }
 
     /// The run's outcome when the CLI ran to its own end (no watchdog, no cancel).
@@ -114,8 +151,23 @@ impl CliSummary {
             _ if code == "max_turns_exhausted" => "the run used all of its turns without finishing".to_owned(),
             _ => format!("the CLI reported {}", result.subtype),
         };
-        outcome.error = Some(RunError::new(code, message));
+        outcome.error = Some(RunError::new(code, message).with_tool(self.failing_tool()));
         outcome
+    }
+}
+
+/// A `tool_use` block as a [`ToolCall`]: its command (`Bash`) and the files it names.
+fn tool_call(block: &serde_json::Value) -> ToolCall {
+    let input = &block["input"];
+    let files = ["file_path", "path", "notebook_path"]
+        .iter()
+        .filter_map(|key| input[*key].as_str())
+        .map(|path| truncate(path, 300))
+        .collect();
+    ToolCall {
+        name: truncate(block["name"].as_str().unwrap_or("unknown"), 100),
+        command: input["command"].as_str().map(|c| truncate(c, 500)),
+        files,
     }
 }
 
@@ -141,6 +193,38 @@ mod tests {
         );
         s.observe("result", result["subtype"].as_str(), &result);
         s
+    }
+
+    fn tool_use(id: &str, name: &str, input: serde_json::Value) -> serde_json::Value {
+        json!({"type": "assistant", "message": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}]}})
+    }
+
+    fn tool_result(id: &str, is_error: bool) -> serde_json::Value {
+        json!({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": id, "is_error": is_error}]}})
+    }
+
+    #[test]
+    fn a_failure_names_the_tool_call_that_failed_or_was_left_running() {
+        let mut s = CliSummary::default();
+        s.observe("assistant", None, &tool_use("t1", "Edit", json!({"file_path": "/w/src/lib.rs"})));
+        s.observe("user", None, &tool_result("t1", false));
+        s.observe("assistant", None, &tool_use("t2", "Bash", json!({"command": "cargo test"})));
+        s.observe("user", None, &tool_result("t2", true));
+        let failed = s.failing_tool().unwrap();
+        assert_eq!((failed.name.as_str(), failed.command.as_deref()), ("Bash", Some("cargo test")));
+        let result = json!({"type": "result", "subtype": "error_during_execution", "is_error": true});
+        s.observe("result", Some("error_during_execution"), &result);
+        assert_eq!(s.outcome().error.unwrap().tool, Some(failed));
+
+        // Stopped while a call waits for its result: that call is named.
+        let mut hanging = CliSummary::default();
+        hanging.observe("assistant", None, &tool_use("t3", "Bash", json!({"command": "sleep 999"})));
+        assert_eq!(hanging.failing_tool().unwrap().command.as_deref(), Some("sleep 999"));
+        // Nothing failed and nothing waits: no tool to blame.
+        let mut clean = CliSummary::default();
+        clean.observe("assistant", None, &tool_use("t4", "Read", json!({"file_path": "a.rs"})));
+        clean.observe("user", None, &tool_result("t4", false));
+        assert_eq!(clean.failing_tool(), None);
     }
 
     #[test]

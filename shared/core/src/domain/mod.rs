@@ -32,7 +32,7 @@ pub use request::{
 };
 pub use run::{
     CancelOutcome, DiffStats, EpicLink, LAMBDA_RUN_LIMIT_SECONDS, Lane, LostRun, Run, RunError, RunId, RunOutcome,
-    RunStatus, RunTimings, TransitionError, millis,
+    RunStatus, RunTimings, ToolCall, TransitionError, millis,
 };
 pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};
 pub use stream::{MAX_MESSAGE_BYTES, StreamClaims, StreamMessages, StreamTokens};

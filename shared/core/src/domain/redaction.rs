@@ -10,13 +10,14 @@ pub struct Redactor {
 pub const REDACTED: &[u8] = b"[REDACTED]";
 
 impl Redactor {
-    /// Values shorter than 6 bytes are too likely to be ordinary words to redact safely.
+    /// Masks secrets, not words: a value shorter than 8 bytes, or made of letters only (`offline`,
+    /// `password`), is too likely to be an ordinary word of the output to redact.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a String>) -> Self {
         let mut needles: Vec<Vec<u8>> = Vec::new();
-        for secret in secrets {
+        for secret in secrets.into_iter().filter(|s| is_secret_like(s)) {
             let escaped = serde_json::to_string(secret).unwrap_or_default().trim_matches('"').to_owned();
             for needle in [secret.clone(), escaped] {
-                if needle.len() >= 6 && !needles.iter().any(|n| n == needle.as_bytes()) {
+                if !needles.iter().any(|n| n == needle.as_bytes()) {
                     needles.push(needle.into_bytes());
                 }
             }
@@ -52,9 +53,23 @@ impl Redactor {
     }
 }
 
+/// Long enough, and not a plain word.
+fn is_secret_like(value: &str) -> bool {
+    value.len() >= 8 && !value.chars().all(|c| c.is_alphabetic())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_and_short_values_are_not_redacted() {
+        let secrets =
+            ["offline".to_owned(), "password".to_owned(), "abc123".to_owned(), "sk-ant-0123456789".to_owned()];
+        let r = Redactor::new(&secrets);
+        assert_eq!(r.text("the offline model read the password abc123"), "the offline model read the password abc123");
+        assert_eq!(r.text("key sk-ant-0123456789!"), "key [REDACTED]!");
+    }
 
     #[test]
     fn json_escaped_secrets_are_redacted_too() {

@@ -17,20 +17,32 @@ impl RepositoryPolicy {
     }
 
     /// The repository a run will use: the requested one if it is allowed, else the default.
+    /// The URL is matched, and kept, in its normal form (lower-case scheme and host, no dot
+    /// segments, no default port), so `https://h/acme/../other/x.git` is `https://h/other/x.git`
+    /// and is judged as that.
     pub fn resolve(&self, requested: Option<&str>) -> Result<String, ValidationError> {
         let Some(url) = requested else {
             return self.default.clone().ok_or(ValidationError::RepositoryRequired);
         };
         check_git_url(url)?;
-        if self.allows(url) { Ok(url.to_owned()) } else { Err(ValidationError::RepositoryNotAllowed(url.to_owned())) }
+        let url = normalise(url);
+        if self.allows(&url) { Ok(url) } else { Err(ValidationError::RepositoryNotAllowed(url)) }
     }
 
     fn allows(&self, url: &str) -> bool {
-        self.default.as_deref() == Some(url)
+        self.default.as_deref().map(normalise).as_deref() == Some(url)
             || self.allowlist.iter().any(|entry| match entry.strip_suffix('*') {
-                Some(prefix) => url.starts_with(prefix),
-                None => entry == url,
+                Some(prefix) => url.starts_with(&normalise(prefix)),
+                None => normalise(entry) == url,
             })
+    }
+}
+
+/// A URL in its normal form; an scp-like `user@host:path` as it is (its path may not climb).
+fn normalise(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => url.to_string(),
+        Err(_) => raw.to_owned(),
     }
 }
 
@@ -56,8 +68,9 @@ fn check_git_url(raw: &str) -> Result<(), ValidationError> {
         }
         return Ok(());
     }
-    // scp-like syntax: user@host:path
+    // scp-like syntax: user@host:path, whose path may not climb out of where it points.
     match raw.split_once(':') {
+        Some((_, path)) if path.split('/').any(|segment| segment == "..") => invalid("the path must not contain '..'"),
         Some((user_host, path)) if user_host.contains('@') && !path.is_empty() && !user_host.contains('/') => Ok(()),
         _ => invalid("not a URL or user@host:path"),
     }
@@ -81,6 +94,20 @@ mod tests {
         assert!(p.resolve(Some("git@h:solo/one.git")).is_ok());
         assert_eq!(p.resolve(Some("git@h:solo/two.git")).unwrap_err().code(), "repository_not_allowed");
         assert_eq!(p.resolve(Some("https://h/other/x.git")).unwrap_err().code(), "repository_not_allowed");
+    }
+
+    #[test]
+    fn a_url_is_judged_in_its_normal_form() {
+        let p = RepositoryPolicy::new(None, vec!["https://github.com/acme/*".into()]);
+        for climbing in [
+            "https://github.com/acme/../other/x.git",
+            "https://github.com/acme/%2e%2e/other/x.git",
+            "https://github.com/acme/./../other/x.git",
+        ] {
+            assert_eq!(p.resolve(Some(climbing)).unwrap_err().code(), "repository_not_allowed", "{climbing}");
+        }
+        assert_eq!(p.resolve(Some("HTTPS://GitHub.com:443/acme/./x.git")).unwrap(), "https://github.com/acme/x.git");
+        assert_eq!(p.resolve(Some("git@github.com:acme/../other.git")).unwrap_err().code(), "invalid_repository_url");
     }
 
     #[test]

@@ -88,24 +88,45 @@ pub fn failure_fingerprint(
 
 /// The failure memory a run leaves, if it failed or timed out with an error.
 ///
-/// Its text is `<workflow> failed with <code>: <message>`, the message cut to
-/// [`FAILURE_MESSAGE_CHARS`] characters; its fields are the code, the workflow and the message.
+/// Its text is `<workflow> failed with <code>: <message>` (and the failing tool call, when the
+/// error names one), the message cut to [`FAILURE_MESSAGE_CHARS`] characters; its fields are the
+/// code, the workflow, the message and the tool call; the tool, its command and its files are
+/// part of the fingerprint.
 pub fn failure_from_run(run: &Run) -> Option<NewMemory> {
     if !matches!(run.status, RunStatus::Failed | RunStatus::TimedOut) {
         return None;
     }
     let error = run.error.as_ref()?;
     let message: String = error.message.chars().take(FAILURE_MESSAGE_CHARS).collect();
-    let text = format!("{} failed with {}: {message}", run.workflow, error.code);
+    let tool = error.tool.as_ref();
+    let mut text = format!("{} failed with {}: {message}", run.workflow, error.code);
+    if let Some(call) = tool {
+        let what = call.command.as_deref().or(call.files.first().map(String::as_str)).unwrap_or_default();
+        let what: String = what.chars().take(200).collect();
+        text.push_str(&format!(" (in {} {what})", call.name));
+    }
+    let files = tool.map(|t| t.files.clone()).unwrap_or_default();
     Some(NewMemory {
         kind: MemoryKind::Failure,
         text: truncate_bytes(&text, MAX_MEMORY_TEXT_BYTES),
-        fields: serde_json::json!({
-            "code": error.code,
-            "workflow": run.workflow,
-            "message": truncate_bytes(&error.message, MAX_MEMORY_TEXT_BYTES),
-        }),
-        fingerprint: Some(failure_fingerprint(&error.code, None, None, &[], &error.message)),
+        fields: {
+            let mut fields = serde_json::json!({
+                "code": error.code,
+                "workflow": run.workflow,
+                "message": truncate_bytes(&error.message, MAX_MEMORY_TEXT_BYTES),
+            });
+            if let Some(call) = tool {
+                fields["tool"] = serde_json::to_value(call).unwrap_or_default();
+            }
+            fields
+        },
+        fingerprint: Some(failure_fingerprint(
+            &error.code,
+            tool.map(|t| t.name.as_str()),
+            tool.and_then(|t| t.command.as_deref()),
+            &files,
+            &error.message,
+        )),
     })
 }
 

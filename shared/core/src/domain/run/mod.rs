@@ -17,12 +17,33 @@ pub struct RunError {
     pub code: String,
     /// What went wrong, in a sentence for people.
     pub message: String,
+    /// The tool call that failed (or was still running when the run was stopped), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolCall>,
+}
+
+/// A tool call of the CLI, as far as a failure needs it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The tool (`Bash`, `Edit`, an MCP tool…).
+    pub name: String,
+    /// Its command, for tools that run one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The files it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 impl RunError {
     /// An error from a machine-readable code and a human-readable message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into() }
+        Self { code: code.into(), message: message.into(), tool: None }
+    }
+
+    /// The same error, naming the tool call behind it.
+    pub fn with_tool(self, tool: Option<ToolCall>) -> Self {
+        Self { tool, ..self }
     }
 }
 

@@ -116,12 +116,10 @@ impl RunExecutor {
             _ => Vec::new(),
         };
         tracing::info!(run_id = %run.run_id, status = %outcome.status, frames, "run finished");
-        self.save(run, |r| {
-            r.finish(outcome.clone(), Utc::now())?;
+        self.end(run, outcome, |r| {
             r.commits = changes.commits.clone();
             r.diff_stats = changes.diff_stats;
             r.memory_produced = proposed.clone();
-            Ok(())
         })
         .await
     }
@@ -301,7 +299,9 @@ impl RunExecutor {
             ),
             Ended::Exited => unreachable!("a CLI that exited is finished from its result frame"),
         };
+        // What was running when it was stopped, for the caller and the failure's fingerprint.
+        outcome.error = outcome.error.map(|e| e.with_tool(summary.failing_tool()));
         tracing::info!(run_id = %run.run_id, status = %outcome.status, "run stopped");
-        self.save(run, |r| r.finish(outcome.clone(), Utc::now())).await
+        self.end(run, outcome, |_| {}).await
     }
 }

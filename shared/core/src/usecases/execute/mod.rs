@@ -173,14 +173,6 @@ impl RunExecutor {
             Ok(()) => {}
         }
         if run.status.is_terminal() {
-            if let Some(failure) = self.remember_failure(&run).await {
-                let _ = self
-                    .save(&mut run, |r| {
-                        r.memory_produced.push(failure);
-                        Ok(())
-                    })
-                    .await;
-            }
             self.announce_end(run_id, run.status).await;
             self.report_to_epic(&run).await;
         } else {
@@ -284,6 +276,25 @@ impl RunExecutor {
     /// Ends the run as failed with `error`: the one way a run fails here.
     async fn fail(&self, run: &mut Run, error: RunError) -> Result<()> {
         tracing::warn!(run_id = %run.run_id, code = %error.code, "run failed");
-        self.save(run, |r| r.finish(RunOutcome::failed(error.clone()), Utc::now())).await
+        self.end(run, RunOutcome::failed(error), |_| {}).await
+    }
+
+    /// Ends the run with `outcome` (and `also`), in one write that also names the failure
+    /// memory it left, so whoever sees the run ended sees that too.
+    async fn end(&self, run: &mut Run, outcome: RunOutcome, also: impl Fn(&mut Run)) -> Result<()> {
+        let mut ended = run.clone();
+        let failure = match ended.finish(outcome.clone(), Utc::now()) {
+            Ok(()) => self.remember_failure(&ended).await,
+            Err(_) => None,
+        };
+        self.save(run, |r| {
+            r.finish(outcome.clone(), Utc::now())?;
+            also(r);
+            if let Some(id) = failure {
+                r.memory_produced.push(id);
+            }
+            Ok(())
+        })
+        .await
     }
 }
