@@ -296,3 +296,42 @@ async fn the_janitor_requeues_lost_runs_that_never_started_a_batch_per_sweep_and
     assert!(take_queued(&t).await.is_empty());
     t.stop().await;
 }
+
+/// Starts a process in a session of its own (out of the CLI's process group) and prints its pid.
+const ESCAPE_MAKEFILE: &str = "escape:\n\t@setsid sleep 300 < /dev/null > /dev/null 2>&1 & echo \"DETACHED=$$!\"\n";
+
+#[tokio::test]
+async fn a_process_the_run_detached_from_its_group_does_not_outlive_the_run() {
+    let f = RunnerFixture::start(
+        vec![
+            Turn::write("Makefile", ESCAPE_MAKEFILE),
+            Turn::tool("Bash", json!({"command": "make -s escape"})),
+            Turn::text("Left something running."),
+        ],
+        &[],
+        true,
+    )
+    .await;
+    let run_id = f.submit("implement", json!({"message": "Escape", "branch": "main", "auto_commit": false})).await;
+    let run = f.wait_until_finished(&run_id).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let results = tool_results(&stored_frames(&f, &run_id).await);
+    let pid: i32 = results
+        .iter()
+        .find_map(|r| r.lines().find_map(|line| line.trim().strip_prefix("DETACHED=")?.parse().ok()))
+        .unwrap_or_else(|| panic!("the detached pid was printed: {results:?}"));
+    // Gone, or a zombie waiting for whoever reaps it: nothing that still runs.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+            .is_some_and(|zombie| !zombie)
+    };
+    let gone =
+        e2e::TestStack::eventually(std::time::Duration::from_secs(10), || async { (!running()).then_some(()) }).await;
+    if gone.is_none() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(gone.is_some(), "process {pid}, detached with setsid, outlived its run");
+    f.stop().await;
+}

@@ -4,8 +4,8 @@
 //! own timeouts bound what a lost message can hold up.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use aws_lambda_events::sqs::BatchItemFailure;
 use runner_adapters::Wiring;
+use runner_adapters::aws::sqs_batch::each_message;
 use runner_core::usecases::EpicService;
 
 /// Builds the service once per cold start: with git, for rollbacks, and with the memory that
@@ -20,15 +20,5 @@ pub async fn build(wiring: &Wiring) -> runner_core::Result<EpicService> {
 
 /// A batch of tasks; each fails or succeeds alone (the queue is not FIFO).
 pub async fn handle(epics: &EpicService, event: SqsEvent) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for record in event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        if let Err(err) = epics.handle_task(record.body.as_deref().unwrap_or_default()).await {
-            tracing::warn!(message_id = %id, error = %err, "epic task not handled; SQS will retry it");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    response
+    each_message(event, "epic task", |body| async move { epics.handle_task(&body).await }).await
 }

@@ -9,9 +9,9 @@
 
 use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use aws_lambda_events::sqs::BatchItemFailure;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use runner_adapters::Wiring;
+use runner_adapters::aws::sqs_batch::each_message;
 use runner_core::domain::Run;
 use runner_core::usecases::GenieService;
 
@@ -37,17 +37,7 @@ pub async fn dispatch(
 
 /// A batch of requests; each fails or succeeds alone (the queue is not FIFO).
 pub async fn handle_requests(genie: &GenieService, event: SqsEvent) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for record in event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        if let Err(err) = genie.handle_request(record.body.as_deref().unwrap_or_default()).await {
-            tracing::warn!(message_id = %id, error = %err, "request not handled; SQS will retry it");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    response
+    each_message(event, "request", |body| async move { genie.handle_request(&body).await }).await
 }
 
 /// A batch of run changes, in shard order.

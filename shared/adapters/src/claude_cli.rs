@@ -68,6 +68,8 @@ impl ClaudeCli {
 impl Cli for ClaudeCli {
     async fn start(&self, workspace: &Workspace, invocation: &CliInvocation) -> Result<Box<dyn CliProcess>> {
         let config = &self.config;
+        // Every process of this CLI inherits the mark, even one that leaves its process group.
+        let mark = uuid::Uuid::new_v4().to_string();
         let mut command = std::process::Command::new(&config.bin);
         command
             .args(invocation.args())
@@ -83,6 +85,7 @@ impl Cli for ClaudeCli {
             .env("DISABLE_TELEMETRY", "1")
             .env("DISABLE_AUTOUPDATER", "1")
             .env("DISABLE_ERROR_REPORTING", "1")
+            .env(SANDBOX_MARK, &mark)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -136,7 +139,7 @@ impl Cli for ClaudeCli {
             }
         });
         let stdout = BufReader::with_capacity(256 * 1024, child.stdout.take().expect("piped"));
-        Ok(Box::new(ClaudeCliProcess { child, stdout, stderr_tail, pgid, max_line: config.max_frame_bytes }))
+        Ok(Box::new(ClaudeCliProcess { child, stdout, stderr_tail, pgid, max_line: config.max_frame_bytes, mark }))
     }
 }
 
@@ -146,6 +149,37 @@ struct ClaudeCliProcess {
     stderr_tail: Arc<Mutex<VecDeque<u8>>>,
     pgid: Option<i32>,
     max_line: usize,
+    /// The value of `SANDBOX_MARK` in this CLI's environment.
+    mark: String,
+}
+
+/// The variable that marks every process a CLI started: a tool that detaches (`setsid`, a
+/// daemon) leaves the process group, but not its environment.
+const SANDBOX_MARK: &str = "CLAUDE_RUNNER_SANDBOX";
+
+/// Kills every process whose environment carries `mark`: whatever a run left behind, detached
+/// or not. Processes that cleared their environment are out of its reach (the executor is their
+/// subreaper and non-dumpable; see docs/security.md).
+fn kill_marked(mark: &str, spare: Option<u32>) -> usize {
+    let needle = format!("{SANDBOX_MARK}={mark}");
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut killed = 0;
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+        if pid as u32 == me || Some(pid as u32) == spare {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes())
+            && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+            // Where the executor is the subreaper, the killed process is its child now: reap it
+            // once it is dead (`ECHILD` at once when it is not ours to reap).
+            std::thread::spawn(move || nix::sys::wait::waitpid(Pid::from_raw(pid), None));
+        }
+    }
+    killed
 }
 
 impl Drop for ClaudeCliProcess {
@@ -154,6 +188,7 @@ impl Drop for ClaudeCliProcess {
         if let (Some(pgid), Ok(None)) = (self.pgid, self.child.try_wait()) {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
+        kill_marked(&self.mark, self.child.id());
     }
 }
 
@@ -190,8 +225,13 @@ impl CliProcess for ClaudeCliProcess {
                 tracing::warn!(pgid, "the CLI ignored SIGTERM; killing its process group");
             }
         }
-        // Whatever is left of the group (tools' children) goes too.
+        // Whatever is left of the group (tools' children) goes too, and whatever left the group.
         let _ = killpg(group, Signal::SIGKILL);
+        // The CLI itself is left to `wait`, which reads its exit code.
+        let detached = kill_marked(&self.mark, self.child.id());
+        if detached > 0 {
+            tracing::warn!(pgid, detached, "killed processes the run left behind outside its group");
+        }
     }
 
     async fn wait(&mut self) -> Option<i32> {
@@ -201,5 +241,18 @@ impl CliProcess for ClaudeCliProcess {
     fn stderr_tail(&self) -> String {
         let tail = self.stderr_tail.lock().expect("stderr lock");
         String::from_utf8_lossy(&tail.iter().copied().collect::<Vec<_>>()).into_owned()
+    }
+}
+
+/// Hardens the executor's own process before it runs anything. Not dumpable: a run's commands,
+/// running as the same user, cannot read its memory or `/proc/<pid>/environ` (the function's
+/// AWS credentials, `DATABASE_URL`). The subreaper of its descendants: a process a run detached
+/// is re-parented here rather than to init, and reaped when it is killed.
+pub fn harden_executor() {
+    if let Err(err) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %err, "could not make the executor non-dumpable");
+    }
+    if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %err, "could not make the executor a child subreaper");
     }
 }

@@ -18,7 +18,7 @@ pub use aws::{
     ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore,
     DynamoSessionStore, S3ObjectStore, SqsReplies, SqsRunQueue, StepFunctionsEngine,
 };
-pub use claude_cli::{ClaudeCli, ClaudeCliConfig};
+pub use claude_cli::{ClaudeCli, ClaudeCliConfig, harden_executor};
 pub use git::{GitWorkspaces, WorkspaceConfig};
 pub use postgres::{PgFrameStore, PgMemoryStore, PgRunProjection};
 pub use wiring::Wiring;

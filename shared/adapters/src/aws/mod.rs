@@ -12,6 +12,7 @@ mod dynamo_sessions;
 pub mod queue_poller;
 mod s3_objects;
 mod sfn_engine;
+pub mod sqs_batch;
 mod sqs_queue;
 mod sqs_replies;
 

@@ -40,3 +40,15 @@ pub use validation::ValidationError;
 pub use workflow::{
     DEFAULT_TIMEOUT_SECONDS, PermissionMode, Workflow, WorkflowConfig, WorkflowLoadError, WorkflowRegistry,
 };
+
+/// The text cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

@@ -9,7 +9,9 @@ use crate::Result;
 use crate::domain::{RunId, RunStatus, StreamMessages};
 use crate::ports::{ConnectionGateway, ConnectionStore, FrameHistory, PostOutcome};
 
-const POST_ATTEMPTS: u32 = 6;
+/// How long one message may keep being throttled before the client is let go. A client that
+/// reads, however slowly, drains its buffer well within it; one that stopped reading does not.
+const THROTTLE_BUDGET: Duration = Duration::from_secs(10);
 /// Frames read from the log per page when replaying: small, because a frame can be megabytes.
 const REPLAY_PAGE: usize = 32;
 const LOG_READ_ATTEMPTS: u32 = 3;
@@ -23,11 +25,13 @@ pub(crate) struct Courier {
 }
 
 impl Courier {
-    /// Posts one message, backing off while throttled (bounded). A connection that is gone is
-    /// forgotten. Returns whether the connection is still there to send to.
+    /// Posts one message, backing off while throttled (for at most `THROTTLE_BUDGET`). A
+    /// connection that is gone is forgotten. Returns whether the connection is still there to
+    /// send to.
     pub async fn post(&self, connection_id: &str, message: &str) -> bool {
         let mut wait = Duration::from_millis(25);
-        for attempt in 1..=POST_ATTEMPTS {
+        let give_up = tokio::time::Instant::now() + THROTTLE_BUDGET;
+        loop {
             match self.gateway.post(connection_id, message).await {
                 PostOutcome::Delivered => return true,
                 PostOutcome::Gone => {
@@ -35,7 +39,7 @@ impl Courier {
                     let _ = self.connections.delete(connection_id).await;
                     return false;
                 }
-                PostOutcome::Throttled if attempt < POST_ATTEMPTS => {
+                PostOutcome::Throttled if tokio::time::Instant::now() + wait < give_up => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }
@@ -49,7 +53,6 @@ impl Courier {
                 }
             }
         }
-        true
     }
 
     /// Sends the stored frames after `after_seq`, in order; the last seq sent, or `None` once

@@ -8,7 +8,7 @@ use super::{
     ApprovalMode, ApprovalTrigger, BUDGET_APPROVAL_SHARE, Epic, EpicStatus, MAX_CARRIED_SUMMARY_BYTES, PendingApproval,
     PlanStep, RecordedDecision, RollbackRecord, StepRecord, StepStatus, run_completed,
 };
-use crate::domain::{Run, RunError, RunId, RunStatus};
+use crate::domain::{Run, RunError, RunId, RunStatus, truncate_bytes};
 
 /// Workflows whose failure sends the epic through the fix loop.
 const CHECK_WORKFLOWS: [&str; 2] = ["test", "review"];
@@ -282,7 +282,7 @@ impl Epic {
         step.rollback_point = report.base_commit.clone();
         step.head_after = report.commits.last().cloned().or(report.base_commit.clone());
         step.commits = report.commits.clone();
-        step.result_summary = report.result_summary.as_deref().map(|s| truncate(s, MAX_CARRIED_SUMMARY_BYTES));
+        step.result_summary = report.result_summary.as_deref().map(|s| truncate_bytes(s, MAX_CARRIED_SUMMARY_BYTES));
         step.error = report.error.clone();
         step.cost_usd = report.cost_usd;
         step.num_turns = report.num_turns;
@@ -593,7 +593,7 @@ pub(super) fn step_message(epic: &Epic, index: usize, max_bytes: usize) -> Strin
     }
     let mut message = header;
     if context.is_empty() {
-        return truncate(&message, max_bytes);
+        return truncate_bytes(&message, max_bytes);
     }
     let title = "\nWhat the earlier steps produced:\n";
     // Newest first gets the room; the oldest entries go when it does not all fit.
@@ -613,21 +613,9 @@ pub(super) fn step_message(epic: &Epic, index: usize, max_bytes: usize) -> Strin
             message.push('\n');
         }
     }
-    truncate(&message, max_bytes)
+    truncate_bytes(&message, max_bytes)
 }
 
 fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
-}
-
-/// The text cut to at most `max` bytes, on a character boundary.
-pub(super) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }

@@ -15,7 +15,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{MAX_MEMORY_TEXT_BYTES, MemoryKind, NewMemory, truncate_bytes};
+use super::{MAX_MEMORY_TEXT_BYTES, MemoryKind, NewMemory};
+use crate::domain::truncate_bytes;
 
 /// The most entries (patterns and learnings together) one block may hold.
 pub const MAX_MEMORY_BLOCK_ENTRIES: usize = 20;

@@ -15,7 +15,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{MAX_MEMORY_TEXT_BYTES, MemoryKind, NewMemory, truncate_bytes};
+use super::{MAX_MEMORY_TEXT_BYTES, MemoryKind, NewMemory};
+use crate::domain::truncate_bytes;
 use crate::domain::{Run, RunStatus};
 
 /// How much of the normalised error text a fingerprint hashes, in characters.
