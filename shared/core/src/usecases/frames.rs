@@ -84,6 +84,9 @@ async fn write_batches(
 ) -> Result<RecorderReport> {
     let mut report = RecorderReport::default();
     let mut log = Some(log);
+    // `stored` tells live sinks every frame through a seq is persisted: once a batch could not
+    // be, nothing after it may be announced, so they keep those frames for late subscribers.
+    let mut all_stored = true;
     while let Some((first, size, first_permit)) = rx.recv().await {
         let mut bytes = size;
         let mut batch = vec![first];
@@ -108,9 +111,10 @@ async fn write_batches(
         for sink in &sinks {
             if !publish_with_retries(sink.as_ref(), &batch).await {
                 report.failed_batches += 1;
+                all_stored = false;
             }
         }
-        if let Some(last) = batch.last() {
+        if let Some(last) = batch.last().filter(|_| all_stored) {
             for sink in &live {
                 sink.stored(last.run_id, last.seq).await;
             }
@@ -139,4 +143,86 @@ async fn publish_with_retries(sink: &dyn FrameSink, batch: &[Frame]) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::{Frame, RunId};
+    use crate::ports::{FrameLog, FrameSink};
+
+    /// A store that takes every frame up to `fails_from` (exclusive), and none after.
+    struct Store {
+        fails_from: u64,
+    }
+
+    #[async_trait]
+    impl FrameSink for Store {
+        fn name(&self) -> &'static str {
+            "store"
+        }
+        async fn publish(&self, frames: &[Frame]) -> Result<()> {
+            match frames.iter().any(|f| f.seq >= self.fails_from) {
+                true => Err(Error::dependency("store", "down")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    /// A live sink remembering what it was told is stored.
+    #[derive(Default)]
+    struct Live {
+        stored: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl FrameSink for Live {
+        fn name(&self) -> &'static str {
+            "live"
+        }
+        async fn publish(&self, _frames: &[Frame]) -> Result<()> {
+            Ok(())
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        async fn stored(&self, _run_id: RunId, through_seq: u64) {
+            self.stored.lock().unwrap().push(through_seq);
+        }
+    }
+
+    struct NoLog(PathBuf);
+
+    #[async_trait]
+    impl FrameLog for NoLog {
+        async fn append(&mut self, _frames: &[Frame]) -> Result<()> {
+            Ok(())
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_past_a_batch_the_store_did_not_take_is_announced_as_stored() {
+        let live = Arc::new(Live::default());
+        let sinks: Vec<Arc<dyn FrameSink>> = vec![Arc::new(Store { fails_from: 3 }), live.clone()];
+        let recorder = FrameRecorder::start(sinks, Box::new(NoLog(PathBuf::from("log"))));
+        let run = RunId::new();
+        for seq in 1..=5 {
+            let line = format!(r#"{{"type":"assistant","n":{seq}}}"#);
+            recorder.record(Frame::from_line(run, seq, line.as_bytes(), line.len(), Utc::now()), line.len()).await;
+            // One batch a frame: each is written before the next arrives.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        let report = recorder.finish().await.unwrap();
+        assert_eq!(report.failed_batches, 3, "frames 3, 4 and 5 never reached the store");
+        assert_eq!(*live.stored.lock().unwrap(), vec![1, 2], "stored only through what the store took");
+    }
 }
