@@ -304,15 +304,12 @@ async fn decide_approval(
     JsonBody(request): JsonBody<DecisionRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let epics = state.epics()?;
-    // Any approval of another owner's (or no) epic is not found, whatever the id looks like.
-    let epic = epics.get(&owner, &epic_id).await?;
-    let approval_id: usize = approval_id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "approval_not_found",
-            format!("epic {} has no approval {approval_id}", epic.epic_id),
-        )
-    })?;
+    let Ok(approval_id) = approval_id.parse::<usize>() else {
+        // Another owner's (or no) epic is not found first, whatever the approval id looks like.
+        let epic = epics.get(&owner, &epic_id).await?;
+        let message = format!("epic {} has no approval {approval_id}", epic.epic_id);
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "approval_not_found", message));
+    };
     let epic = epics.decide(&owner, &epic_id, approval_id, request).await?;
     Ok((StatusCode::ACCEPTED, Json(epic_view(&epic))))
 }

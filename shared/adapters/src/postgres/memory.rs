@@ -143,22 +143,6 @@ impl MemoryStore for PgMemoryStore {
             .collect()
     }
 
-    async fn mark_used(&self, run_id: Uuid, memory_ids: &[Uuid]) -> Result<()> {
-        if memory_ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO claude_runner_memory_uses (run_id, memory_id, used_at) \
-             SELECT $1, unnest($2::uuid[]), now() ON CONFLICT DO NOTHING",
-        )
-        .bind(run_id)
-        .bind(memory_ids)
-        .execute(&self.pool)
-        .await
-        .map_err(failed("record memory use"))?;
-        Ok(())
-    }
-
     async fn search(&self, owner: &Owner, query: &MemoryQuery) -> Result<Vec<MemoryEntry>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM claude_runner_memory
@@ -219,27 +203,6 @@ impl MemoryStore for PgMemoryStore {
             .await
             .map_err(failed("delete memory"))?;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn of_run(&self, owner: &Owner, run_id: Uuid) -> Result<(Vec<MemoryEntry>, Vec<MemoryEntry>)> {
-        let produced =
-            format!("SELECT {COLUMNS} FROM claude_runner_memory WHERE owner = $1 AND run_id = $2 ORDER BY first_seen");
-        let used = format!(
-            "SELECT {COLUMNS} FROM claude_runner_memory m JOIN claude_runner_memory_uses u USING (memory_id)
-             WHERE m.owner = $1 AND u.run_id = $2 ORDER BY u.used_at"
-        );
-        let mut found = Vec::new();
-        for sql in [produced, used] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(owner.as_str())
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(failed("memory of a run"))?;
-            found.push(rows.iter().map(entry).collect::<Result<Vec<_>>>()?);
-        }
-        let used = found.pop().unwrap_or_default();
-        Ok((found.pop().unwrap_or_default(), used))
     }
 
     async fn remove_stale(

@@ -95,8 +95,6 @@ pub trait MemoryStore: Send + Sync {
     /// The accepted entries of the owner's repository most relevant to `text` (similarity, then
     /// recency and occurrences), at most `limit`.
     async fn relevant(&self, owner: &Owner, repository_url: &str, text: &str, limit: usize) -> Result<Vec<MemoryHint>>;
-    /// Records that `run_id` was given these entries.
-    async fn mark_used(&self, run_id: Uuid, memory_ids: &[Uuid]) -> Result<()>;
     /// The owner's entries, as `query` narrows them (retired ones only when asked for by
     /// status); similar first when it has text, else newest.
     async fn search(&self, owner: &Owner, query: &MemoryQuery) -> Result<Vec<MemoryEntry>>;
@@ -106,8 +104,6 @@ pub trait MemoryStore: Send + Sync {
     async fn update(&self, owner: &Owner, memory_id: Uuid, change: &MemoryChange) -> Result<Option<MemoryEntry>>;
     /// Deletes one of the owner's entries; false if there was none.
     async fn delete(&self, owner: &Owner, memory_id: Uuid) -> Result<bool>;
-    /// Entries a run produced and entries it was given.
-    async fn of_run(&self, owner: &Owner, run_id: Uuid) -> Result<(Vec<MemoryEntry>, Vec<MemoryEntry>)>;
     /// Removes retired entries not changed since `retired_before` and proposed ones not seen
     /// since `proposed_before`, at most `limit`; returns how many.
     async fn remove_stale(

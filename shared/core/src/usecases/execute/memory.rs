@@ -65,11 +65,12 @@ impl RunExecutor {
             }
         };
         let section = prompt_section(&hints, settings.prompt_bytes);
-        // Only what fitted in the prompt counts as given.
-        let given: Vec<Uuid> = hints.iter().filter(|h| section.contains(h.text.trim())).map(|h| h.id).collect();
-        if let Err(err) = memory.mark_used(run.run_id.as_uuid(), &given).await {
-            tracing::warn!(run_id = %run.run_id, error = %err, "could not record the memory a run was given");
-        }
+        // Only what fitted in the prompt counts as given (the section puts each text on one line).
+        let given = hints
+            .iter()
+            .filter(|h| section.contains(&h.text.split_whitespace().collect::<Vec<_>>().join(" ")))
+            .map(|h| h.id)
+            .collect();
         (section, given)
     }
 
