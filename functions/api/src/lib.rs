@@ -5,19 +5,21 @@
 
 mod error;
 mod extract;
+mod openapi;
+mod trace;
 mod views;
 
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use runner_adapters::Wiring;
 use runner_core::domain::epic::EpicRequest;
-use runner_core::domain::{RunRequest, StreamTokens};
+use runner_core::domain::{RunRequest, StreamTokens, TraceContext};
 use runner_core::ports::MemoryChange;
 use runner_core::ports::MemoryEntry;
 use runner_core::usecases::{
@@ -91,6 +93,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi::document))
         .route("/agent/claude-code/{workflow}/run", post(submit_run))
         .route("/agent/claude-code/run/{run_id}/status", get(run_status))
         .route("/agent/claude-code/run/{run_id}/cancel", post(cancel_run))
@@ -115,6 +118,7 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept that method",
             )
         })
+        .layer(axum::middleware::from_fn(trace::in_trace))
         .with_state(state)
 }
 
@@ -126,6 +130,7 @@ async fn submit_run(
     State(state): State<AppState>,
     Caller(owner): Caller,
     Path(workflow): Path<String>,
+    Extension(trace): Extension<TraceContext>,
     headers: HeaderMap,
     body: Result<JsonBody<RunRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -135,7 +140,8 @@ async fn submit_run(
     }
     let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, RunOrigin::default()).await?;
+    let origin = RunOrigin { trace_id: Some(trace.trace_id), ..RunOrigin::default() };
+    let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, origin).await?;
     let links = Links::from_headers(&headers);
     let token = state.stream_tokens.as_ref().map(|t| t.issue_for_run(submitted.run.run_id, &owner, chrono::Utc::now()));
     let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref(), token);

@@ -32,6 +32,8 @@ pub struct SubmitResponse {
     run_id: RunId,
     status: RunStatus,
     status_url: String,
+    /// The run's trace: in the executor's log lines, its frame rows, replies and metrics.
+    trace_id: Option<String>,
     stream: StreamInfo,
 }
 
@@ -52,6 +54,7 @@ impl SubmitResponse {
             run_id: run.run_id,
             status: run.status,
             status_url: links.status(run.run_id),
+            trace_id: run.trace_id.as_ref().map(ToString::to_string),
             stream: StreamInfo {
                 url: websocket_url.map(str::to_owned),
                 url_with_token: websocket_url.zip(token.as_deref()).map(|(url, token)| format!("{url}?token={token}")),
@@ -86,6 +89,7 @@ pub struct RunView {
     epic: Option<serde_json::Value>,
     /// Memory entries the run was given, and the ones it produced.
     memory: serde_json::Value,
+    trace_id: Option<String>,
 }
 
 /// A run in a listing: what a dashboard row needs.
@@ -145,6 +149,7 @@ impl From<&Run> for RunView {
             base_commit: run.base_commit.clone(),
             epic: run.epic.as_ref().map(|e| serde_json::json!({"epic_id": e.epic_id, "step": e.step})),
             memory: serde_json::json!({"used": run.memory_used, "produced": run.memory_produced}),
+            trace_id: run.trace_id.as_ref().map(ToString::to_string),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod counted_queue;
 mod emulator;
+pub mod metrics;
 pub mod model;
 mod postgres;
 mod process;

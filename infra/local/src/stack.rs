@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::LocalError;
 use crate::counted_queue::CountedQueue;
+use crate::metrics::LocalMetrics;
 use crate::provision::provision;
 use crate::streams::{StreamHandler, feed_stream};
 use crate::template::{Physical, Resolver, Template};
@@ -75,6 +76,8 @@ pub struct LocalStack {
     ws_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     ws_gateway: crate::websocket::Gateway,
     auth: Authenticator,
+    /// What every function of the stack measured (`/metrics` on the HTTP port).
+    metrics: Arc<LocalMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -169,9 +172,12 @@ impl LocalStack {
         let pool = postgres::connect(&options.database_url, 5).await?;
         postgres::migrate(&pool).await?;
 
-        // Every function of the stack sends through one counted runs queue.
-        let run_queue = Arc::new(CountedQueue::new(Wiring::new(sdk.clone(), api_env.clone()).sqs_run_queue(&settings)));
-        let wiring = |env: BTreeMap<String, String>| Wiring::new(sdk.clone(), env).with_run_queue(run_queue.clone());
+        // Every function of the stack sends through one counted runs queue and measures into
+        // one set of metrics.
+        let metrics = Arc::new(LocalMetrics::default());
+        let measured = |env: BTreeMap<String, String>| Wiring::new(sdk.clone(), env).with_metrics(metrics.clone());
+        let run_queue = Arc::new(CountedQueue::new(measured(api_env.clone()).sqs_run_queue(&settings)));
+        let wiring = |env: BTreeMap<String, String>| measured(env).with_run_queue(run_queue.clone());
         let state = api::build(&wiring(api_env)).await?;
         let auth = state.auth.clone();
         let api_key = ApiKey::generate();
@@ -185,7 +191,13 @@ impl LocalStack {
             .map_err(LocalError::io("bind the HTTP port"))?;
         let http_addr = listener.local_addr().map_err(LocalError::io("read the HTTP address"))?;
         let mut stop = shutdown.subscribe();
-        let router = api::router(state);
+        let exposed = metrics.clone();
+        let router = api::router(state).merge(axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                ([("content-type", "text/plain; version=0.0.4")], exposed.render())
+            }),
+        ));
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -195,8 +207,7 @@ impl LocalStack {
             }
         }));
 
-        let projection =
-            Arc::new(projector::build(&Wiring::new(sdk.clone(), environment("ProjectorFunction")?)).await?);
+        let projection = Arc::new(projector::build(&measured(environment("ProjectorFunction")?)).await?);
         let projector: StreamHandler = Arc::new(move |event| {
             let projection = projection.clone();
             Box::pin(async move {
@@ -212,7 +223,7 @@ impl LocalStack {
             tasks.push(tokio::spawn(feed_stream(streams.clone(), stream_arn, projector.clone(), shutdown.subscribe())));
         }
 
-        let ws_handler = websocket::build(&Wiring::new(sdk.clone(), environment("WebSocketFunction")?)).await?;
+        let ws_handler = websocket::build(&measured(environment("WebSocketFunction")?)).await?;
         let gateway = crate::websocket::Gateway::new(Arc::new(ws_handler), options.ws_client_buffer);
         let ws_in_flight = gateway.in_flight();
         let ws_gateway = gateway.clone();
@@ -229,7 +240,7 @@ impl LocalStack {
 
         let executor_env = environment("ExecutorFunction")?;
         if let Some(options) = &options.executor {
-            let executor = Arc::new(build_executor(&sdk, &executor_env, options).await?);
+            let executor = Arc::new(build_executor(&sdk, &executor_env, options, &metrics).await?);
             let handler: QueueHandler = Arc::new(move |event| {
                 let executor = executor.clone();
                 Box::pin(async move { executor::handle(&executor, event).await })
@@ -245,7 +256,7 @@ impl LocalStack {
             if let Some(long_runs) = &settings.long_runs_queue_url {
                 let mut long = options.clone();
                 long.environment.insert("MAX_RUN_SECONDS".into(), LONG_RUN_LIMIT_SECONDS.to_string());
-                let executor = Arc::new(build_executor(&sdk, &executor_env, &long).await?);
+                let executor = Arc::new(build_executor(&sdk, &executor_env, &long, &metrics).await?);
                 let handler: QueueHandler = Arc::new(move |event| {
                     let executor = executor.clone();
                     Box::pin(async move { executor::handle(&executor, event).await })
@@ -331,6 +342,7 @@ impl LocalStack {
             ws_in_flight,
             ws_gateway,
             auth,
+            metrics,
             shutdown,
             tasks,
         })
@@ -364,6 +376,11 @@ impl LocalStack {
         self.ws_in_flight.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// What the stack's functions measured.
+    pub fn metrics(&self) -> &LocalMetrics {
+        &self.metrics
+    }
+
     /// The janitor, for tests that sweep on demand.
     pub fn janitor(&self) -> runner_core::usecases::Janitor {
         self.janitor.janitor(janitor::BATCH).expect("the janitor's settings resolved at start")
@@ -371,7 +388,7 @@ impl LocalStack {
 
     /// An executor like the one the queue poller runs (tests drive it directly).
     pub async fn executor(&self, options: &ExecutorOptions) -> Result<runner_core::usecases::RunExecutor, LocalError> {
-        build_executor(&self.sdk, &self.executor_env, options).await
+        build_executor(&self.sdk, &self.executor_env, options, &self.metrics).await
     }
 
     /// Stops serving and waits for every task to finish.
@@ -427,10 +444,11 @@ async fn build_executor(
     sdk: &SdkConfig,
     template_env: &BTreeMap<String, String>,
     options: &ExecutorOptions,
+    metrics: &Arc<LocalMetrics>,
 ) -> Result<runner_core::usecases::RunExecutor, LocalError> {
     let mut env = template_env.clone();
     // Every run of this process shares one pool: size it like the concurrency.
     env.insert("PG_POOL_SIZE".into(), (options.concurrency + 1).max(2).to_string());
     env.extend(options.environment.clone());
-    Ok(executor::build(&Wiring::new(sdk.clone(), env)).await?)
+    Ok(executor::build(&Wiring::new(sdk.clone(), env).with_metrics(metrics.clone())).await?)
 }

@@ -1,6 +1,7 @@
 //! The adapters: every port of `runner_core` implemented on the outside world — DynamoDB, SQS,
 //! S3 and API Gateway (`aws`), Postgres (`postgres`), the `git` binary (`git`), the Claude CLI
-//! as a child process (`claude_cli`) and the local file system (`files`) — plus the settings
+//! as a child process (`claude_cli`), the local file system (`files`) and CloudWatch's embedded
+//! metric format (`metrics`) — plus the settings
 //! read from the environment (`config`) and the one place that wires them together (`wiring`).
 //!
 //! Adapters hold no domain rules: they translate between a port's types and a service's.
@@ -10,6 +11,7 @@ mod claude_cli;
 pub mod config;
 pub mod files;
 mod git;
+pub mod metrics;
 pub mod postgres;
 pub mod telemetry;
 pub mod wiring;

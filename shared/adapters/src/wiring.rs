@@ -10,8 +10,8 @@ use sqlx::PgPool;
 
 use runner_core::domain::{Owner, ReplyPolicy, StreamTokens, WorkflowRegistry};
 use runner_core::ports::{
-    BranchMover, ConnectionGateway, ConnectionStore, EpicEngine, FrameSink, MemoryStore, ObjectStore, RunQueue,
-    RunStore, SessionStore,
+    BranchMover, ConnectionGateway, ConnectionStore, EpicEngine, FrameSink, MemoryStore, Metrics, ObjectStore,
+    RunQueue, RunStore, SessionStore,
 };
 use runner_core::usecases::{
     Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, MemoryService, RunExecutor,
@@ -21,6 +21,7 @@ use runner_core::{Error, Result};
 
 use crate::config::{ExecutorConfig, Settings, StreamSettings};
 use crate::files::{NdjsonFrameLogs, StoredTranscripts};
+use crate::metrics::EmbeddedMetrics;
 use crate::{
     ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore,
     DynamoSessionStore, GitWorkspaces, PgFrameStore, PgMemoryStore, PgRunProjection, S3ObjectStore, SqsReplies,
@@ -36,24 +37,38 @@ pub struct Wiring {
     vars: Vars,
     /// Replaces the SQS runs queue (the local stack wraps it to count what is sent).
     run_queue: Option<Arc<dyn RunQueue>>,
+    /// Where measurements go: embedded-metric-format lines on stdout unless replaced.
+    metrics: Arc<dyn Metrics>,
 }
 
 impl Wiring {
     /// The process environment and the default AWS configuration: how a function starts on
     /// Lambda.
     pub async fn from_env() -> Self {
-        Self { sdk: aws::load_config().await, vars: Arc::new(|name| std::env::var(name).ok()), run_queue: None }
+        let vars: Vars = Arc::new(|name| std::env::var(name).ok());
+        Self { sdk: aws::load_config().await, vars, run_queue: None, metrics: Arc::new(EmbeddedMetrics::stdout()) }
     }
 
     /// These variables (the local stack resolves a function's from `template.yaml`) and this AWS
     /// configuration.
     pub fn new(sdk: SdkConfig, vars: BTreeMap<String, String>) -> Self {
-        Self { sdk, vars: Arc::new(move |name| vars.get(name).cloned()), run_queue: None }
+        let vars: Vars = Arc::new(move |name| vars.get(name).cloned());
+        Self { sdk, vars, run_queue: None, metrics: Arc::new(EmbeddedMetrics::stdout()) }
     }
 
     /// The same wiring with `queue` as the runs queue: a decorator around `sqs_run_queue`.
     pub fn with_run_queue(self, queue: Arc<dyn RunQueue>) -> Self {
         Self { run_queue: Some(queue), ..self }
+    }
+
+    /// The same wiring recording measurements into `metrics` (the local stack's `/metrics`).
+    pub fn with_metrics(self, metrics: Arc<dyn Metrics>) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// Where measurements go.
+    pub fn metrics(&self) -> Arc<dyn Metrics> {
+        self.metrics.clone()
     }
 
     /// The SQS runs queue itself, whatever `with_run_queue` said.
@@ -136,6 +151,7 @@ impl Wiring {
             settings.intake_limits(),
             settings.repository_policy(),
         )
+        .with_metrics(self.metrics())
     }
 
     /// The sessions API.
@@ -238,7 +254,8 @@ impl Wiring {
         // missed comes from the fan-out's memory of the run, or the store for older frames.
         if let (Some(table), Some(management_url)) = (&config.connections_table, &config.management_url) {
             let (connections, gateway) = (self.connections(table), self.gateway(management_url));
-            sinks.push(Arc::new(WebSocketFanout::new(connections, gateway, frames, config.fanout)));
+            let fanout = WebSocketFanout::new(connections, gateway, frames, config.fanout).with_metrics(self.metrics());
+            sinks.push(Arc::new(fanout));
         }
         let ports = ExecutorPorts {
             store: self.run_store(&settings),
@@ -252,6 +269,7 @@ impl Wiring {
             sinks,
             epics: self.epic_engine(&settings),
             memory: Some(memory),
+            metrics: self.metrics(),
         };
         Ok(RunExecutor::new(ports, config.settings))
     }

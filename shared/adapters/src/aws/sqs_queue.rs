@@ -2,7 +2,8 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 
 use super::describe;
-use runner_core::domain::Lane;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use runner_core::domain::{Lane, TraceContext};
 use runner_core::ports::{RunMessage, RunQueue};
 use runner_core::{Error, Result};
 
@@ -38,6 +39,16 @@ impl RunQueue for SqsRunQueue {
         let mut send = self.client.send_message().queue_url(queue_url).message_body(body);
         if queue_url.ends_with(".fifo") {
             send = send.message_group_id(&message.message_group).message_deduplication_id(&message.deduplication_id);
+        }
+        // The run's trace rides along as a message attribute, as W3C trace context says for queues.
+        if let Some(trace_id) = &message.trace_id {
+            let traceparent = TraceContext::in_trace(trace_id.clone()).traceparent();
+            let attribute = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(traceparent)
+                .build()
+                .map_err(|e| Error::dependency("sqs message attribute", e))?;
+            send = send.message_attributes("traceparent", attribute);
         }
         send.send().await.map_err(|e| Error::QueueUnavailable(describe(&e)))?;
         Ok(())

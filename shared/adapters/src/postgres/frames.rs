@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use runner_core::domain::{Frame, FrameData, RunId};
+use runner_core::domain::{Frame, FrameData, RunId, TraceId};
 use runner_core::ports::{FrameHistory, FrameSink};
 use runner_core::{Error, Result};
 
@@ -37,6 +37,7 @@ impl FrameSink for PgFrameStore {
         let mut data = Vec::with_capacity(frames.len());
         let mut sizes = Vec::with_capacity(frames.len());
         let mut truncated = Vec::with_capacity(frames.len());
+        let mut traces = Vec::with_capacity(frames.len());
         for frame in frames {
             let mut json = frame.data_json();
             // jsonb has no room for U+0000; such characters become U+2400 (␀) in the copy
@@ -54,12 +55,14 @@ impl FrameSink for PgFrameStore {
             sizes.push(text.len() as i32);
             data.push(text);
             truncated.push(frame.is_truncated());
+            traces.push(frame.trace_id.as_ref().map(|t| t.as_str().to_owned()));
         }
         sqlx::query(
             r#"
-            INSERT INTO claude_cli_outputs (run_id, sequence_number, output_type, subtype, ts, data, byte_size, truncated)
+            INSERT INTO claude_cli_outputs (run_id, sequence_number, output_type, subtype, ts, data, byte_size, truncated,
+                                            trace_id)
             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[]::jsonb[],
-                                 $7::int[], $8::bool[])
+                                 $7::int[], $8::bool[], $9::text[])
             ON CONFLICT (run_id, sequence_number) DO NOTHING
             "#,
         )
@@ -71,6 +74,7 @@ impl FrameSink for PgFrameStore {
         .bind(&data)
         .bind(&sizes)
         .bind(&truncated)
+        .bind(&traces)
         .execute(&self.pool)
         .await
         .map_err(|e| Error::dependency("postgres insert frames", e))?;
@@ -81,9 +85,9 @@ impl FrameSink for PgFrameStore {
 #[async_trait]
 impl FrameHistory for PgFrameStore {
     async fn frames_after(&self, run_id: RunId, after_seq: u64, limit: usize) -> Result<Vec<Frame>> {
-        type Row = (i64, String, Option<String>, chrono::DateTime<chrono::Utc>, serde_json::Value, bool);
+        type Row = (i64, String, Option<String>, chrono::DateTime<chrono::Utc>, serde_json::Value, bool, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT sequence_number, output_type, subtype, ts, data, truncated FROM claude_cli_outputs \
+            "SELECT sequence_number, output_type, subtype, ts, data, truncated, trace_id FROM claude_cli_outputs \
              WHERE run_id = $1 AND sequence_number > $2 ORDER BY sequence_number LIMIT $3",
         )
         .bind(run_id.as_uuid())
@@ -94,12 +98,13 @@ impl FrameHistory for PgFrameStore {
         .map_err(|e| Error::dependency("postgres read frames", e))?;
         Ok(rows
             .into_iter()
-            .map(|(seq, kind, subtype, ts, data, truncated)| {
+            .map(|(seq, kind, subtype, ts, data, truncated, trace)| {
                 let data = match truncated {
                     true => serde_json::from_value(data.clone()).unwrap_or(FrameData::Json(data)),
                     false => FrameData::Json(data),
                 };
-                Frame { run_id, seq: seq as u64, ts, kind, subtype, data }
+                let trace_id = trace.as_deref().and_then(TraceId::parse);
+                Frame { run_id, seq: seq as u64, ts, kind, subtype, data, trace_id }
             })
             .collect())
     }

@@ -29,9 +29,9 @@ impl RunProjection for PgRunProjection {
                 run_id, owner, workflow, branch, repository_url, message, max_turns, session_id,
                 metadata, status, cancel_requested, version, created_at, updated_at, started_at,
                 finished_at, result_summary, error_code, error_message, cost_usd, num_turns,
-                usage, duration_ms, exit_code, attempts, commits, files_changed, insertions, deletions
+                usage, duration_ms, exit_code, attempts, commits, files_changed, insertions, deletions, trace_id
             ) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,
-                      $22::jsonb,$23,$24,$25,$26,$27,$28,$29)
+                      $22::jsonb,$23,$24,$25,$26,$27,$28,$29,$30)
             ON CONFLICT (run_id) DO UPDATE SET
                 status = EXCLUDED.status,
                 cancel_requested = EXCLUDED.cancel_requested,
@@ -86,6 +86,7 @@ impl RunProjection for PgRunProjection {
         .bind(run.diff_stats.map(|d| d.files_changed as i32))
         .bind(run.diff_stats.map(|d| d.insertions as i32))
         .bind(run.diff_stats.map(|d| d.deletions as i32))
+        .bind(run.trace_id.as_ref().map(|t| t.as_str()))
         .execute(&self.pool)
         .await
         .map_err(|e| Error::dependency("postgres upsert run", e))?;

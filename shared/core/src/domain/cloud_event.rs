@@ -65,6 +65,10 @@ pub struct CloudEvent {
     /// The schema `data` follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataschema: Option<String>,
+    /// W3C trace context (the CloudEvents distributed-tracing extension): the trace the event
+    /// belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The payload.
     #[serde(default)]
     pub data: serde_json::Value,
@@ -114,8 +118,20 @@ impl CloudEvent {
             time: Some(now),
             datacontenttype: Some("application/json".into()),
             dataschema: None,
+            traceparent: None,
             data,
         }
+    }
+
+    /// The same event, in `trace` (a new span of it) when there is one.
+    pub fn in_trace(self, trace: Option<&super::TraceId>) -> Self {
+        let traceparent = trace.map(|id| super::TraceContext::in_trace(id.clone()).traceparent());
+        Self { traceparent, ..self }
+    }
+
+    /// The trace the sender put the event in, if it named a valid one.
+    pub fn trace_id(&self) -> Option<super::TraceId> {
+        self.traceparent.as_deref().and_then(super::TraceId::from_traceparent)
     }
 
     /// A string field of `data`, if present.

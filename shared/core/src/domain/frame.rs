@@ -22,6 +22,9 @@ pub struct Frame {
     pub subtype: Option<String>,
     /// The payload: the JSON line (a raw line wrapped as `{"line": …}`), or a truncation record.
     pub data: FrameData,
+    /// The run's trace, stored with the frame's row; not part of the frame's JSON.
+    #[serde(skip)]
+    pub trace_id: Option<super::TraceId>,
 }
 
 /// A frame's payload. `Truncated` replaces a line above the frame cap: its size and a prefix.
@@ -53,20 +56,25 @@ impl Frame {
             let prefix = String::from_utf8_lossy(&line[..cut]).into_owned();
             let kind = sniff_type(&line[..cut]).unwrap_or_else(|| "raw".to_owned());
             let data = FrameData::Truncated { truncated: true, original_bytes: total_bytes, prefix };
-            return Self { run_id, seq, ts, kind, subtype: None, data };
+            return Self { run_id, seq, ts, kind, subtype: None, data, trace_id: None };
         }
         match serde_json::from_slice::<serde_json::Value>(line) {
             Ok(value) if value.is_object() => {
                 let kind = value["type"].as_str().unwrap_or("unknown").to_owned();
                 let subtype = value["subtype"].as_str().map(str::to_owned);
-                Self { run_id, seq, ts, kind, subtype, data: FrameData::Json(value) }
+                Self { run_id, seq, ts, kind, subtype, data: FrameData::Json(value), trace_id: None }
             }
             _ => {
                 let text = String::from_utf8_lossy(line).into_owned();
                 let data = FrameData::Json(serde_json::json!({ "line": text }));
-                Self { run_id, seq, ts, kind: "raw".to_owned(), subtype: None, data }
+                Self { run_id, seq, ts, kind: "raw".to_owned(), subtype: None, data, trace_id: None }
             }
         }
+    }
+
+    /// The same frame, in the run's trace.
+    pub fn in_trace(self, trace_id: Option<super::TraceId>) -> Self {
+        Self { trace_id, ..self }
     }
 
     /// Whether the line was over the cap and only its prefix was kept.

@@ -16,6 +16,7 @@ mod request;
 pub(crate) mod run;
 mod session;
 mod stream;
+mod trace;
 mod validation;
 mod workflow;
 
@@ -36,6 +37,7 @@ pub use run::{
 };
 pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};
 pub use stream::{MAX_MESSAGE_BYTES, StreamClaims, StreamMessages, StreamTokens};
+pub use trace::{TraceContext, TraceId};
 pub use validation::ValidationError;
 pub use workflow::{
     DEFAULT_TIMEOUT_SECONDS, PermissionMode, Workflow, WorkflowConfig, WorkflowLoadError, WorkflowRegistry,

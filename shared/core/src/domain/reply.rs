@@ -55,6 +55,7 @@ pub fn accepted(run: &Run, route: &ReplyRoute, stream: Option<(&str, &str)>, now
         "session_id": run.session_id, "stream": stream, "correlation_id": route.correlation_id,
     });
     CloudEvent::ours(format!("{}.accepted", run.run_id), types::RUN_ACCEPTED, Some(run.run_id.to_string()), data, now)
+        .in_trace(run.trace_id.as_ref())
 }
 
 /// `run.rejected`: a request refused, with the code the HTTP API would give. `request` is the
@@ -98,7 +99,8 @@ pub fn for_change(old: Option<&Run>, new: &Run, now: DateTime<Utc>) -> Option<(R
             "duration_ms": new.duration_ms, "log_key": object_keys::run_log(new.run_id),
             "archive_key": new.started_at.map(|_| object_keys::run_archive(new.run_id)),
         });
-        let event = CloudEvent::ours(format!("{}.finished", new.run_id), kind, subject, data, now);
+        let event =
+            CloudEvent::ours(format!("{}.finished", new.run_id), kind, subject, data, now).in_trace(new.trace_id.as_ref());
         return Some((route, event));
     }
     if new.status == RunStatus::Running && was != Some(RunStatus::Running) {
@@ -106,7 +108,8 @@ pub fn for_change(old: Option<&Run>, new: &Run, now: DateTime<Utc>) -> Option<(R
             "run_id": new.run_id, "status": new.status, "session_id": new.session_id,
             "correlation_id": route.correlation_id,
         });
-        let event = CloudEvent::ours(format!("{}.started", new.run_id), types::RUN_STARTED, subject, data, now);
+        let event = CloudEvent::ours(format!("{}.started", new.run_id), types::RUN_STARTED, subject, data, now)
+            .in_trace(new.trace_id.as_ref());
         return Some((route, event));
     }
     None

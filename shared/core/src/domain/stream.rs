@@ -165,6 +165,7 @@ mod tests {
             kind: "assistant".into(),
             subtype: None,
             data: super::super::FrameData::Json(data),
+            trace_id: None,
         }
     }
 

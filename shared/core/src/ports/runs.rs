@@ -79,6 +79,9 @@ pub struct RunMessage {
     /// Which queue, and so which executors: Lambda's, or the long-running workers.
     #[serde(default)]
     pub lane: Lane,
+    /// The run's trace, also sent as the message's `traceparent` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<crate::domain::TraceId>,
 }
 
 impl RunMessage {
@@ -90,6 +93,7 @@ impl RunMessage {
             message_group: group,
             deduplication_id: format!("{}.{}", run.run_id, run.version),
             lane: Lane::for_time_limit(run.time_limit_seconds),
+            trace_id: run.trace_id.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::Result;
 use crate::domain::{RunId, RunStatus, StreamMessages};
-use crate::ports::{ConnectionGateway, ConnectionStore, FrameHistory, PostOutcome};
+use crate::ports::{ConnectionGateway, ConnectionStore, FrameHistory, MetricEvent, MetricKind, Metrics, PostOutcome};
 
 /// How long one message may keep being throttled before the client is let go. A client that
 /// reads, however slowly, drains its buffer well within it; one that stopped reading does not.
@@ -22,6 +22,53 @@ pub(crate) struct Courier {
     pub gateway: Arc<dyn ConnectionGateway>,
     pub connections: Arc<dyn ConnectionStore>,
     pub history: Arc<dyn FrameHistory>,
+    pub metrics: Arc<dyn Metrics>,
+}
+
+/// Stream lag samples of one subscriber (CLI line read → posted), recorded in groups so a busy
+/// stream costs one metric record per `LAG_SAMPLES` frames, not one per frame.
+pub(crate) struct LagSamples {
+    metrics: Arc<dyn Metrics>,
+    run_id: RunId,
+    samples: std::sync::Mutex<Vec<f64>>,
+}
+
+/// Samples per record (CloudWatch's embedded format takes at most 100 values per metric).
+const LAG_SAMPLES: usize = 100;
+
+impl LagSamples {
+    pub fn new(metrics: Arc<dyn Metrics>, run_id: RunId) -> Self {
+        Self { metrics, run_id, samples: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// One frame posted `lag_ms` after its line was read.
+    pub fn add(&self, lag_ms: f64) {
+        let mut samples = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        samples.push(lag_ms.max(0.0));
+        if samples.len() >= LAG_SAMPLES {
+            let full = std::mem::take(&mut *samples);
+            drop(samples);
+            self.flush(full);
+        }
+    }
+
+    fn flush(&self, samples: Vec<f64>) {
+        if samples.is_empty() {
+            return;
+        }
+        let event = samples
+            .into_iter()
+            .fold(MetricEvent::new(), |event, lag| event.with("StreamLag", lag, MetricKind::Millis))
+            .of_run(self.run_id, None);
+        self.metrics.record(event);
+    }
+}
+
+impl Drop for LagSamples {
+    fn drop(&mut self) {
+        let rest = std::mem::take(self.samples.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        self.flush(rest);
+    }
 }
 
 impl Courier {

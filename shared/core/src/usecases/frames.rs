@@ -26,8 +26,12 @@ const IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 pub struct RecorderReport {
     /// Frames recorded.
     pub frames: u64,
+    /// Bytes of those frames' lines.
+    pub bytes: u64,
     /// Batches they went out in.
     pub batches: u64,
+    /// Sink writes retried after a failure.
+    pub retries: u64,
     /// Sink batches dropped after every retry failed (the NDJSON log still has them).
     pub failed_batches: u64,
     /// The local log could not be written (disk full); sinks still got every frame.
@@ -109,7 +113,9 @@ async fn write_batches(
             log = None;
         }
         for sink in &sinks {
-            if !publish_with_retries(sink.as_ref(), &batch).await {
+            let (stored, retries) = publish_with_retries(sink.as_ref(), &batch).await;
+            report.retries += u64::from(retries);
+            if !stored {
                 report.failed_batches += 1;
                 all_stored = false;
             }
@@ -120,17 +126,19 @@ async fn write_batches(
             }
         }
         report.frames += batch.len() as u64;
+        report.bytes += bytes as u64;
         report.batches += 1;
         drop(permits);
     }
     Ok(report)
 }
 
-async fn publish_with_retries(sink: &dyn FrameSink, batch: &[Frame]) -> bool {
+/// Whether the sink took the batch, and how many retries that needed.
+async fn publish_with_retries(sink: &dyn FrameSink, batch: &[Frame]) -> (bool, u32) {
     let mut wait = Duration::from_millis(100);
     for attempt in 1..=SINK_ATTEMPTS {
         match sink.publish(batch).await {
-            Ok(()) => return true,
+            Ok(()) => return (true, attempt - 1),
             Err(err) if attempt < SINK_ATTEMPTS => {
                 tracing::warn!(sink = sink.name(), attempt, error = %err, "frame batch failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -142,7 +150,7 @@ async fn publish_with_retries(sink: &dyn FrameSink, batch: &[Frame]) -> bool {
             }
         }
     }
-    false
+    (false, SINK_ATTEMPTS - 1)
 }
 
 #[cfg(test)]

@@ -8,10 +8,13 @@ use sha2::{Digest, Sha256};
 use super::optimistic::{self, Edit};
 use crate::domain::{
     CancelOutcome, EpicLink, IntakeLimits, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId, RunRequest,
-    RunStatus, SessionRefusal, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys,
+    RunStatus, SessionRefusal, TraceId, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys,
     validate_idempotency_key,
 };
-use crate::ports::{IdempotencyRecord, ObjectStore, Page, RunFilter, RunMessage, RunQueue, RunStore, SessionStore};
+use crate::ports::{
+    IdempotencyRecord, MetricEvent, Metrics, NoMetrics, ObjectStore, Page, RunFilter, RunMessage, RunQueue, RunStore,
+    SessionStore,
+};
 use crate::{Error, Result};
 
 /// How long an `Idempotency-Key` is remembered.
@@ -39,6 +42,7 @@ pub struct RunService {
     workflows: Arc<WorkflowRegistry>,
     limits: IntakeLimits,
     repositories: RepositoryPolicy,
+    metrics: Arc<dyn Metrics>,
 }
 
 /// Where a run comes from, besides its owner: whom to reply to, which epic step it carries out.
@@ -48,12 +52,14 @@ pub struct RunOrigin {
     pub reply: Option<ReplyRoute>,
     /// The epic step the run carries out.
     pub epic: Option<EpicLink>,
+    /// The trace of the request or event that asked for the run; a new one when `None`.
+    pub trace_id: Option<TraceId>,
 }
 
 impl RunOrigin {
     /// A run submitted through a queue, replied to on `route`.
     pub fn replying_to(route: ReplyRoute) -> Self {
-        Self { reply: Some(route), epic: None }
+        Self { reply: Some(route), ..Self::default() }
     }
 }
 
@@ -91,7 +97,12 @@ impl RunService {
         limits: IntakeLimits,
         repositories: RepositoryPolicy,
     ) -> Self {
-        Self { store, sessions, queue, objects, workflows, limits, repositories }
+        Self { store, sessions, queue, objects, workflows, limits, repositories, metrics: Arc::new(NoMetrics) }
+    }
+
+    /// The same service, measuring what it accepts into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<dyn Metrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The workflows this deployment runs.
@@ -161,6 +172,7 @@ impl RunService {
         let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
         run.reply = origin.reply;
         run.epic = origin.epic;
+        run.trace_id = Some(origin.trace_id.unwrap_or_else(TraceId::generate));
         run.time_limit_seconds = workflow.config.timeout_seconds;
 
         // Two conditional writes, no transaction: claim the key for this run id, then create the
@@ -202,7 +214,13 @@ impl RunService {
             }
             return Err(Error::QueueUnavailable(err.to_string()));
         }
-        tracing::info!(run_id = %run.run_id, workflow = %run.workflow, owner = %owner, "run queued");
+        tracing::info!(run_id = %run.run_id, workflow = %run.workflow, owner = %owner, trace_id = ?run.trace_id, "run queued");
+        self.metrics.record(
+            MetricEvent::new()
+                .dimension("Workflow", &run.workflow)
+                .count("RunsSubmitted", 1)
+                .of_run(run.run_id, run.trace_id.as_ref()),
+        );
         Ok(Submitted { run, replayed: false })
     }
 

@@ -173,6 +173,10 @@ pub struct Run {
     /// The memory entries the run produced (its failure, its proposals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub memory_produced: Vec<Uuid>,
+    /// The trace of the request that asked for the run; every log line, frame row, reply and
+    /// metric of the run carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<crate::domain::TraceId>,
 }
 
 /// The epic step a run carries out, and the Step Functions task waiting for its end.
@@ -279,6 +283,7 @@ impl Run {
             epic: None,
             memory_used: Vec::new(),
             memory_produced: Vec::new(),
+            trace_id: None,
         }
     }
 

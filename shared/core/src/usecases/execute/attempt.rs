@@ -14,7 +14,7 @@ use crate::claude::{CliInvocation, CliSummary, SessionMode};
 use crate::domain::{
     Frame, FrameData, Redactor, Run, RunError, RunId, RunOutcome, RunStatus, RunTimings, Workflow, millis, object_keys,
 };
-use crate::ports::{PublishedChanges, Workspace};
+use crate::ports::{MetricEvent, MetricKind, PublishedChanges, Workspace};
 use crate::usecases::FrameRecorder;
 use crate::{Error, Result};
 
@@ -237,7 +237,8 @@ impl RunExecutor {
                         let cut = line.total_bytes > line.bytes.len();
                         let bytes = redactor.bytes(line.bytes);
                         let total = if cut { line.total_bytes.max(bytes.len()) } else { bytes.len() };
-                        let frame = Frame::from_line(run.run_id, seq, &bytes, total, Utc::now());
+                        let frame =
+                            Frame::from_line(run.run_id, seq, &bytes, total, Utc::now()).in_trace(run.trace_id.clone());
                         if let FrameData::Json(data) = &frame.data {
                             summary.observe(&frame.kind, frame.subtype.as_deref(), data);
                         }
@@ -267,6 +268,15 @@ impl RunExecutor {
         if report.failed_batches > 0 {
             tracing::error!(run_id = %run.run_id, failed = report.failed_batches, "some frame batches did not reach every sink");
         }
+        self.ports.metrics.record(
+            MetricEvent::new()
+                .dimension("Workflow", &run.workflow)
+                .count("Frames", report.frames)
+                .with("FrameBytes", report.bytes as f64, MetricKind::Bytes)
+                .count("FrameSinkRetries", report.retries)
+                .count("FrameSinkDrops", report.failed_batches)
+                .of_run(run.run_id, run.trace_id.as_ref()),
+        );
         let took = cli_started.elapsed();
         Ok(CliRun { ended, summary, first_frame, took, log: log_path })
     }

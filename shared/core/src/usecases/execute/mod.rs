@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use self::lease::Lease;
@@ -26,7 +27,8 @@ use crate::domain::{
     WorkflowRegistry, millis,
 };
 use crate::ports::{
-    Cli, EpicEngine, FrameLogs, FrameSink, MemoryStore, ObjectStore, RunStore, SessionStore, Transcripts, Workspaces,
+    Cli, EpicEngine, FrameLogs, FrameSink, MemoryStore, MetricEvent, MetricKind, Metrics, ObjectStore, RunStore,
+    SessionStore, Transcripts, Workspaces,
 };
 use crate::{Error, Result};
 
@@ -103,6 +105,8 @@ pub struct ExecutorPorts {
     pub epics: Arc<dyn EpicEngine>,
     /// The repositories' memory; `None` runs without it.
     pub memory: Option<Arc<dyn MemoryStore>>,
+    /// Where the run's measurements go.
+    pub metrics: Arc<dyn Metrics>,
 }
 
 /// Runs the runs the queue asks for, one `execute` per message.
@@ -136,7 +140,7 @@ impl RunExecutor {
     /// Claims and runs the run to its end (or hands it back when its lease is lost). A run that
     /// has already ended is only announced to its subscribers.
     pub async fn execute(&self, run_id: RunId) -> Result<Disposition> {
-        let mut run = match self.claim(run_id).await? {
+        let run = match self.claim(run_id).await? {
             Claim::Claimed(run) => *run,
             Claim::Nothing => return Ok(Disposition::Done),
             Claim::HeldElsewhere => return Ok(Disposition::Retry),
@@ -147,9 +151,24 @@ impl RunExecutor {
                 return Ok(Disposition::Done);
             }
         };
+        // Every log line of the run names its trace.
+        let trace_id = run.trace_id.as_ref().map(|t| t.to_string()).unwrap_or_default();
+        let span = tracing::info_span!("run", %run_id, trace_id = %trace_id);
+        self.execute_claimed(run).instrument(span).await
+    }
+
+    async fn execute_claimed(&self, mut run: Run) -> Result<Disposition> {
+        let run_id = run.run_id;
         tracing::info!(%run_id, workflow = %run.workflow, attempt = run.attempts, "claimed");
         let waited = (Utc::now() - run.created_at).to_std().unwrap_or_default();
         run.timings = Some(RunTimings { queue_wait_ms: millis(waited), ..RunTimings::default() });
+        self.ports.metrics.record(
+            MetricEvent::new()
+                .dimension("Workflow", &run.workflow)
+                .count("RunsStarted", 1)
+                .millis("QueueWait", millis(waited))
+                .of_run(run_id, run.trace_id.as_ref()),
+        );
         let settings = &self.settings;
         // An epic step's heartbeat also tells the engine the step is alive.
         let task = run.epic.as_ref().map(|link| (self.ports.epics.clone(), link.task_token.clone()));
@@ -173,6 +192,7 @@ impl RunExecutor {
             Ok(()) => {}
         }
         if run.status.is_terminal() {
+            self.ports.metrics.record(run_ended(&run));
             self.announce_end(run_id, run.status).await;
             self.report_to_epic(&run).await;
         } else {
@@ -297,4 +317,28 @@ impl RunExecutor {
         })
         .await
     }
+}
+
+/// What an ended run measured: one per run, sliced by workflow and status.
+fn run_ended(run: &Run) -> MetricEvent {
+    let failed = matches!(run.status, RunStatus::Failed | RunStatus::TimedOut);
+    let over_budget = run.error.as_ref().is_some_and(|e| e.code == "budget_exceeded");
+    let timings = run.timings.clone().unwrap_or_default();
+    let end_to_end = run.finished_at.and_then(|at| (at - run.created_at).to_std().ok()).and_then(millis);
+    let usage: serde_json::Value =
+        run.usage_json.as_deref().and_then(|u| serde_json::from_str(u).ok()).unwrap_or_default();
+    let tokens = |field: &str| usage[field].as_u64().unwrap_or(0);
+    MetricEvent::new()
+        .dimension("Workflow", &run.workflow)
+        .dimension("Status", run.status.as_str())
+        .count("RunsFinished", 1)
+        .count("RunsFailed", u64::from(failed))
+        .count("BudgetOverruns", u64::from(over_budget))
+        .millis("WorkspaceSetup", timings.workspace_ms)
+        .millis("CliTime", timings.cli_ms)
+        .millis("EndToEnd", end_to_end)
+        .with("CostUsd", run.cost_usd.unwrap_or(0.0), MetricKind::Amount)
+        .count("InputTokens", tokens("input_tokens") + tokens("cache_read_input_tokens") + tokens("cache_creation_input_tokens"))
+        .count("OutputTokens", tokens("output_tokens"))
+        .of_run(run.run_id, run.trace_id.as_ref())
 }

@@ -30,7 +30,7 @@ use self::subscriber::{Follower, Outgoing, follow};
 use super::courier::Courier;
 use crate::Result;
 use crate::domain::{Frame, RunId, RunStatus, StreamMessages};
-use crate::ports::{ConnectionGateway, ConnectionStore, FrameHistory, FrameSink, Subscriber};
+use crate::ports::{ConnectionGateway, ConnectionStore, FrameHistory, FrameSink, Metrics, NoMetrics, Subscriber};
 
 /// How often a running run's subscriber list is re-read: a new subscriber gets live frames
 /// within this.
@@ -76,7 +76,14 @@ impl WebSocketFanout {
         history: Arc<dyn FrameHistory>,
         limits: FanoutLimits,
     ) -> Self {
-        Self { courier: Courier { gateway, connections, history }, limits, runs: std::sync::Mutex::new(HashMap::new()) }
+        let courier = Courier { gateway, connections, history, metrics: Arc::new(NoMetrics) };
+        Self { courier, limits, runs: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// The same fan-out, measuring stream lag and subscribers into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.courier.metrics = metrics;
+        self
     }
 
     /// The run's followers, starting its refresher on first use.
@@ -182,7 +189,7 @@ impl Followers {
                 progress.behind.store(true, Ordering::Release);
                 return true;
             }
-            match follower.queue.try_send(Outgoing { seq: frame.seq, bytes, messages: messages.clone() }) {
+            match follower.queue.try_send(Outgoing { seq: frame.seq, read_at: frame.ts, bytes, messages: messages.clone() }) {
                 Ok(()) => {
                     progress.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
                     true

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::super::courier::Courier;
+use super::super::courier::{Courier, LagSamples};
 use super::recent::{Held, RecentFrames};
 use crate::domain::{RunId, StreamMessages};
 use crate::ports::Subscription;
@@ -42,6 +42,8 @@ impl Default for FanoutLimits {
 /// One frame (all its parts) on its way to a subscriber.
 pub(super) struct Outgoing {
     pub seq: u64,
+    /// When the executor read the frame's line (its stream lag is measured from there).
+    pub read_at: chrono::DateTime<chrono::Utc>,
     pub bytes: usize,
     pub messages: Arc<Vec<String>>,
 }
@@ -78,6 +80,7 @@ pub(super) fn follow(
     let (queue, rx) = mpsc::channel(limits.queue_frames.max(1));
     let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
     let delivery = SubscriberTask {
+        lag: LagSamples::new(courier.metrics.clone(), run_id),
         courier: courier.clone(),
         heartbeat: limits.heartbeat,
         recent,
@@ -93,6 +96,7 @@ pub(super) fn follow(
 /// (skipping any the log already gave it), heartbeating when idle; the end once the run is over.
 struct SubscriberTask {
     courier: Courier,
+    lag: LagSamples,
     heartbeat: Duration,
     recent: Arc<std::sync::Mutex<RecentFrames>>,
     run_id: RunId,
@@ -107,6 +111,7 @@ impl SubscriberTask {
     }
 
     async fn run(self, mut queue: mpsc::Receiver<Outgoing>) {
+        let _active = ActiveSubscriber::new(&self.courier);
         if !self.replay_missed().await {
             return;
         }
@@ -144,6 +149,8 @@ impl SubscriberTask {
                 return false;
             }
         }
+        let lag = chrono::Utc::now() - outgoing.read_at;
+        self.lag.add(lag.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
         self.advance(outgoing.seq);
         true
     }
@@ -198,5 +205,36 @@ impl SubscriberTask {
 
     fn advance(&self, seq: u64) {
         self.progress.cursor.store(seq, Ordering::Release);
+    }
+}
+
+/// Counts a subscriber as active while its delivery runs (the `ActiveSubscribers` gauge of this
+/// executor).
+struct ActiveSubscriber {
+    courier: Courier,
+}
+
+static ACTIVE_SUBSCRIBERS: AtomicU64 = AtomicU64::new(0);
+
+impl ActiveSubscriber {
+    fn new(courier: &Courier) -> Self {
+        let now = ACTIVE_SUBSCRIBERS.fetch_add(1, Ordering::AcqRel) + 1;
+        Self::report(courier, now);
+        Self { courier: courier.clone() }
+    }
+
+    fn report(courier: &Courier, active: u64) {
+        courier.metrics.record(crate::ports::MetricEvent::new().with(
+            "ActiveSubscribers",
+            active as f64,
+            crate::ports::MetricKind::Gauge,
+        ));
+    }
+}
+
+impl Drop for ActiveSubscriber {
+    fn drop(&mut self) {
+        let now = ACTIVE_SUBSCRIBERS.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        Self::report(&self.courier, now);
     }
 }
