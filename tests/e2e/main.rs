@@ -10,6 +10,7 @@ mod genie;
 mod long_runs;
 mod memory;
 mod model_protocol;
+mod operability;
 mod projector;
 mod promises;
 mod sandbox;

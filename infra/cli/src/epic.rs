@@ -2,16 +2,17 @@
 //! branch), follow it, and decide its approvals (docs/epics.md).
 //!
 //! Every command is one or two calls to `/agent/claude-code/epics`; `--json` prints the API's
-//! answer instead of the summary.
+//! answer (pretty-printed) instead of the summary, and `--output json` prints it on one line.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::{Endpoints, call};
+use crate::api::{self, segment};
+use crate::error::{Error, Result};
+use crate::output::{Output, json_line};
 
 const EPICS: &str = "/agent/claude-code/epics";
 const POLL_EVERY: Duration = Duration::from_secs(2);
@@ -22,7 +23,8 @@ const MAX_WATCH_SECONDS: u64 = 30 * 86_400;
 
 #[derive(Args)]
 pub struct EpicArgs {
-    /// Print the API's JSON instead of a summary (`watch`: one line per change of the epic).
+    /// Print the API's JSON instead of a summary (`watch`: one line per change of the epic);
+    /// `--output json` does the same with one line per answer.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -115,26 +117,22 @@ enum EpicCommand {
     },
 }
 
-/// The API's epic routes with the caller's key.
+/// The API's epic routes.
 struct Api<'a> {
-    client: &'a reqwest::Client,
-    endpoints: &'a Endpoints,
+    http: &'a api::Api,
 }
 
 impl Api<'_> {
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut request = self
-            .client
-            .request(method, format!("{}{EPICS}{path}", self.endpoints.http))
-            .header("x-api-key", &self.endpoints.key);
+        let mut request = self.http.request(method, &format!("{EPICS}{path}"));
         if let Some(body) = body {
             request = request.json(&body);
         }
-        call(self.client, request).await
+        self.http.send(request).await
     }
 
     async fn get(&self, epic_id: &str) -> Result<Value> {
-        self.send(reqwest::Method::GET, &format!("/{epic_id}"), None).await
+        self.send(reqwest::Method::GET, &format!("/{}", segment(epic_id)), None).await
     }
 
     async fn post(&self, path: &str, body: Option<Value>) -> Result<Value> {
@@ -158,7 +156,7 @@ impl Api<'_> {
         if let Some(to_step) = to_step {
             body["to_step"] = json!(to_step);
         }
-        self.post(&format!("/{epic_id}/approvals/{approval_id}"), Some(body)).await
+        self.post(&format!("/{}/approvals/{}", segment(epic_id), segment(&approval_id)), Some(body)).await
     }
 }
 
@@ -167,13 +165,36 @@ fn pending_approval_id(epic: &Value) -> Result<String> {
     match &epic["pending_approval"]["approval_id"] {
         Value::Number(n) => Ok(n.to_string()),
         Value::String(s) => Ok(s.clone()),
-        _ => bail!("epic {} is not awaiting approval (status: {})", text(&epic["epic_id"]), text(&epic["status"])),
+        _ => Err(Error::Refused(format!(
+            "epic {} is not awaiting approval (status: {})",
+            text(&epic["epic_id"]),
+            text(&epic["status"])
+        ))),
     }
 }
 
-pub async fn run(client: &reqwest::Client, endpoints: &Endpoints, args: EpicArgs) -> Result<()> {
-    let api = Api { client, endpoints };
-    let json_out = args.json;
+/// How the API's answers are printed instead of a summary: `--json` pretty, `--output json` on
+/// one line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Json {
+    No,
+    Pretty,
+    Line,
+}
+
+impl Json {
+    fn on(self) -> bool {
+        self != Self::No
+    }
+}
+
+pub async fn run(http: &api::Api, output: Output, args: EpicArgs) -> Result<()> {
+    let api = Api { http };
+    let json_out = match (output, args.json) {
+        (Output::Json, _) => Json::Line,
+        (Output::Text, true) => Json::Pretty,
+        (Output::Text, false) => Json::No,
+    };
     match args.command {
         EpicCommand::Start {
             title,
@@ -216,28 +237,28 @@ pub async fn run(client: &reqwest::Client, endpoints: &Endpoints, args: EpicArgs
                 body["max_turns"] = json!(n);
             }
             let epic = api.post("", Some(body)).await?;
-            if json_out {
-                return print_json(&epic);
+            if json_out.on() {
+                return print_json(&epic, json_out);
             }
-            let epic_id = epic["epic_id"].as_str().context("no epic id in the answer")?;
+            let epic_id = epic["epic_id"]
+                .as_str()
+                .ok_or_else(|| Error::InvalidResponse("no epic id in the API's answer".to_owned()))?;
             println!("{epic_id}");
             eprintln!("plan: {} · follow it with: claude-runner epic watch {epic_id}", plan(&epic));
         }
         EpicCommand::Status { epic_id } => {
             let epic = api.get(&epic_id).await?;
-            if json_out {
-                return print_json(&epic);
+            if json_out.on() {
+                return print_json(&epic, json_out);
             }
             summary(&epic);
         }
         EpicCommand::List { limit, cursor } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(cursor.map(|c| ("cursor", c)));
-            let request =
-                client.get(format!("{}{EPICS}", endpoints.http)).header("x-api-key", &endpoints.key).query(&query);
-            let page = call(client, request).await?;
-            if json_out {
-                return print_json(&page);
+            let page = http.get_query(EPICS, &query).await?;
+            if json_out.on() {
+                return print_json(&page, json_out);
             }
             for epic in page["epics"].as_array().into_iter().flatten() {
                 println!(
@@ -269,30 +290,34 @@ pub async fn run(client: &reqwest::Client, endpoints: &Endpoints, args: EpicArgs
         }
         EpicCommand::Rollback { epic_id, to_step } => {
             // While an approval is pending the API answers it with this rollback.
-            let answer = api.post(&format!("/{epic_id}/rollback"), Some(json!({"to_step": to_step}))).await?;
+            let path = format!("/{}/rollback", segment(&epic_id));
+            let answer = api.post(&path, Some(json!({"to_step": to_step}))).await?;
             decided(&answer, &format!("rollback to step {to_step}"), json_out)?;
         }
         EpicCommand::Cancel { epic_id } => {
-            let epic = api.post(&format!("/{epic_id}/cancel"), None).await?;
-            if json_out {
-                return print_json(&epic);
+            let epic = api.post(&format!("/{}/cancel", segment(&epic_id)), None).await?;
+            if json_out.on() {
+                return print_json(&epic, json_out);
             }
             println!("{} {}", text(&epic["epic_id"]), text(&epic["status"]));
         }
-        EpicCommand::Watch { epic_id, timeout } => return watch(&api, &epic_id, timeout, json_out).await,
+        EpicCommand::Watch { epic_id, timeout } => return watch(&api, &epic_id, timeout, json_out.on()).await,
     }
     Ok(())
 }
 
-fn print_json(value: &Value) -> Result<()> {
+fn print_json(value: &Value, json_out: Json) -> Result<()> {
+    if json_out == Json::Line {
+        return json_line(value);
+    }
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// After a decision or rollback: the epic moves on by itself.
-fn decided(epic: &Value, what: &str, json_out: bool) -> Result<()> {
-    if json_out {
-        return print_json(epic);
+fn decided(epic: &Value, what: &str, json_out: Json) -> Result<()> {
+    if json_out.on() {
+        return print_json(epic, json_out);
     }
     // The answer is the epic as it was when the decision was handed over.
     let epic_id = text(&epic["epic_id"]);
@@ -300,7 +325,8 @@ fn decided(epic: &Value, what: &str, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-/// Follows the epic until it ends or `timeout_seconds` pass; exits 1 unless it completed.
+/// Follows the epic until it ends or `timeout_seconds` pass; `Unsuccessful` (exit 1) unless it
+/// completed.
 async fn watch(api: &Api<'_>, epic_id: &str, timeout_seconds: u64, json_out: bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(timeout_seconds);
     let mut printed_steps: HashMap<u64, String> = HashMap::new();
@@ -314,7 +340,7 @@ async fn watch(api: &Api<'_>, epic_id: &str, timeout_seconds: u64, json_out: boo
                 epic
             }
             // A 4xx (unknown epic, bad key) will not get better by asking again.
-            Err(err) if err.to_string().starts_with('4') => return Err(err),
+            Err(err) if err.is_client_error() => return Err(err),
             Err(err) if failures < POLL_FAILURES => {
                 failures += 1;
                 eprintln!("could not read the epic ({err:#}); trying again");
@@ -326,7 +352,7 @@ async fn watch(api: &Api<'_>, epic_id: &str, timeout_seconds: u64, json_out: boo
         let status = text(&epic["status"]).to_owned();
         if json_out {
             if last.as_ref() != Some(&epic) {
-                println!("{}", serde_json::to_string(&epic)?);
+                json_line(&epic)?;
             }
         } else {
             if last.is_none() {
@@ -361,12 +387,14 @@ async fn watch(api: &Api<'_>, epic_id: &str, timeout_seconds: u64, json_out: boo
             if status == "completed" {
                 return Ok(());
             }
-            std::process::exit(1);
+            return Err(Error::Unsuccessful(status));
         }
         last = Some(epic);
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("stopped watching after {timeout_seconds} s; epic {epic_id} is still {status}");
+            return Err(Error::TimedOut(format!(
+                "stopped watching after {timeout_seconds} s; epic {epic_id} is still {status}"
+            )));
         }
         tokio::time::sleep(POLL_EVERY.min(left)).await;
     }

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData, ServerHandler, ServiceExt as _, tool, tool_handler, tool_router};
@@ -16,7 +15,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Endpoints;
+use crate::api::{Endpoints, segment};
+use crate::error::Error;
 
 /// A run in one of these statuses has ended.
 const TERMINAL: [&str; 4] = ["completed", "failed", "cancelled", "timed_out"];
@@ -26,10 +26,13 @@ const DEFAULT_WAIT_SECONDS: u64 = 900;
 const MAX_WAIT_SECONDS: u64 = 24 * 3600;
 
 /// Serves the tools on stdin/stdout until the client closes its end.
-pub async fn serve(http: reqwest::Client, endpoints: &Endpoints) -> Result<()> {
+pub async fn serve(http: reqwest::Client, endpoints: &Endpoints) -> Result<(), Error> {
     let server = RunnerTools { http, base: endpoints.http.clone(), key: endpoints.key.clone() };
-    let running = server.serve(rmcp::transport::stdio()).await.context("the MCP client did not initialize")?;
-    running.waiting().await.context("the MCP server stopped")?;
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| Error::InvalidResponse(format!("the MCP client did not initialize: {e}")))?;
+    running.waiting().await.map_err(|e| Error::InvalidResponse(format!("the MCP server stopped: {e}")))?;
     Ok(())
 }
 
@@ -379,20 +382,6 @@ fn reply(result: Result<Value, Failure>) -> CallToolResult {
 
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-}
-
-/// `text` as one URL path segment: anything but unreserved characters percent-encoded, so an id
-/// or name cannot reach another route.
-fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -98,6 +98,60 @@ async fn tail_reconnects_after_a_dropped_connection_and_prints_every_frame_once(
     f.stop().await;
 }
 
+#[tokio::test]
+async fn json_follow_and_the_logs_of_the_finished_run() {
+    let turns =
+        vec![Turn::write("notes.md", "# Notes\n"), Turn::text("I added notes.md."), Turn::text("Nothing to do.")];
+    let f = RunnerFixture::start(turns, &[], true).await;
+
+    // `--output json submit --follow`: every line JSON, the submit answer first, the end last.
+    let output = claude_runner(&f, &["--output", "json", "submit", "implement", "Add notes", "--follow"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {:?}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let run_id = lines[0]["run_id"].as_str().expect("the submit answer first").to_owned();
+    assert!(lines[0]["stream"].is_object(), "{}", lines[0]);
+    assert_eq!(lines.last().unwrap()["kind"], "end");
+    assert_eq!(lines.last().unwrap()["status"], "completed");
+    let streamed: Vec<serde_json::Value> = lines[1..lines.len() - 1].to_vec();
+    assert!(streamed.iter().any(|fr| fr["kind"] == "result"), "{stdout}");
+
+    // `logs`: the stored log, once the API has it.
+    let logs = e2e::TestStack::eventually(std::time::Duration::from_secs(30), || async {
+        let output = claude_runner(&f, &["logs", &run_id]).await;
+        (!String::from_utf8_lossy(&output.stderr).contains("output_not_ready")).then_some(output)
+    })
+    .await
+    .expect("the log became ready");
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.status.success(), "{logs:?}");
+    assert!(text.contains("● session"), "{text}");
+    assert!(text.contains("→ Write("), "tool calls are shown: {text}");
+    assert!(text.contains("I added notes.md."), "{text}");
+    assert!(text.contains("✔ done in 2 turns"), "{text}");
+    assert_eq!(text.lines().last(), Some("■ run completed"), "{text}");
+
+    // `-o json logs`: the frames as stored, one per line: the same ones the stream carried.
+    let logs = claude_runner(&f, &["-o", "json", "logs", &run_id]).await;
+    assert!(logs.status.success(), "{logs:?}");
+    let frames: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&logs.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs = |frames: &[serde_json::Value]| frames.iter().map(|fr| fr["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(seqs(&frames), seqs(&streamed), "every frame of the log, in order");
+    assert_eq!(frames.last().unwrap()["kind"], "result");
+
+    // The old `submit --follow --json` is unchanged: the run id, then frames as JSON lines.
+    let output = claude_runner(&f, &["submit", "implement", "Anything?", "--follow", "--json"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let mut lines = stdout.lines();
+    assert!(lines.next().is_some_and(|l| l.parse::<uuid_like::Id>().is_ok()), "the bare run id first: {stdout}");
+    let rest: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rest.last().unwrap()["kind"], "end", "{stdout}");
+    f.stop().await;
+}
+
 mod uuid_like {
     pub struct Id;
     impl std::str::FromStr for Id {

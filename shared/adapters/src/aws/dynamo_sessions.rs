@@ -114,6 +114,14 @@ impl SessionStore for DynamoSessionStore {
                     .decode(c)
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok())
+                    // Only a key this listing issued: the caller's own, in the index's shape (a
+                    // forged one would reach DynamoDB and fail there, as a 503).
+                    .filter(|key: &HashMap<String, String>| {
+                        key.len() == 3
+                            && key.get("owner").is_some_and(|o| o == owner.as_str())
+                            && key.get("session_id").is_some_and(|id| id.parse::<uuid::Uuid>().is_ok())
+                            && key.get("created_at").is_some_and(|at| chrono::DateTime::parse_from_rfc3339(at).is_ok())
+                    })
                     .ok_or(ValidationError::InvalidCursor)?;
                 Some(key.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect::<HashMap<_, _>>())
             }

@@ -17,6 +17,9 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// The largest `max_budget_usd` a run may ask for.
 pub const MAX_BUDGET_USD: f64 = 10_000.0;
+/// The smallest budget a run or an epic may ask for: a cent (smaller amounts mean nothing to the
+/// model's billing, and DynamoDB cannot store numbers below 1e-130).
+pub const MIN_BUDGET_USD: f64 = 0.01;
 
 /// The body of `POST /agent/claude-code/{workflow}/run`, as sent. Unknown fields are refused so
 /// a typo (`max_turn`) is an error, not a silently ignored setting.
@@ -123,7 +126,7 @@ impl RunRequest {
             Some(_) => return Err(ValidationError::InvalidMetadata),
         };
         let max_budget_usd = match self.max_budget_usd {
-            Some(usd) if !(usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD) => {
+            Some(usd) if !(usd.is_finite() && (MIN_BUDGET_USD..=MAX_BUDGET_USD).contains(&usd)) => {
                 return Err(ValidationError::InvalidBudget);
             }
             budget => budget,

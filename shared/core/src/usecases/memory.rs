@@ -81,6 +81,10 @@ impl MemoryService {
             .transpose()
             .map_err(|e| Error::Invalid(ValidationError::InvalidQuery(e)))?;
         let limit = page_limit(search.limit.map(|raw| raw.parse().unwrap_or(0)), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        // Postgres text cannot hold NUL: refused here, not failed there.
+        if [&search.q, &search.repository].into_iter().flatten().any(|v| v.contains('\0')) {
+            return Err(ValidationError::InvalidQuery("q and repository must not contain NUL".into()).into());
+        }
         let text = search.q.filter(|q| !q.trim().is_empty());
         let query = MemoryQuery { repository_url: search.repository, kind, status, text, limit, session_id: None };
         self.store.search(owner, &query).await
@@ -104,8 +108,14 @@ impl MemoryService {
         let repository_url = self.repositories.resolve(note.repository_url.as_deref())?;
         let fields = match note.fields {
             None | Some(serde_json::Value::Null) => serde_json::json!({}),
-            Some(v @ serde_json::Value::Object(_)) if v.to_string().len() <= MAX_MEMORY_TEXT_BYTES => v,
-            Some(_) => return Err(invalid("invalid_memory", "fields must be a JSON object of at most 4000 bytes")),
+            Some(v @ serde_json::Value::Object(_))
+                if v.to_string().len() <= MAX_MEMORY_TEXT_BYTES && !v.to_string().contains("\\u0000") =>
+            {
+                v
+            }
+            Some(_) => {
+                return Err(invalid("invalid_memory", "fields must be a JSON object of at most 4000 bytes, without NUL"));
+            }
         };
         let entry =
             NewMemory { kind: note.kind.unwrap_or(MemoryKind::Learning), text: note.text, fields, fingerprint: None };

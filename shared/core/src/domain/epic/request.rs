@@ -130,10 +130,12 @@ impl EpicRequest {
         }
         let branch = BranchName::parse(&self.branch)?;
         let repository_url = repositories.resolve(self.repository_url.as_deref())?;
-        if !(self.budget_usd.is_finite() && self.budget_usd > 0.0 && self.budget_usd <= MAX_EPIC_BUDGET_USD) {
+        if !(self.budget_usd.is_finite()
+            && (crate::domain::request::MIN_BUDGET_USD..=MAX_EPIC_BUDGET_USD).contains(&self.budget_usd))
+        {
             return Err(invalid(
                 "invalid_budget",
-                format!("budget_usd must be a positive number of US dollars, at most {MAX_EPIC_BUDGET_USD}"),
+                format!("budget_usd must be a number of US dollars from 0.01 to {MAX_EPIC_BUDGET_USD}"),
             ));
         }
         let names: Vec<String> = match self.steps {
