@@ -30,11 +30,8 @@ impl CapturedLogs {
     fn install() -> Self {
         let logs = Self::default();
         let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter("info")
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber =
+            tracing_subscriber::fmt().json().with_env_filter("info").with_writer(move || writer.clone()).finish();
         tracing::subscriber::set_global_default(subscriber).expect("the test's own log subscriber");
         logs
     }
@@ -52,16 +49,15 @@ async fn one_trace_id_runs_from_the_request_through_log_lines_frame_rows_replies
     let logs = CapturedLogs::install();
     let f = RunnerFixture::start(vec![], &[], true).await;
     f.model.script("KW-TRACE", vec![Turn::text("traced")]);
-    let response = f
-        .t
-        .http
-        .post(f.t.url("/agent/claude-code/implement/run"))
-        .header("x-api-key", f.t.key())
-        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
-        .json(&json!({"message": "KW-TRACE follow me", "branch": "main"}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        f.t.http
+            .post(f.t.url("/agent/claude-code/implement/run"))
+            .header("x-api-key", f.t.key())
+            .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+            .json(&json!({"message": "KW-TRACE follow me", "branch": "main"}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(response.status().as_u16(), 202);
     let echoed = response.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert!(echoed.starts_with(&format!("00-{TRACE}-")), "the response names the caller's trace: {echoed}");
@@ -84,12 +80,14 @@ async fn one_trace_id_runs_from_the_request_through_log_lines_frame_rows_replies
 
     // The Postgres copy of the run (the projector's), once it has caught up.
     let projected = TestStack::eventually(Duration::from_secs(20), || async {
-        sqlx::query_scalar::<_, Option<String>>("SELECT trace_id FROM claude_cli_runs WHERE run_id = $1 AND status = 'completed'")
-            .bind(uuid::Uuid::parse_str(&run_id).unwrap())
-            .fetch_optional(&f.t.stack.pool)
-            .await
-            .unwrap()
-            .flatten()
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT trace_id FROM claude_cli_runs WHERE run_id = $1 AND status = 'completed'",
+        )
+        .bind(uuid::Uuid::parse_str(&run_id).unwrap())
+        .fetch_optional(&f.t.stack.pool)
+        .await
+        .unwrap()
+        .flatten()
     })
     .await;
     assert_eq!(projected.as_deref(), Some(TRACE));
@@ -104,15 +102,17 @@ async fn one_trace_id_runs_from_the_request_through_log_lines_frame_rows_replies
     let claimed = of_trace.iter().find(|line| line["fields"]["message"] == "claimed").unwrap();
     assert_eq!(claimed["span"]["trace_id"], TRACE, "{claimed}");
 
-    // Metrics: each of the run's events carries the trace.
-    let events: Vec<_> = f
-        .t
-        .stack
-        .metrics()
-        .recent()
-        .into_iter()
-        .filter(|event| event.run_id.map(|id| id.to_string()) == Some(run_id.clone()))
-        .collect();
+    // Metrics: each of the run's events carries the trace. The run's end is measured by the
+    // projector, as it applies the ended run.
+    let of_run = || -> Vec<_> {
+        let recent = f.t.stack.metrics().recent();
+        recent.into_iter().filter(|event| event.run_id.map(|id| id.to_string()) == Some(run_id.clone())).collect()
+    };
+    let finished = |events: &Vec<runner_core::ports::MetricEvent>| {
+        events.iter().any(|e| e.measurements.iter().any(|m| m.name == "RunsFinished"))
+    };
+    TestStack::eventually(Duration::from_secs(20), || async { finished(&of_run()).then_some(()) }).await;
+    let events = of_run();
     let names: Vec<&str> = events.iter().flat_map(|e| e.measurements.iter().map(|m| m.name)).collect();
     for expected in ["RunsSubmitted", "RunsStarted", "QueueWait", "Frames", "RunsFinished", "CliTime", "EndToEnd"] {
         assert!(names.contains(&expected), "{expected} missing from the run's metrics: {names:?}");
@@ -143,7 +143,8 @@ async fn a_queued_runs_message_carries_its_trace_and_a_malformed_traceparent_sta
             .json(&json!({"message": "queued", "branch": "main"}))
             .send()
     };
-    let kept: Value = submit("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await.unwrap().json().await.unwrap();
+    let kept: Value =
+        submit("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await.unwrap().json().await.unwrap();
     let fresh: Value = submit("00-not-a-trace-01").await.unwrap().json().await.unwrap();
     assert_eq!(kept["trace_id"], TRACE);
     let new_trace = fresh["trace_id"].as_str().unwrap_or_default();

@@ -56,7 +56,7 @@ async fn row(t: &TestStack, run_id: &str) -> Option<(String, i64)> {
 #[tokio::test]
 async fn replays_and_out_of_order_versions_change_nothing() {
     let t = TestStack::start().await;
-    let projection = PgRunProjection::new(t.stack.pool.clone());
+    let projection = projector::Projector::new(std::sync::Arc::new(PgRunProjection::new(t.stack.pool.clone())));
     let id = uuid::Uuid::now_v7().to_string();
 
     let (response, report) = projector::handle(
@@ -89,7 +89,7 @@ async fn replays_and_out_of_order_versions_change_nothing() {
 #[tokio::test]
 async fn removals_and_foreign_images_are_skipped_without_blocking_the_shard() {
     let t = TestStack::start().await;
-    let projection = PgRunProjection::new(t.stack.pool.clone());
+    let projection = projector::Projector::new(std::sync::Arc::new(PgRunProjection::new(t.stack.pool.clone())));
     let id = uuid::Uuid::now_v7().to_string();
     let (response, report) = projector::handle(
         &projection,
@@ -111,7 +111,7 @@ async fn removals_and_foreign_images_are_skipped_without_blocking_the_shard() {
 async fn a_database_failure_reports_the_first_unapplied_record() {
     let t = TestStack::start().await;
     let pool = runner_adapters::postgres::connect(&t.stack.database_url, 1).await.unwrap();
-    let projection = PgRunProjection::new(pool.clone());
+    let projection = projector::Projector::new(std::sync::Arc::new(PgRunProjection::new(pool.clone())));
     pool.close().await;
     let id = uuid::Uuid::now_v7().to_string();
     let (response, report) = projector::handle(

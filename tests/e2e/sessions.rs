@@ -349,7 +349,8 @@ async fn an_id_the_cli_handed_back_names_the_same_lineage() {
                      "SequenceNumber": "1", "SizeBytes": 100, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     }]}))
     .unwrap();
-    let projection = runner_adapters::PgRunProjection::new(t.stack.pool.clone());
+    let projection =
+        projector::Projector::new(std::sync::Arc::new(runner_adapters::PgRunProjection::new(t.stack.pool.clone())));
     let (_, report) = projector::handle(&projection, event).await.unwrap();
     assert_eq!((report.applied, report.skipped), (0, 1), "the alias record is skipped");
     let projected = |id: uuid::Uuid| {

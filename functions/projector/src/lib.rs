@@ -1,16 +1,23 @@
 //! The projector function: DynamoDB Streams records of the runs, sessions and epics tables →
 //! Postgres `claude_cli_runs`, `claude_cli_sessions` and `claude_cli_epics`.
 //!
+//! A run's end is also measured here (`RunsFinished`, `RunsFailed`, durations, cost): every run
+//! passes through this table, whether an executor ended it, the janitor, a cancel while queued or
+//! a failed enqueue, and the projection applies each version once.
+//!
 //! Records of one shard arrive in order; the first record that cannot be applied is reported as
 //! the batch's failure so Lambda retries from there (ReportBatchItemFailures), and nothing after
 //! it is applied out of order. Applying is idempotent, so the retry re-applies safely.
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use runner_adapters::{PgRunProjection, Wiring};
+use std::sync::Arc;
+
+use runner_adapters::Wiring;
 use runner_core::domain::epic::Epic;
 use runner_core::domain::{Run, Session};
-use runner_core::ports::RunProjection;
+use runner_core::ports::{Metrics, NoMetrics, RunProjection};
+use runner_core::usecases::run_ended;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -26,16 +33,30 @@ pub struct BatchReport {
     pub skipped: usize,
 }
 
+/// The read model, and where run ends are measured.
+pub struct Projector {
+    projection: Arc<dyn RunProjection>,
+    metrics: Arc<dyn Metrics>,
+}
+
+impl Projector {
+    /// Projects into `projection`, measuring nothing.
+    pub fn new(projection: Arc<dyn RunProjection>) -> Self {
+        Self { projection, metrics: Arc::new(NoMetrics) }
+    }
+}
+
 /// Builds the projection once per cold start.
-pub async fn build(wiring: &Wiring) -> runner_core::Result<PgRunProjection> {
-    wiring.projection().await
+pub async fn build(wiring: &Wiring) -> runner_core::Result<Projector> {
+    Ok(Projector { projection: Arc::new(wiring.projection().await?), metrics: wiring.metrics() })
 }
 
 /// Applies a batch of stream records in order; the first that fails is the batch's failure.
 pub async fn handle(
-    projection: &dyn RunProjection,
+    projector: &Projector,
     event: Event,
 ) -> Result<(DynamoDbEventResponse, BatchReport), ProjectorError> {
+    let projection = projector.projection.as_ref();
     let mut response = DynamoDbEventResponse::default();
     let mut report = BatchReport::default();
     for record in event.records {
@@ -50,7 +71,15 @@ pub async fn handle(
             Change::Epic(epic) => projection.apply_epic(epic).await,
         };
         match applied {
-            Ok(true) => report.applied += 1,
+            Ok(true) => {
+                report.applied += 1;
+                if let Change::Run(run) = &change
+                    && run.status.is_terminal()
+                    && !was_terminal(&record)
+                {
+                    projector.metrics.record(run_ended(run));
+                }
+            }
             Ok(false) => report.unchanged += 1,
             Err(err) => {
                 tracing::error!(event_id = %record.event_id, error = %err, "projection failed");
@@ -75,6 +104,11 @@ enum Change {
     Session(Box<Session>),
     SessionRemoved(uuid::Uuid),
     Epic(Box<Epic>),
+}
+
+/// Whether the record's old image was already an ended run (its end was measured then).
+fn was_terminal(record: &EventRecord) -> bool {
+    serde_dynamo::from_item::<_, Run>(record.change.old_image.clone()).is_ok_and(|old| old.status.is_terminal())
 }
 
 /// What the record changed, told apart by its key. Removed runs keep their history in Postgres;

@@ -4,10 +4,10 @@ use runner_adapters::{Wiring, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let projection = projector::build(&Wiring::from_env().await).await?;
+    let projector = projector::build(&Wiring::from_env().await).await?;
     run(service_fn(|event: LambdaEvent<aws_lambda_events::dynamodb::Event>| {
-        let projection = &projection;
-        async move { Ok::<_, lambda_runtime::Error>(projector::handle(projection, event.payload).await?.0) }
+        let projector = &projector;
+        async move { Ok::<_, lambda_runtime::Error>(projector::handle(projector, event.payload).await?.0) }
     }))
     .await
 }

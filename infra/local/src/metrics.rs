@@ -71,7 +71,8 @@ impl LocalMetrics {
                 let mut cumulative = 0;
                 for (bound, count) in BUCKETS_MS.iter().zip(histogram.buckets) {
                     cumulative += count;
-                    let _ = writeln!(out, "{metric}_bucket{} {cumulative}", label_text(labels, Some(&bound.to_string())));
+                    let _ =
+                        writeln!(out, "{metric}_bucket{} {cumulative}", label_text(labels, Some(&bound.to_string())));
                 }
                 let _ = writeln!(out, "{metric}_bucket{} {}", label_text(labels, Some("+Inf")), histogram.count);
                 let _ = writeln!(out, "{metric}_sum{} {}", label_text(labels, None), histogram.sum);

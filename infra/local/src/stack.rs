@@ -194,9 +194,9 @@ impl LocalStack {
         let exposed = metrics.clone();
         let router = api::router(state).merge(axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || async move {
-                ([("content-type", "text/plain; version=0.0.4")], exposed.render())
-            }),
+            axum::routing::get(
+                move || async move { ([("content-type", "text/plain; version=0.0.4")], exposed.render()) },
+            ),
         ));
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {

@@ -33,8 +33,9 @@ impl EmbeddedMetrics {
     pub fn line(event: &MetricEvent, timestamp_ms: i64, function: Option<&str>) -> Value {
         let mut root = Map::new();
         // Every prefix of the dimensions is a series: [] is the service-wide total.
-        let dimension_sets: Vec<Vec<&str>> =
-            (0..=event.dimensions.len()).map(|n| event.dimensions[..n].iter().map(|(name, _)| *name).collect()).collect();
+        let dimension_sets: Vec<Vec<&str>> = (0..=event.dimensions.len())
+            .map(|n| event.dimensions[..n].iter().map(|(name, _)| *name).collect())
+            .collect();
         let mut definitions: Vec<Value> = Vec::new();
         let mut values: Map<String, Value> = Map::new();
         for measurement in &event.measurements {

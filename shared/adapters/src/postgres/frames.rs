@@ -85,7 +85,8 @@ impl FrameSink for PgFrameStore {
 #[async_trait]
 impl FrameHistory for PgFrameStore {
     async fn frames_after(&self, run_id: RunId, after_seq: u64, limit: usize) -> Result<Vec<Frame>> {
-        type Row = (i64, String, Option<String>, chrono::DateTime<chrono::Utc>, serde_json::Value, bool, Option<String>);
+        type Row =
+            (i64, String, Option<String>, chrono::DateTime<chrono::Utc>, serde_json::Value, bool, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT sequence_number, output_type, subtype, ts, data, truncated, trace_id FROM claude_cli_outputs \
              WHERE run_id = $1 AND sequence_number > $2 ORDER BY sequence_number LIMIT $3",

@@ -99,8 +99,8 @@ pub fn for_change(old: Option<&Run>, new: &Run, now: DateTime<Utc>) -> Option<(R
             "duration_ms": new.duration_ms, "log_key": object_keys::run_log(new.run_id),
             "archive_key": new.started_at.map(|_| object_keys::run_archive(new.run_id)),
         });
-        let event =
-            CloudEvent::ours(format!("{}.finished", new.run_id), kind, subject, data, now).in_trace(new.trace_id.as_ref());
+        let event = CloudEvent::ours(format!("{}.finished", new.run_id), kind, subject, data, now)
+            .in_trace(new.trace_id.as_ref());
         return Some((route, event));
     }
     if new.status == RunStatus::Running && was != Some(RunStatus::Running) {

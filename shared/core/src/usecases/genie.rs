@@ -130,10 +130,13 @@ impl GenieService {
         let key = event.idempotency_key();
         let submitted = match self
             .runs
-            .submit(&self.owner, &workflow, request, Some(&key), RunOrigin {
-                trace_id: event.trace_id(),
-                ..RunOrigin::replying_to(route.clone())
-            })
+            .submit(
+                &self.owner,
+                &workflow,
+                request,
+                Some(&key),
+                RunOrigin { trace_id: event.trace_id(), ..RunOrigin::replying_to(route.clone()) },
+            )
             .await
         {
             Ok(submitted) => submitted,

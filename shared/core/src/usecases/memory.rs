@@ -114,7 +114,10 @@ impl MemoryService {
                 v
             }
             Some(_) => {
-                return Err(invalid("invalid_memory", "fields must be a JSON object of at most 4000 bytes, without NUL"));
+                return Err(invalid(
+                    "invalid_memory",
+                    "fields must be a JSON object of at most 4000 bytes, without NUL",
+                ));
             }
         };
         let entry =

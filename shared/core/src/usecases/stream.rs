@@ -50,7 +50,11 @@ impl StreamService {
         history: Arc<dyn FrameHistory>,
         tokens: StreamTokens,
     ) -> Self {
-        Self { runs, courier: Courier { gateway, connections, history, metrics: Arc::new(crate::ports::NoMetrics) }, tokens }
+        Self {
+            runs,
+            courier: Courier { gateway, connections, history, metrics: Arc::new(crate::ports::NoMetrics) },
+            tokens,
+        }
     }
 
     /// `$connect`: records the connection of an authenticated client.

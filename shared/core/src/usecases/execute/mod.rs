@@ -27,8 +27,8 @@ use crate::domain::{
     WorkflowRegistry, millis,
 };
 use crate::ports::{
-    Cli, EpicEngine, FrameLogs, FrameSink, MemoryStore, MetricEvent, MetricKind, Metrics, ObjectStore, RunStore,
-    SessionStore, Transcripts, Workspaces,
+    Cli, EpicEngine, FrameLogs, FrameSink, MemoryStore, MetricEvent, Metrics, ObjectStore, RunStore, SessionStore,
+    Transcripts, Workspaces,
 };
 use crate::{Error, Result};
 
@@ -192,7 +192,6 @@ impl RunExecutor {
             Ok(()) => {}
         }
         if run.status.is_terminal() {
-            self.ports.metrics.record(run_ended(&run));
             self.announce_end(run_id, run.status).await;
             self.report_to_epic(&run).await;
         } else {
@@ -317,28 +316,4 @@ impl RunExecutor {
         })
         .await
     }
-}
-
-/// What an ended run measured: one per run, sliced by workflow and status.
-fn run_ended(run: &Run) -> MetricEvent {
-    let failed = matches!(run.status, RunStatus::Failed | RunStatus::TimedOut);
-    let over_budget = run.error.as_ref().is_some_and(|e| e.code == "budget_exceeded");
-    let timings = run.timings.clone().unwrap_or_default();
-    let end_to_end = run.finished_at.and_then(|at| (at - run.created_at).to_std().ok()).and_then(millis);
-    let usage: serde_json::Value =
-        run.usage_json.as_deref().and_then(|u| serde_json::from_str(u).ok()).unwrap_or_default();
-    let tokens = |field: &str| usage[field].as_u64().unwrap_or(0);
-    MetricEvent::new()
-        .dimension("Workflow", &run.workflow)
-        .dimension("Status", run.status.as_str())
-        .count("RunsFinished", 1)
-        .count("RunsFailed", u64::from(failed))
-        .count("BudgetOverruns", u64::from(over_budget))
-        .millis("WorkspaceSetup", timings.workspace_ms)
-        .millis("CliTime", timings.cli_ms)
-        .millis("EndToEnd", end_to_end)
-        .with("CostUsd", run.cost_usd.unwrap_or(0.0), MetricKind::Amount)
-        .count("InputTokens", tokens("input_tokens") + tokens("cache_read_input_tokens") + tokens("cache_creation_input_tokens"))
-        .count("OutputTokens", tokens("output_tokens"))
-        .of_run(run.run_id, run.trace_id.as_ref())
 }

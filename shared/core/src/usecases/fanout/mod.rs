@@ -189,7 +189,12 @@ impl Followers {
                 progress.behind.store(true, Ordering::Release);
                 return true;
             }
-            match follower.queue.try_send(Outgoing { seq: frame.seq, read_at: frame.ts, bytes, messages: messages.clone() }) {
+            match follower.queue.try_send(Outgoing {
+                seq: frame.seq,
+                read_at: frame.ts,
+                bytes,
+                messages: messages.clone(),
+            }) {
                 Ok(()) => {
                     progress.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
                     true
