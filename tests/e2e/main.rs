@@ -13,6 +13,7 @@ mod model_protocol;
 mod operability;
 mod projector;
 mod promises;
+mod readme;
 mod sandbox;
 mod sessions;
 mod storage;

@@ -21,7 +21,9 @@ use nix::unistd::Pid;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
+    // `cargo xtask up -- --help` and `cargo xtask up --help` mean the same: a leading `--` only
+    // separates cargo's arguments from ours.
+    let rest: Vec<String> = args.skip_while(|arg| arg == "--").collect();
     let result = match task.as_str() {
         "up" => up(&rest),
         "test" => test(&rest),
