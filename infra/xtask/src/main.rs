@@ -6,7 +6,9 @@
 //! - `cargo xtask bench`      — build optimized and print the benchmark tables
 //! - `cargo xtask tools`      — only install the tools
 //! - `cargo xtask tidy`       — check the layering the compiler cannot (see `tidy.rs`)
+//! - `cargo xtask docs`       — regenerate the API reference (`docs/api.md`) from the contract
 
+mod api_docs;
 mod tidy;
 
 use std::os::unix::process::CommandExt as _;
@@ -30,8 +32,9 @@ fn main() -> ExitCode {
         "tools" => tools().and_then(|_| claude_cli()).map(|_| ()),
         "bench" => bench(&rest),
         "tidy" => tidy::check(&root()),
+        "docs" => api_docs::write(&root()),
         _ => {
-            eprintln!("usage: cargo xtask <up|test|bench|tools|tidy> [ARGS]");
+            eprintln!("usage: cargo xtask <up|test|bench|tools|tidy|docs> [ARGS]");
             return ExitCode::from(2);
         }
     };

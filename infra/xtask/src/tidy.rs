@@ -5,6 +5,7 @@
 //!   names no file-system, process or network API: it reaches the outside through its ports.
 //! - No module doc cites a section number of an architecture document (sections move; the
 //!   citations rot).
+//! - The API reference (`docs/api.md`) is what the contract (`shared/openapi.yaml`) generates.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +44,10 @@ pub fn check(root: &Path) -> Result<()> {
                 problems.push(format!("{}:{line}: a module doc cites a section number", relative(root, &file)));
             }
         }
+    }
+    let reference = crate::api_docs::generate(root)?;
+    if std::fs::read_to_string(root.join(crate::api_docs::REFERENCE)).ok().as_deref() != Some(reference.as_str()) {
+        problems.push("docs/api.md is not what shared/openapi.yaml generates: run `cargo xtask docs`".into());
     }
     if problems.is_empty() {
         return Ok(());
