@@ -2,6 +2,7 @@
 //! (each extra one links the AWS SDK again).
 
 mod api;
+mod custom_workflows;
 mod epics;
 mod errors;
 mod executor;
