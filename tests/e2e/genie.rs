@@ -298,7 +298,7 @@ async fn the_python_tool_for_genie_returns_the_runs_result_and_streams_its_frame
     let expected = "The Python tool got this.";
     let g = Genie::start(vec![Turn::text(expected)], true).await;
     let reply_queue = g.reply_queue("py").await;
-    let endpoint = g.f.t.stack.sdk.endpoint_url().unwrap().to_owned();
+    let endpoint = g.f.t.stack.aws_endpoint_of("SQS").to_owned();
     let python = repo_root().join(".tools/venv/bin/python");
     let output = tokio::process::Command::new(python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "clients/python/tests"])

@@ -260,3 +260,21 @@ fn every_alarm_notifies_the_topic_and_names_a_runbook_that_exists() {
     let dashboards = resources.values().filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard")).count();
     assert_eq!(dashboards, 1);
 }
+
+#[tokio::test]
+async fn each_service_runs_on_the_emulator_the_test_command_named() {
+    let t = TestStack::start().await;
+    let routes = std::env::var("CLAUDE_RUNNER_TEST_AWS_SERVICES").unwrap_or_default();
+    let localstack = routes.split(',').find_map(|r| r.strip_prefix("SQS=")).map(str::to_owned);
+    let moto = std::env::var("CLAUDE_RUNNER_TEST_AWS_ENDPOINT").ok();
+    let queue = &t.stack.settings.runs_queue_url;
+    match (localstack, moto) {
+        (Some(localstack), _) => assert!(queue.starts_with(&localstack), "SQS should be LocalStack's: {queue}"),
+        (None, Some(moto)) => assert!(queue.starts_with(&moto), "SQS should be moto's: {queue}"),
+        (None, None) => {} // run alone: the test's own moto
+    }
+    // A queue and a bucket of this stack answer where they were provisioned.
+    let sqs = aws_sdk_sqs::Client::new(&t.stack.sdk);
+    sqs.get_queue_attributes().queue_url(queue).send().await.expect("the runs queue answers");
+    t.stop().await;
+}

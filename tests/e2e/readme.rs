@@ -75,11 +75,7 @@ async fn every_readme_command_that_runs_offline_works_as_written() {
     let ready = TestStack::eventually(Duration::from_secs(180), || async { endpoints.exists().then_some(()) }).await;
     assert!(ready.is_some(), "cargo xtask up wrote no endpoints.json within 3 minutes");
 
-    let path = format!(
-        "{}:{}",
-        repo_root().join("target/debug").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", repo_root().join("target/debug").display(), std::env::var("PATH").unwrap_or_default());
     let run = tokio::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .current_dir(dir.path())
@@ -92,7 +88,10 @@ async fn every_readme_command_that_runs_offline_works_as_written() {
         .unwrap();
     stack.stop();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the README's commands failed:\n--- script\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the README's commands failed:\n--- script\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
     // What the blocks print, as the README says.
     for expected in ["■ run completed", "claude_runner_runs_finished_total", "claude-runner"] {
         assert!(stdout.contains(expected), "{expected:?} not in the output:\n{stdout}");

@@ -31,6 +31,12 @@ pub struct StackSetup {
     pub janitor_every: Option<Duration>,
 }
 
+/// Services `cargo xtask test --localstack` put on LocalStack (`SQS=http://…,S3=http://…`).
+fn aws_services() -> std::collections::BTreeMap<String, String> {
+    let routes = std::env::var("CLAUDE_RUNNER_TEST_AWS_SERVICES").unwrap_or_default();
+    routes.split(',').filter_map(|route| route.split_once('=')).map(|(s, url)| (s.to_owned(), url.to_owned())).collect()
+}
+
 pub struct TestStack {
     pub stack: LocalStack,
     pub http: reqwest::Client,
@@ -79,6 +85,7 @@ impl TestStack {
         params.extend(parameters);
         let stack = LocalStack::start(StackOptions {
             aws_endpoint: endpoint,
+            aws_services: aws_services(),
             database_url,
             stack_name: name,
             http_port: 0,

@@ -246,6 +246,7 @@ impl BenchEnv<'_> {
         let database_url = create_database(&self.postgres.url, name).await?;
         Ok(LocalStack::start(StackOptions {
             aws_endpoint: self.emulator.endpoint.clone(),
+            aws_services: Default::default(),
             database_url,
             stack_name: name.to_owned(),
             http_port: 0,

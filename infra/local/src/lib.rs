@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use emulator::Emulator;
 pub use postgres::PgCluster;
-pub use stack::{ExecutorOptions, LocalStack, StackOptions, create_database, local_aws_config};
+pub use stack::{ExecutorOptions, LocalStack, StackOptions, create_database, local_aws_config, split_aws_config};
 pub use template::Physical;
 
 #[derive(Debug, thiserror::Error)]

@@ -165,6 +165,7 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
     };
     let stack = LocalStack::start(StackOptions {
         aws_endpoint: aws_endpoint.clone(),
+        aws_services: Default::default(),
         database_url: database_url.clone(),
         stack_name: "claude-runner-local".into(),
         http_port: args.http_port,

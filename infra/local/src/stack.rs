@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use runner_adapters::config::Settings;
 use runner_adapters::{Wiring, postgres};
 use runner_core::domain::{ApiKey, Owner};
@@ -30,6 +31,9 @@ const LONG_RUN_LIMIT_SECONDS: u64 = 7200;
 
 pub struct StackOptions {
     pub aws_endpoint: String,
+    /// Services (by SDK service id: `SQS`, `S3`, `SFN`, …) served by another emulator than
+    /// `aws_endpoint`, and its URL (LocalStack, for `cargo xtask test --localstack`).
+    pub aws_services: BTreeMap<String, String>,
     /// A database that exists; migrations are applied to it.
     pub database_url: String,
     /// Prefix of every resource name, so stacks can share one emulator.
@@ -64,6 +68,9 @@ pub struct LocalStack {
     /// A key for the owner `local`.
     pub api_key: String,
     pub sdk: SdkConfig,
+    /// The emulator of every service, and the services served by another.
+    aws_endpoint: String,
+    aws_services: BTreeMap<String, String>,
     pub database_url: String,
     pub pool: PgPool,
     pub settings: Settings,
@@ -84,13 +91,37 @@ pub struct LocalStack {
 
 /// An SDK config aimed at the emulator with dummy credentials, independent of the environment.
 pub async fn local_aws_config(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
+    split_aws_config(endpoint, &BTreeMap::new()).await
+}
+
+/// `local_aws_config`, with the services of `by_service` (SDK service ids) on their own emulator.
+pub async fn split_aws_config(endpoint: &str, by_service: &BTreeMap<String, String>) -> SdkConfig {
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .timeout_config(runner_adapters::aws::timeouts())
         .credentials_provider(Credentials::new("local", "local", None, None, "claude-runner-local"))
         .load()
-        .await
+        .await;
+    // Per-service endpoints, the way `AWS_ENDPOINT_URL_<SERVICE>` sets them (an endpoint set in
+    // code would win over them), without touching the process environment.
+    let endpoints = ServiceEndpoints { default: endpoint.to_owned(), by_service: by_service.clone() };
+    let mut builder = sdk.into_builder();
+    builder.set_endpoint_url(None);
+    builder.service_config(endpoints).build()
+}
+
+/// Each service's emulator.
+#[derive(Debug)]
+struct ServiceEndpoints {
+    default: String,
+    by_service: BTreeMap<String, String>,
+}
+
+impl LoadServiceConfig for ServiceEndpoints {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        (key.env() == "AWS_ENDPOINT_URL")
+            .then(|| self.by_service.get(key.service_id()).unwrap_or(&self.default).clone())
+    }
 }
 
 /// Creates `name` on the server at `server_url` (if needed) and returns its URL.
@@ -119,7 +150,7 @@ pub async fn create_database(server_url: &str, name: &str) -> Result<String, Loc
 
 impl LocalStack {
     pub async fn start(options: StackOptions) -> Result<Self, LocalError> {
-        let sdk = local_aws_config(&options.aws_endpoint).await;
+        let sdk = split_aws_config(&options.aws_endpoint, &options.aws_services).await;
         let template = Template::load(&options.template)?;
         let mut parameters: HashMap<String, String> = template
             .parameter_names()
@@ -141,7 +172,10 @@ impl LocalStack {
             .await
             .map_err(LocalError::io("bind the WebSocket port"))?;
         let ws_addr = ws_listener.local_addr().map_err(LocalError::io("read the WebSocket address"))?;
-        enable_state_machine_execution(&options.aws_endpoint).await?;
+        // Only moto needs telling; another emulator (LocalStack) executes state machines anyway.
+        if let Err(err) = enable_state_machine_execution(&options.aws_endpoint).await {
+            tracing::warn!(error = %err, "not a moto server: state machines run only if the emulator runs them");
+        }
         // The API Gateway resources are served in process, not provisioned; the URLs that name
         // them are replaced below with the local ones.
         let mut resources = provision(&sdk, &template, &options.stack_name, &parameters).await?;
@@ -333,6 +367,8 @@ impl LocalStack {
             http_addr,
             api_key: api_key.expose().to_owned(),
             sdk,
+            aws_endpoint: options.aws_endpoint.clone(),
+            aws_services: options.aws_services.clone(),
             database_url: options.database_url.clone(),
             pool,
             settings,
@@ -374,6 +410,11 @@ impl LocalStack {
     /// WebSocket route invocations (subscribe, `$default`) still running.
     pub fn websocket_invocations_in_flight(&self) -> usize {
         self.ws_in_flight.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The emulator serving `service` (an SDK service id: `SQS`, `S3`, `DynamoDB`, …).
+    pub fn aws_endpoint_of(&self, service: &str) -> &str {
+        self.aws_services.get(service).unwrap_or(&self.aws_endpoint)
     }
 
     /// What the stack's functions measured.

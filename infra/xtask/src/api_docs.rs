@@ -19,17 +19,16 @@ pub fn write(root: &Path) -> Result<()> {
 
 /// The reference the contract generates.
 pub fn generate(root: &Path) -> Result<String> {
-    let spec: Value = serde_yaml::from_str(&std::fs::read_to_string(root.join(CONTRACT))?).context("parse the contract")?;
+    let spec: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join(CONTRACT))?).context("parse the contract")?;
     Ok(render(&spec))
 }
 
 fn render(spec: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# API reference\n");
-    let _ = writeln!(
-        out,
-        "<!-- Generated from {CONTRACT} by `cargo xtask docs`; edit the contract, not this file. -->\n"
-    );
+    let _ =
+        writeln!(out, "<!-- Generated from {CONTRACT} by `cargo xtask docs`; edit the contract, not this file. -->\n");
     let _ = writeln!(out, "{}\n", text(&spec["info"]["description"]).trim_end());
     let _ = writeln!(out, "The contract itself is served at `GET /openapi.json`.\n");
     let tags = spec["tags"].as_sequence().cloned().unwrap_or_default();
@@ -75,7 +74,7 @@ fn operation_section(out: &mut String, spec: &Value, method: &str, path: &str, o
                 text(&p["name"]),
                 text(&p["in"]),
                 if p["required"].as_bool() == Some(true) { "yes" } else { "no" },
-                type_of(spec, &p["schema"]),
+                type_of(&p["schema"]),
                 cell(text(&p["description"]))
             );
         }
@@ -83,13 +82,13 @@ fn operation_section(out: &mut String, spec: &Value, method: &str, path: &str, o
     }
     let body = &operation["requestBody"]["content"]["application/json"]["schema"];
     if !body.is_null() {
-        let _ = writeln!(out, "Body: {}.\n", type_of(spec, body));
+        let _ = writeln!(out, "Body: {}.\n", type_of(body));
     }
     let _ = writeln!(out, "| Status | Meaning |\n|---|---|");
     for (status, response) in operation["responses"].as_mapping().into_iter().flatten() {
         let response = resolve(spec, response);
         let schema = &response["content"]["application/json"]["schema"];
-        let returns = if schema.is_null() { String::new() } else { format!(" Returns {}.", type_of(spec, schema)) };
+        let returns = if schema.is_null() { String::new() } else { format!(" Returns {}.", type_of(schema)) };
         let _ = writeln!(out, "| {} | {}{returns} |", text(status), cell(text(&response["description"])));
     }
     let _ = writeln!(out);
@@ -102,7 +101,7 @@ fn schema_section(out: &mut String, spec: &Value, name: &str, schema: &Value) {
         let _ = writeln!(out, "{description}\n");
     }
     let Some(properties) = schema["properties"].as_mapping() else {
-        let _ = writeln!(out, "Type: {}.\n", type_of(spec, schema));
+        let _ = writeln!(out, "Type: {}.\n", type_of(schema));
         return;
     };
     let required: Vec<&str> = schema["required"].as_sequence().into_iter().flatten().map(text).collect();
@@ -112,7 +111,7 @@ fn schema_section(out: &mut String, spec: &Value, name: &str, schema: &Value) {
         let _ = writeln!(
             out,
             "| `{field}` | {} | {} | {} |",
-            type_of(spec, property),
+            type_of(property),
             if required.contains(&field) { "yes" } else { "no" },
             cell(text(&resolve(spec, property)["description"]))
         );
@@ -121,7 +120,7 @@ fn schema_section(out: &mut String, spec: &Value, name: &str, schema: &Value) {
 }
 
 /// A schema in a few words: `RunView`, `string`, `array of Frame`, `string or null`.
-fn type_of(spec: &Value, schema: &Value) -> String {
+fn type_of(schema: &Value) -> String {
     if let Some(reference) = schema["$ref"].as_str() {
         let name = reference.rsplit('/').next().unwrap_or(reference);
         return format!("[`{name}`](#{})", name.to_lowercase());
@@ -129,7 +128,7 @@ fn type_of(spec: &Value, schema: &Value) -> String {
     for combinator in ["oneOf", "anyOf", "allOf"] {
         if let Some(options) = schema[combinator].as_sequence() {
             let joiner = if combinator == "allOf" { " and " } else { " or " };
-            return options.iter().map(|o| type_of(spec, o)).collect::<Vec<_>>().join(joiner);
+            return options.iter().map(type_of).collect::<Vec<_>>().join(joiner);
         }
     }
     let kind = match &schema["type"] {
@@ -137,7 +136,7 @@ fn type_of(spec: &Value, schema: &Value) -> String {
         other => text(other).to_owned(),
     };
     match kind.as_str() {
-        "array" => format!("array of {}", type_of(spec, &schema["items"])),
+        "array" => format!("array of {}", type_of(&schema["items"])),
         "" if schema.is_mapping() && !schema["enum"].is_null() => enum_of(schema),
         "" => "any".into(),
         "string" if !schema["enum"].is_null() => enum_of(schema),

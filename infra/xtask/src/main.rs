@@ -3,12 +3,15 @@
 //! - `cargo xtask up [ARGS]`  — install the tools, then run the local stack (ARGS go to it)
 //! - `cargo xtask test [ARGS]` — install the tools, lint the template, start moto + Postgres once,
 //!   run every test with nextest (ARGS go to nextest), stop what it started
+//! - `cargo xtask test --localstack [ARGS]` — the same, with SQS, S3, Step Functions and Secrets
+//!   Manager on LocalStack (host mode, no Docker) and DynamoDB and the rest on moto
 //! - `cargo xtask bench`      — build optimized and print the benchmark tables
 //! - `cargo xtask tools`      — only install the tools
 //! - `cargo xtask tidy`       — check the layering the compiler cannot (see `tidy.rs`)
 //! - `cargo xtask docs`       — regenerate the API reference (`docs/api.md`) from the contract
 
 mod api_docs;
+mod localstack;
 mod tidy;
 
 use std::os::unix::process::CommandExt as _;
@@ -192,6 +195,7 @@ impl Services {
 }
 
 fn test(args: &[String]) -> Result<()> {
+    let (with_localstack, args): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| *a == "--localstack");
     let venv = tools()?;
     let claude = claude_cli()?;
     check_template(&venv)?;
@@ -199,16 +203,33 @@ fn test(args: &[String]) -> Result<()> {
     tidy::check(&root())?;
     run(cargo().args(["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["build", "--quiet", "-p", "local", "--bin", "claude-runner-local"]))?;
+    let localstack = match with_localstack.is_empty() {
+        true => None,
+        false => Some(localstack::LocalStack::start(&root())?),
+    };
     let (mut services, (aws_endpoint, database_url)) = Services::start(&venv)?;
     eprintln!("xtask: services up (moto {aws_endpoint}, postgres {database_url})");
+    let routed = localstack.as_ref().map(|ls| ls.routes()).unwrap_or_default();
+    if let Some(ls) = &localstack {
+        eprintln!(
+            "xtask: {} on LocalStack {} (host mode); DynamoDB, DynamoDB Streams and the rest on moto",
+            localstack::SERVICES.join(", "),
+            ls.endpoint
+        );
+    }
     let result = run(cargo()
         .args(["nextest", "run", "--workspace", "--no-fail-fast"])
         .args(args)
+        .env("CLAUDE_RUNNER_TEST_AWS_SERVICES", &routed)
         .env("CLAUDE_RUNNER_TEST_AWS_ENDPOINT", &aws_endpoint)
         .env("CLAUDE_RUNNER_TEST_DATABASE_URL", &database_url)
         .env("CLAUDE_RUNNER_MOTO_SERVER", venv.join("bin/moto_server"))
         .env("CLAUDE_RUNNER_TEST_CLAUDE_BIN", &claude));
     services.stop();
+    if let Some(mut ls) = localstack {
+        ls.stop();
+        eprintln!("xtask: ran {} on LocalStack, the rest on moto", localstack::SERVICES.join(", "));
+    }
     result
 }
 

@@ -57,7 +57,17 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
 /// S3 with path-style addressing whenever an endpoint is configured: emulators serve one host,
 /// and `force_path_style` is not read from the environment.
 pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
-    let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some()).build();
+    // An emulator's endpoint (set for all services, or for S3 alone as `AWS_ENDPOINT_URL_S3`
+    // does) takes bucket names in the path.
+    let key = aws_types::service_config::ServiceConfigKey::builder()
+        .service_id("S3")
+        .env("AWS_ENDPOINT_URL")
+        .profile("endpoint_url")
+        .build()
+        .ok();
+    let s3_endpoint = key.and_then(|key| config.service_config()?.load_config(key));
+    let emulated = config.endpoint_url().is_some() || s3_endpoint.is_some();
+    let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(emulated).build();
     aws_sdk_s3::Client::from_conf(s3_config)
 }
 

@@ -17,9 +17,9 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// The largest `max_budget_usd` a run may ask for.
 pub const MAX_BUDGET_USD: f64 = 10_000.0;
-/// The smallest budget a run or an epic may ask for: a cent (smaller amounts mean nothing to the
-/// model's billing, and DynamoDB cannot store numbers below 1e-130).
-pub const MIN_BUDGET_USD: f64 = 0.01;
+/// The smallest budget a run or an epic may ask for: a hundredth of a cent (DynamoDB cannot store
+/// numbers below 1e-130, and no model call costs less).
+pub const MIN_BUDGET_USD: f64 = 0.0001;
 
 /// The body of `POST /agent/claude-code/{workflow}/run`, as sent. Unknown fields are refused so
 /// a typo (`max_turn`) is an error, not a silently ignored setting.

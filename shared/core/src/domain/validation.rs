@@ -63,7 +63,7 @@ pub enum ValidationError {
         max: usize,
     },
     /// `max_budget_usd` is not a positive amount within the limit.
-    #[error("max_budget_usd must be a number of US dollars from 0.01 to 10000")]
+    #[error("max_budget_usd must be a number of US dollars from 0.0001 to 10000")]
     InvalidBudget,
     /// The `Idempotency-Key` header is empty, too long, or has non-printable-ASCII bytes.
     #[error("Idempotency-Key must be 1-255 printable ASCII characters")]

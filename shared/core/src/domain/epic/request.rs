@@ -135,7 +135,7 @@ impl EpicRequest {
         {
             return Err(invalid(
                 "invalid_budget",
-                format!("budget_usd must be a number of US dollars from 0.01 to {MAX_EPIC_BUDGET_USD}"),
+                format!("budget_usd must be a number of US dollars from 0.0001 to {MAX_EPIC_BUDGET_USD}"),
             ));
         }
         let names: Vec<String> = match self.steps {
