@@ -19,4 +19,5 @@ mod sandbox;
 mod sessions;
 mod storage;
 mod streaming;
+mod tenancy;
 mod workspaces;

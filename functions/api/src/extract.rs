@@ -4,21 +4,22 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use runner_core::domain::Owner;
+use runner_core::domain::{LimitOverrides, Owner};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The authenticated owner of the `x-api-key` presented.
-pub struct Caller(pub Owner);
+/// The authenticated owner of the `x-api-key` presented, and the key's own limits.
+pub struct Caller(pub Owner, pub LimitOverrides);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        Ok(Caller(state.auth.authenticate(presented).await?))
+        let grant = state.auth.authenticate(presented).await?;
+        Ok(Caller(grant.owner, grant.limits))
     }
 }
 

@@ -128,7 +128,7 @@ async fn health() -> impl IntoResponse {
 
 async fn submit_run(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, limits): Caller,
     Path(workflow): Path<String>,
     Extension(trace): Extension<TraceContext>,
     headers: HeaderMap,
@@ -140,7 +140,7 @@ async fn submit_run(
     }
     let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let origin = RunOrigin { trace_id: Some(trace.trace_id), ..RunOrigin::default() };
+    let origin = RunOrigin { trace_id: Some(trace.trace_id), limits, ..RunOrigin::default() };
     let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, origin).await?;
     let links = Links::from_headers(&headers);
     let token = state.stream_tokens.as_ref().map(|t| t.issue_for_run(submitted.run.run_id, &owner, chrono::Utc::now()));
@@ -151,7 +151,7 @@ async fn submit_run(
 
 async fn run_status(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let run = state.runs.get(&owner, &run_id).await?;
@@ -160,7 +160,7 @@ async fn run_status(
 
 async fn cancel_run(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let (run, _) = state.runs.cancel(&owner, &run_id).await?;
@@ -169,7 +169,7 @@ async fn cancel_run(
 
 async fn list_runs(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
@@ -178,7 +178,7 @@ async fn list_runs(
     Ok(Json(serde_json::json!({"runs": runs, "next_cursor": page.next_cursor})))
 }
 
-async fn list_workflows(State(state): State<AppState>, Caller(_): Caller) -> Json<serde_json::Value> {
+async fn list_workflows(State(state): State<AppState>, Caller(..): Caller) -> Json<serde_json::Value> {
     let registry = state.runs.workflows();
     let workflows: Vec<serde_json::Value> = registry
         .names()
@@ -196,7 +196,7 @@ async fn list_workflows(State(state): State<AppState>, Caller(_): Caller) -> Jso
 
 async fn run_output(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(run_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (run, frames) = state.runs.output(&owner, &run_id).await?;
@@ -218,7 +218,7 @@ fn page_query(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageQue
 
 async fn reserve_session(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     JsonBody(request): JsonBody<ReserveSession>,
 ) -> Result<impl IntoResponse, ApiError> {
     let session = state.sessions.reserve(&owner, request).await?;
@@ -227,7 +227,7 @@ async fn reserve_session(
 
 async fn list_sessions(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = page_query(query)?;
@@ -238,7 +238,7 @@ async fn list_sessions(
 
 async fn get_session(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(session_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let session = state.sessions.get(&owner, &session_id).await?;
@@ -253,7 +253,7 @@ async fn get_session(
 
 async fn delete_session(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(session_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.sessions.delete(&owner, &session_id).await?;
@@ -262,7 +262,7 @@ async fn delete_session(
 
 async fn session_history(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(session_id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -273,7 +273,7 @@ async fn session_history(
 
 async fn start_epic(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     headers: HeaderMap,
     JsonBody(request): JsonBody<EpicRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -285,7 +285,7 @@ async fn start_epic(
 
 async fn list_epics(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = page_query(query)?;
@@ -297,7 +297,7 @@ async fn list_epics(
 
 async fn get_epic(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(epic_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(epic_view(&state.epics()?.get(&owner, &epic_id).await?)))
@@ -305,7 +305,7 @@ async fn get_epic(
 
 async fn decide_approval(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path((epic_id, approval_id)): Path<(String, String)>,
     JsonBody(request): JsonBody<DecisionRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -322,7 +322,7 @@ async fn decide_approval(
 
 async fn cancel_epic(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(epic_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let epic = state.epics()?.cancel(&owner, &epic_id).await?;
@@ -337,7 +337,7 @@ struct RollbackRequest {
 
 async fn rollback_epic(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(epic_id): Path<String>,
     JsonBody(request): JsonBody<RollbackRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -347,7 +347,7 @@ async fn rollback_epic(
 
 async fn search_memory(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     query: Result<Query<MemorySearch>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
@@ -357,7 +357,7 @@ async fn search_memory(
 
 async fn add_memory(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     JsonBody(note): JsonBody<MemoryNote>,
 ) -> Result<impl IntoResponse, ApiError> {
     let entry = state.memory()?.add(&owner, note).await?;
@@ -366,7 +366,7 @@ async fn add_memory(
 
 async fn get_memory(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(memory_id): Path<String>,
 ) -> Result<Json<MemoryEntry>, ApiError> {
     Ok(Json(state.memory()?.get(&owner, &memory_id).await?))
@@ -374,7 +374,7 @@ async fn get_memory(
 
 async fn change_memory(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(memory_id): Path<String>,
     JsonBody(change): JsonBody<MemoryChange>,
 ) -> Result<Json<MemoryEntry>, ApiError> {
@@ -383,7 +383,7 @@ async fn change_memory(
 
 async fn delete_memory(
     State(state): State<AppState>,
-    Caller(owner): Caller,
+    Caller(owner, _): Caller,
     Path(memory_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.memory()?.delete(&owner, &memory_id).await?;

@@ -44,6 +44,8 @@ pub async fn handle(handler: &WebSocketHandler, event: ApiGatewayWebsocketProxyR
     match result {
         Ok(()) => respond(200, "ok"),
         Err(runner_core::Error::Unauthorized) => respond(401, "unauthorized"),
+        // A refused $connect: API Gateway answers the client's handshake with this status.
+        Err(err @ runner_core::Error::Limited { .. }) => respond(429, err.code()),
         Err(err) => {
             tracing::error!(%route, %connection_id, error = %err, "websocket route failed");
             respond(500, "internal error")
@@ -59,7 +61,7 @@ async fn credentials(
     if let Some(presented) = event.headers.get("x-api-key").and_then(|v| v.to_str().ok())
         && ApiKey::from_presented(presented).is_some()
     {
-        return Ok(handler.auth.owner_of(presented).await?.map(Credentials::Owner));
+        return Ok(handler.auth.grant_of(presented).await?.map(Credentials::Key));
     }
     Ok(event.query_string_parameters.first("token").map(|t| Credentials::Token(t.to_owned())))
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use runner_core::domain::{
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SESSION_TTL_DAYS, IntakeLimits, RepositoryPolicy, WorkflowRegistry,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SESSION_TTL_DAYS, IntakeLimits, RepositoryPolicy, TenantLimits, TokenBucket,
+    WorkflowRegistry,
 };
 use runner_core::usecases::{EpicSettings, ExecutorSettings, FanoutLimits, MemorySettings};
 use runner_core::{Error, Result};
@@ -46,6 +47,10 @@ pub struct Settings {
     pub epic_step_heartbeat_seconds: u64,
     /// Days a retired (or never accepted) memory entry is kept.
     pub memory_retention_days: i64,
+    /// The rate-limit buckets; `None` where the deployment keeps no limits.
+    pub rate_limits_table: Option<String>,
+    /// Every key's limits unless the key carries its own.
+    pub tenant_limits: TenantLimits,
 }
 
 impl Settings {
@@ -96,6 +101,26 @@ impl Settings {
                     v.parse().map_err(|_| Error::Config(format!("MEMORY_RETENTION_DAYS is not a number: {v}")))?
                 }
                 None => 30,
+            },
+            rate_limits_table: optional("RATE_LIMITS_TABLE"),
+            tenant_limits: {
+                let number = |name: &str, default: u32| -> Result<u32> {
+                    optional(name).map_or(Ok(default), |v| {
+                        v.parse().map_err(|_| Error::Config(format!("{name} is not a number: {v}")))
+                    })
+                };
+                let d = TenantLimits::default();
+                TenantLimits {
+                    submits: TokenBucket {
+                        burst: number("TENANT_SUBMIT_BURST", d.submits.burst)?,
+                        per_minute: number("TENANT_SUBMITS_PER_MINUTE", d.submits.per_minute)?,
+                    },
+                    max_active_runs: number("TENANT_MAX_ACTIVE_RUNS", d.max_active_runs)?,
+                    connects: TokenBucket {
+                        burst: number("TENANT_CONNECT_BURST", d.connects.burst)?,
+                        per_minute: number("TENANT_CONNECTS_PER_MINUTE", d.connects.per_minute)?,
+                    },
+                }
             },
         })
     }

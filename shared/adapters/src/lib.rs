@@ -17,8 +17,8 @@ pub mod telemetry;
 pub mod wiring;
 
 pub use aws::{
-    ApiGatewayConnections, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore,
-    DynamoSessionStore, S3ObjectStore, SqsReplies, SqsRunQueue, StepFunctionsEngine,
+    ApiGatewayConnections, DynamoApiKeyStore, DynamoBucketStore, DynamoConnectionStore, DynamoEpicStore,
+    DynamoRunStore, DynamoSessionStore, S3ObjectStore, SqsReplies, SqsRunQueue, StepFunctionsEngine,
 };
 pub use claude_cli::{ClaudeCli, ClaudeCliConfig, harden_executor};
 pub use git::{GitWorkspaces, WorkspaceConfig};

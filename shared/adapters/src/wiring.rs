@@ -14,8 +14,8 @@ use runner_core::ports::{
     RunQueue, RunStore, SessionStore,
 };
 use runner_core::usecases::{
-    Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, MemoryService, RunExecutor,
-    RunService, SessionService, StreamAccess, StreamService, WebSocketFanout,
+    Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, Limiter, MemoryService,
+    RunExecutor, RunService, SessionService, StreamAccess, StreamService, WebSocketFanout,
 };
 use runner_core::{Error, Result};
 
@@ -23,9 +23,9 @@ use crate::config::{ExecutorConfig, Settings, StreamSettings};
 use crate::files::{NdjsonFrameLogs, StoredTranscripts};
 use crate::metrics::EmbeddedMetrics;
 use crate::{
-    ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoConnectionStore, DynamoEpicStore, DynamoRunStore,
-    DynamoSessionStore, GitWorkspaces, PgFrameStore, PgMemoryStore, PgRunProjection, S3ObjectStore, SqsReplies,
-    SqsRunQueue, StepFunctionsEngine, WorkspaceConfig, aws, postgres,
+    ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoBucketStore, DynamoConnectionStore, DynamoEpicStore,
+    DynamoRunStore, DynamoSessionStore, GitWorkspaces, PgFrameStore, PgMemoryStore, PgRunProjection, S3ObjectStore,
+    SqsReplies, SqsRunQueue, StepFunctionsEngine, WorkspaceConfig, aws, postgres,
 };
 
 type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -140,9 +140,17 @@ impl Wiring {
         Authenticator::new(Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table)))
     }
 
+    /// Tenants' limits, where the deployment keeps them (`RATE_LIMITS_TABLE`).
+    pub fn limiter(&self, settings: &Settings) -> Option<Arc<Limiter>> {
+        let table = settings.rate_limits_table.as_ref()?;
+        let buckets = Arc::new(DynamoBucketStore::new(aws::dynamodb(&self.sdk), table));
+        let limiter = Limiter::new(buckets, self.run_store(settings), settings.tenant_limits);
+        Some(Arc::new(limiter.with_metrics(self.metrics())))
+    }
+
     /// Run intake and queries.
     pub fn run_service(&self, settings: &Settings, workflows: Arc<WorkflowRegistry>) -> RunService {
-        RunService::new(
+        let service = RunService::new(
             self.run_store(settings),
             self.session_store(settings),
             self.run_queue(settings),
@@ -151,7 +159,11 @@ impl Wiring {
             settings.intake_limits(),
             settings.repository_policy(),
         )
-        .with_metrics(self.metrics())
+        .with_metrics(self.metrics());
+        match self.limiter(settings) {
+            Some(limiter) => service.with_limiter(limiter),
+            None => service,
+        }
     }
 
     /// The sessions API.
@@ -285,7 +297,8 @@ impl Wiring {
             self.gateway(&stream.management_url),
             Arc::new(PgFrameStore::new(pool)),
             StreamTokens::new(stream.token_secret.as_bytes().to_vec()),
-        ))
+        )
+        .with_limiter(self.limiter(&settings)))
     }
 
     /// The janitor, handling at most `batch` items of each kind per sweep.

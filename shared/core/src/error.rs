@@ -71,6 +71,17 @@ pub enum Error {
     /// The run cannot go on, for a reason its caller should see (`branch_not_found`, …).
     #[error("{}: {}", .0.code, .0.message)]
     RunFailed(crate::domain::RunError),
+    /// The tenant is going faster than its limits allow (`rate_limited`), or has as many runs in
+    /// flight as it may (`quota_exceeded`); retrying after `retry_after` seconds may succeed.
+    #[error("{message}")]
+    Limited {
+        /// `rate_limited` or `quota_exceeded`.
+        code: &'static str,
+        /// Why, for people.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
 }
 
 /// The class of an error, which decides its HTTP status.
@@ -84,6 +95,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (409).
     Conflict,
+    /// The caller is over a limit; retrying later may help (429).
+    TooMany,
     /// A backing service failed; retrying may help (503).
     Unavailable,
     /// Our fault (500).
@@ -115,6 +128,7 @@ impl Error {
             Self::OutputNotReady(_) => "output_not_ready",
             Self::Dependency { .. } => "dependency_failed",
             Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => "internal_error",
+            Self::Limited { code, .. } => code,
         }
     }
 
@@ -135,6 +149,7 @@ impl Error {
             | Self::EpicConflict { .. }
             | Self::OutputNotReady(_) => ErrorKind::Conflict,
             Self::QueueUnavailable(_) | Self::Dependency { .. } => ErrorKind::Unavailable,
+            Self::Limited { .. } => ErrorKind::TooMany,
             Self::Config(_) | Self::RunFailed(_) | Self::LeaseLost => ErrorKind::Internal,
         }
     }

@@ -4,11 +4,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
 use super::describe;
-use runner_core::domain::{KeyHash, Owner};
-use runner_core::ports::ApiKeyStore;
+use runner_core::domain::{KeyHash, LimitOverrides, Owner};
+use runner_core::ports::{ApiKeyStore, KeyGrant};
 use runner_core::{Error, Result};
 
-/// API keys by SHA-256 hash: `key_hash → owner, label, created_at, revoked`.
+/// API keys by SHA-256 hash: `key_hash → owner, label, created_at, revoked`, and optionally the
+/// key's own limits (`submit_burst`, `submits_per_minute`, `max_active_runs`, `connect_burst`,
+/// `connects_per_minute`).
 pub struct DynamoApiKeyStore {
     client: Client,
     table: String,
@@ -22,7 +24,7 @@ impl DynamoApiKeyStore {
 
 #[async_trait]
 impl ApiKeyStore for DynamoApiKeyStore {
-    async fn owner_of(&self, key: &KeyHash) -> Result<Option<Owner>> {
+    async fn grant_of(&self, key: &KeyHash) -> Result<Option<KeyGrant>> {
         let out = self
             .client
             .get_item()
@@ -35,7 +37,17 @@ impl ApiKeyStore for DynamoApiKeyStore {
         if item.get("revoked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) {
             return Ok(None);
         }
-        Ok(item.get("owner").and_then(|v| v.as_s().ok()).map(|s| Owner::new(s.clone())))
+        // A key's own limits are plain numbers on its item, set by an operator (docs/operations.md).
+        let number = |name: &str| item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u32>().ok());
+        let limits = LimitOverrides {
+            submit_burst: number("submit_burst"),
+            submits_per_minute: number("submits_per_minute"),
+            max_active_runs: number("max_active_runs"),
+            connect_burst: number("connect_burst"),
+            connects_per_minute: number("connects_per_minute"),
+        };
+        let owner = item.get("owner").and_then(|v| v.as_s().ok()).map(|s| Owner::new(s.clone()));
+        Ok(owner.map(|owner| KeyGrant { owner, limits }))
     }
 
     async fn register(&self, key: &KeyHash, owner: &Owner, label: &str) -> Result<()> {

@@ -16,6 +16,8 @@ use runner_core::ports::{Heartbeat, IdempotencyRecord, Page, RunFilter, RunStore
 use runner_core::{Error, Result};
 
 const OWNER_INDEX: &str = "by_owner";
+/// A sparse index of the runs in flight: only their items carry `active_owner`.
+const ACTIVE_INDEX: &str = "by_active_owner";
 /// Upper bound on DynamoDB pages read to fill one filtered listing page.
 const MAX_PAGES_PER_LISTING: usize = 10;
 
@@ -60,7 +62,13 @@ fn idempotency_id(owner: &Owner, key: &str) -> String {
 }
 
 fn run_item(run: &Run) -> Result<HashMap<String, AttributeValue>> {
-    serde_dynamo::to_item(run).map_err(|e| Error::dependency("encode run", e))
+    let mut item: HashMap<String, AttributeValue> =
+        serde_dynamo::to_item(run).map_err(|e| Error::dependency("encode run", e))?;
+    // Every write replaces the item, so an ended run drops out of the index by itself.
+    if !run.status.is_terminal() {
+        item.insert("active_owner".into(), AttributeValue::S(run.owner.as_str().to_owned()));
+    }
+    Ok(item)
 }
 
 fn decode_run(item: HashMap<String, AttributeValue>) -> Result<Run> {
@@ -178,6 +186,32 @@ impl RunStore for DynamoRunStore {
             .expression_attribute_values(":running", AttributeValue::S(RunStatus::Running.as_str().to_owned()))
             .expression_attribute_values(":now", AttributeValue::S(now.as_str().unwrap_or_default().to_owned()));
         scan_up_to(scan, limit, "dynamodb scan runs").await
+    }
+
+    async fn count_active(&self, owner: &Owner, up_to: usize) -> Result<usize> {
+        let mut counted = 0;
+        let mut start = None;
+        // Pages of keys only; stop as soon as the answer is known.
+        for _ in 0..MAX_PAGES_PER_LISTING {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.runs_table)
+                .index_name(ACTIVE_INDEX)
+                .key_condition_expression("active_owner = :owner")
+                .expression_attribute_values(":owner", AttributeValue::S(owner.as_str().to_owned()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::dependency("dynamodb count active runs", describe(&e)))?;
+            counted += out.count.max(0) as usize;
+            match out.last_evaluated_key {
+                Some(key) if counted < up_to => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(counted)
     }
 
     async fn list(&self, owner: &Owner, filter: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Run>> {

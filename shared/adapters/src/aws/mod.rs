@@ -4,6 +4,7 @@
 
 mod apigw_connections;
 mod dynamo;
+mod dynamo_buckets;
 mod dynamo_connections;
 mod dynamo_epics;
 mod dynamo_keys;
@@ -17,6 +18,7 @@ mod sqs_queue;
 mod sqs_replies;
 
 pub use apigw_connections::ApiGatewayConnections;
+pub use dynamo_buckets::DynamoBucketStore;
 pub use dynamo_connections::DynamoConnectionStore;
 pub use dynamo_epics::DynamoEpicStore;
 pub use dynamo_keys::DynamoApiKeyStore;

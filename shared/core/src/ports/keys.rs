@@ -1,15 +1,24 @@
-//! API keys: who a key belongs to.
+//! API keys: who a key belongs to, and the limits it carries.
 
 use async_trait::async_trait;
 
 use crate::Result;
-use crate::domain::{KeyHash, Owner};
+use crate::domain::{KeyHash, LimitOverrides, Owner};
+
+/// What a valid key grants: whose it is, and its own limits (over the deployment's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyGrant {
+    /// The tenant.
+    pub owner: Owner,
+    /// The key's own limits.
+    pub limits: LimitOverrides,
+}
 
 /// The registered API keys, stored hashed.
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
-    /// The owner of a key, if it exists and is not revoked.
-    async fn owner_of(&self, key: &KeyHash) -> Result<Option<Owner>>;
+    /// What a key grants, if it exists and is not revoked.
+    async fn grant_of(&self, key: &KeyHash) -> Result<Option<KeyGrant>>;
     /// Registers a key for `owner`; `label` says what it is for.
     async fn register(&self, key: &KeyHash, owner: &Owner, label: &str) -> Result<()>;
 }

@@ -5,6 +5,7 @@
 mod epics;
 mod execution;
 mod keys;
+mod limits;
 mod memory;
 mod metrics;
 mod objects;
@@ -15,7 +16,8 @@ mod streaming;
 
 pub use epics::{BranchMover, EpicEngine, EpicStore, TaskAnswer};
 pub use execution::{Cli, CliProcess, OutputLine, PublishedChanges, Transcripts, Workspace, Workspaces};
-pub use keys::ApiKeyStore;
+pub use keys::{ApiKeyStore, KeyGrant};
+pub use limits::{BucketStore, StoredBucket};
 pub use memory::{MemoryChange, MemoryEntry, MemoryQuery, MemorySource, MemoryStore};
 pub use metrics::{Measurement, MetricEvent, MetricKind, Metrics, NoMetrics};
 pub use objects::ObjectStore;

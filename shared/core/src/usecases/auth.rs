@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::domain::{ApiKey, Owner};
-use crate::ports::ApiKeyStore;
+use crate::ports::{ApiKeyStore, KeyGrant};
 use crate::{Error, Result};
 
 /// Turns a presented API key into its owner; the HTTP API and the WebSocket API both ask here.
@@ -18,16 +18,21 @@ impl Authenticator {
         Self { keys }
     }
 
-    /// The owner of the presented key; `None` if it is malformed, unknown or revoked.
-    pub async fn owner_of(&self, presented: &str) -> Result<Option<Owner>> {
+    /// What the presented key grants; `None` if it is malformed, unknown or revoked.
+    pub async fn grant_of(&self, presented: &str) -> Result<Option<KeyGrant>> {
         let Some(key) = ApiKey::from_presented(presented) else { return Ok(None) };
-        self.keys.owner_of(&key.hash()).await
+        self.keys.grant_of(&key.hash()).await
     }
 
-    /// The owner of the presented key, or `Error::Unauthorized`.
-    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Owner> {
+    /// The owner of the presented key; `None` if it is malformed, unknown or revoked.
+    pub async fn owner_of(&self, presented: &str) -> Result<Option<Owner>> {
+        Ok(self.grant_of(presented).await?.map(|grant| grant.owner))
+    }
+
+    /// What the presented key grants, or `Error::Unauthorized`.
+    pub async fn authenticate(&self, presented: Option<&str>) -> Result<KeyGrant> {
         match presented {
-            Some(presented) => self.owner_of(presented).await?.ok_or(Error::Unauthorized),
+            Some(presented) => self.grant_of(presented).await?.ok_or(Error::Unauthorized),
             None => Err(Error::Unauthorized),
         }
     }

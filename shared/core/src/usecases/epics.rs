@@ -488,7 +488,7 @@ impl EpicService {
         let origin = RunOrigin {
             reply: None,
             epic: Some(EpicLink { epic_id: epic.epic_id, step, task_token: token.to_owned() }),
-            trace_id: None,
+            ..RunOrigin::default()
         };
         let key = format!("epic-{}-step-{step}", epic.epic_id);
         let submitted = match self.runs.submit(&epic.owner, &workflow, request, Some(&key), origin).await {

@@ -254,9 +254,11 @@ impl GenieService {
 /// A caller's mistake becomes a refusal with the HTTP API's code; anything else is retried.
 fn refusal_or_retry(err: Error) -> Result<Result<(), Refusal>> {
     match err.kind() {
-        ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Unauthorized => {
-            Ok(Err(Refusal::new(err.code(), err.to_string())))
-        }
+        ErrorKind::InvalidInput
+        | ErrorKind::NotFound
+        | ErrorKind::Conflict
+        | ErrorKind::Unauthorized
+        | ErrorKind::TooMany => Ok(Err(Refusal::new(err.code(), err.to_string()))),
         ErrorKind::Unavailable | ErrorKind::Internal => Err(err),
     }
 }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use sha2::{Digest, Sha256};
 
+use super::Limiter;
 use super::optimistic::{self, Edit};
 use crate::domain::{
-    CancelOutcome, EpicLink, IntakeLimits, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId, RunRequest,
-    RunStatus, SessionRefusal, TraceId, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys,
+    CancelOutcome, EpicLink, IntakeLimits, LimitOverrides, Owner, ReplyRoute, RepositoryPolicy, Run, RunError, RunId,
+    RunRequest, RunStatus, SessionRefusal, TraceId, ValidRunRequest, ValidationError, WorkflowRegistry, object_keys,
     validate_idempotency_key,
 };
 use crate::ports::{
@@ -43,6 +44,8 @@ pub struct RunService {
     limits: IntakeLimits,
     repositories: RepositoryPolicy,
     metrics: Arc<dyn Metrics>,
+    /// `None` where the deployment keeps no rate limits.
+    limiter: Option<Arc<Limiter>>,
 }
 
 /// Where a run comes from, besides its owner: whom to reply to, which epic step it carries out.
@@ -54,6 +57,8 @@ pub struct RunOrigin {
     pub epic: Option<EpicLink>,
     /// The trace of the request or event that asked for the run; a new one when `None`.
     pub trace_id: Option<TraceId>,
+    /// The submitting key's own limits (over the deployment's).
+    pub limits: LimitOverrides,
 }
 
 impl RunOrigin {
@@ -97,7 +102,14 @@ impl RunService {
         limits: IntakeLimits,
         repositories: RepositoryPolicy,
     ) -> Self {
-        Self { store, sessions, queue, objects, workflows, limits, repositories, metrics: Arc::new(NoMetrics) }
+        let metrics: Arc<dyn Metrics> = Arc::new(NoMetrics);
+        Self { store, sessions, queue, objects, workflows, limits, repositories, metrics, limiter: None }
+    }
+
+    /// The same service, admitting runs through `limiter` (epic steps excepted: their epic
+    /// already runs one at a time, and refusing a step would fail the epic).
+    pub fn with_limiter(self, limiter: Arc<Limiter>) -> Self {
+        Self { limiter: Some(limiter), ..self }
     }
 
     /// The same service, measuring what it accepts into `metrics`.
@@ -170,6 +182,8 @@ impl RunService {
         let fingerprint = fingerprint(&valid);
         let now = Utc::now();
         let mut run = Run::queued(owner.clone(), valid, idempotency_key.map(str::to_owned), now);
+        let origin_limits = origin.limits;
+        let mut replaying = false;
         run.reply = origin.reply;
         run.epic = origin.epic;
         run.trace_id = Some(origin.trace_id.unwrap_or_else(TraceId::generate));
@@ -192,7 +206,17 @@ impl RunService {
                     return Err(Error::IdempotencyKeyReused);
                 }
                 run.run_id = earlier.run_id;
+                replaying = true;
             }
+        }
+        // A replay creates nothing, so it is never refused; a new run must be admitted.
+        if let (Some(limiter), false, None) = (&self.limiter, replaying, &run.epic)
+            && let Err(refused) = limiter.admit_run(owner, &origin_limits).await
+        {
+            if let Some(key) = idempotency_key {
+                self.store.release_idempotency_key(owner, key).await?;
+            }
+            return Err(refused);
         }
         if !self.store.create(&run).await? {
             let run = self.store.get(run.run_id).await?.ok_or_else(|| Error::RunNotFound(run.run_id.to_string()))?;

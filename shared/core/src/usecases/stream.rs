@@ -8,9 +8,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::Limiter;
 use super::courier::Courier;
-use crate::domain::{Owner, RunId, RunStatus, StreamMessages, StreamTokens};
-use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, RunStore, Subscription};
+use crate::domain::{LimitOverrides, RunId, RunStatus, StreamMessages, StreamTokens};
+use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, KeyGrant, RunStore, Subscription};
 use crate::{Error, Result};
 
 /// API Gateway closes a WebSocket after 2 hours; the record expires with it.
@@ -24,12 +25,14 @@ pub struct StreamService {
     runs: Arc<dyn RunStore>,
     courier: Courier,
     tokens: StreamTokens,
+    /// `None` where the deployment keeps no rate limits.
+    limiter: Option<Arc<Limiter>>,
 }
 
 /// How the client proved who it is on `$connect`.
 pub enum Credentials {
-    /// The owner of the `x-api-key` presented (already looked up).
-    Owner(Owner),
+    /// What the `x-api-key` presented grants (already looked up).
+    Key(KeyGrant),
     /// A `?token=` stream token.
     Token(String),
 }
@@ -54,18 +57,22 @@ impl StreamService {
             runs,
             courier: Courier { gateway, connections, history, metrics: Arc::new(crate::ports::NoMetrics) },
             tokens,
+            limiter: None,
         }
     }
 
     /// `$connect`: records the connection of an authenticated client.
     pub async fn connect(&self, connection_id: &str, credentials: Credentials) -> Result<()> {
-        let (owner, scoped_run) = match credentials {
-            Credentials::Owner(owner) => (owner, None),
+        let (owner, limits, scoped_run) = match credentials {
+            Credentials::Key(grant) => (grant.owner, grant.limits, None),
             Credentials::Token(token) => {
                 let claims = self.tokens.verify(&token, Utc::now()).ok_or(Error::Unauthorized)?;
-                (claims.owner, Some(claims.run_id))
+                (claims.owner, LimitOverrides::default(), Some(claims.run_id))
             }
         };
+        if let Some(limiter) = &self.limiter {
+            limiter.admit_connection(&owner, &limits).await?;
+        }
         let now = Utc::now();
         let connection = Connection {
             connection_id: connection_id.to_owned(),
@@ -77,6 +84,11 @@ impl StreamService {
             expires_at: now + chrono::Duration::hours(CONNECTION_TTL_HOURS),
         };
         self.courier.connections.put(&connection).await
+    }
+
+    /// The same service, admitting connections through `limiter`.
+    pub fn with_limiter(self, limiter: Option<Arc<Limiter>>) -> Self {
+        Self { limiter, ..self }
     }
 
     /// `$disconnect`: forgets the connection.
