@@ -147,7 +147,18 @@ async fn the_cli_runs_with_a_scrubbed_environment_its_rlimits_and_a_private_work
     let resolved = std::fs::canonicalize(f.workspace_root.path()).unwrap().join("runs").join(&run_id);
     let cwd = [run_dir.join("work"), resolved.join("work")].map(|dir| format!("PWD={}", dir.display()));
     assert!(cwd.iter().any(|line| env.contains(&line.as_str())), "the CLI's cwd is the checkout: {env:?}");
-    assert!(env.contains(&"ANTHROPIC_API_KEY=[REDACTED]"), "the model key is there, and redacted: {env:?}");
+    // The model key never enters the sandbox: the CLI holds this run's placeholder, and its
+    // endpoint is the run's own proxy on loopback, which adds the real key.
+    let key = env.iter().find_map(|line| line.strip_prefix("ANTHROPIC_API_KEY=")).unwrap_or_default();
+    assert!(key.starts_with("sk-ant-run-"), "the CLI holds a per-run placeholder: {env:?}");
+    assert!(!output.contains("sk-test-scripted"), "the real key is nowhere in the CLI's environment");
+    let endpoint = env.iter().find_map(|line| line.strip_prefix("ANTHROPIC_BASE_URL=")).unwrap_or_default();
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "the model endpoint is the run's proxy: {endpoint}");
+    let upstream = f.model.requests_with_headers();
+    assert!(
+        upstream.iter().all(|(headers, _)| headers.get("x-api-key").map(String::as_str) == Some("sk-test-scripted")),
+        "the model got the real key on every request"
+    );
 
     // Scrubbed: no AWS settings or database URL, nothing of the executor's own environment.
     let names: Vec<&str> = env.iter().filter_map(|line| line.split_once('=').map(|(name, _)| name)).collect();

@@ -16,10 +16,13 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdout};
 
+use crate::ModelProxy;
 use runner_core::claude::CliInvocation;
 use runner_core::ports::{Cli, CliProcess, OutputLine, Workspace};
 use runner_core::{Error, Result};
 
+/// Where the model is when the deployment names no endpoint.
+const ANTHROPIC_API: &str = "https://api.anthropic.com";
 /// The longest line kept whole; longer ones are cut (and marked so).
 const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 const STDERR_TAIL_BYTES: usize = 64 * 1024;
@@ -90,12 +93,21 @@ impl Cli for ClaudeCli {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        if let Some(url) = &config.base_url {
-            command.env("ANTHROPIC_BASE_URL", url);
-        }
-        if let Some(key) = &config.api_key {
-            command.env("ANTHROPIC_API_KEY", key);
-        }
+        // The key stays here: the CLI gets this run's placeholder and a loopback endpoint.
+        let proxy = match &config.api_key {
+            Some(key) => {
+                let upstream = config.base_url.as_deref().unwrap_or(ANTHROPIC_API);
+                let proxy = ModelProxy::start(upstream, key).await?;
+                command.env("ANTHROPIC_BASE_URL", proxy.base_url()).env("ANTHROPIC_API_KEY", proxy.placeholder());
+                Some(proxy)
+            }
+            None => {
+                if let Some(url) = &config.base_url {
+                    command.env("ANTHROPIC_BASE_URL", url);
+                }
+                None
+            }
+        };
         let limits = (config.max_file_bytes, config.max_open_files, config.max_cpu_seconds);
         // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
         unsafe {
@@ -139,7 +151,15 @@ impl Cli for ClaudeCli {
             }
         });
         let stdout = BufReader::with_capacity(256 * 1024, child.stdout.take().expect("piped"));
-        Ok(Box::new(ClaudeCliProcess { child, stdout, stderr_tail, pgid, max_line: config.max_frame_bytes, mark }))
+        Ok(Box::new(ClaudeCliProcess {
+            child,
+            stdout,
+            stderr_tail,
+            pgid,
+            max_line: config.max_frame_bytes,
+            mark,
+            _proxy: proxy,
+        }))
     }
 }
 
@@ -151,6 +171,8 @@ struct ClaudeCliProcess {
     max_line: usize,
     /// The value of `SANDBOX_MARK` in this CLI's environment.
     mark: String,
+    /// The run's model endpoint; it stops with the process.
+    _proxy: Option<ModelProxy>,
 }
 
 /// The variable that marks every process a CLI started: a tool that detaches (`setsid`, a

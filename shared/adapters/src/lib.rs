@@ -12,6 +12,7 @@ pub mod config;
 pub mod files;
 mod git;
 pub mod metrics;
+mod model_proxy;
 pub mod postgres;
 pub mod telemetry;
 pub mod wiring;
@@ -22,5 +23,6 @@ pub use aws::{
 };
 pub use claude_cli::{ClaudeCli, ClaudeCliConfig, harden_executor};
 pub use git::{GitWorkspaces, WorkspaceConfig};
+pub use model_proxy::ModelProxy;
 pub use postgres::{PgFrameStore, PgMemoryStore, PgRunProjection};
 pub use wiring::Wiring;
