@@ -7,6 +7,7 @@ mod epics;
 mod errors;
 mod executor;
 mod executor_promises;
+mod faults;
 mod genie;
 mod long_runs;
 mod memory;

@@ -188,6 +188,19 @@ impl RunStore for DynamoRunStore {
         scan_up_to(scan, limit, "dynamodb scan runs").await
     }
 
+    async fn queued_since(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<Run>> {
+        let before = serde_json::to_value(before).map_err(|e| Error::dependency("encode time", e))?;
+        let scan = self
+            .client
+            .scan()
+            .table_name(&self.runs_table)
+            .filter_expression("#status = :queued AND updated_at < :before")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":queued", AttributeValue::S(RunStatus::Queued.as_str().to_owned()))
+            .expression_attribute_values(":before", AttributeValue::S(before.as_str().unwrap_or_default().to_owned()));
+        scan_up_to(scan, limit, "dynamodb scan queued runs").await
+    }
+
     async fn count_active(&self, owner: &Owner, up_to: usize) -> Result<usize> {
         let mut counted = 0;
         let mut start = None;

@@ -34,8 +34,8 @@ pub use request::{
     ValidRunRequest, validate_idempotency_key,
 };
 pub use run::{
-    CancelOutcome, DiffStats, EpicLink, LAMBDA_RUN_LIMIT_SECONDS, Lane, LostRun, Run, RunError, RunId, RunOutcome,
-    RunStatus, RunTimings, ToolCall, TransitionError, millis,
+    CancelOutcome, DiffStats, EpicLink, LAMBDA_RUN_LIMIT_SECONDS, Lane, LostRun, MAX_REQUEUES, QUEUED_GRACE_SECONDS,
+    Run, RunError, RunId, RunOutcome, RunStatus, RunTimings, StrandedRun, ToolCall, TransitionError, millis,
 };
 pub use session::{DEFAULT_SESSION_TTL_DAYS, Session, SessionRefusal, SessionUse};
 pub use stream::{MAX_MESSAGE_BYTES, StreamClaims, StreamMessages, StreamTokens};

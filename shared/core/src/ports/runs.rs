@@ -56,6 +56,8 @@ pub trait RunStore: Send + Sync {
     async fn heartbeat(&self, run_id: RunId, executor: &str, lease_until: DateTime<Utc>) -> Result<Option<Heartbeat>>;
     /// Up to `limit` live runs (preparing, running) whose lease expired before `now`.
     async fn stale_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Run>>;
+    /// Runs still queued whose last change is older than `before` (at most `limit`).
+    async fn queued_since(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<Run>>;
     /// How many of the owner's runs are queued, preparing or running, counting at most `up_to`.
     async fn count_active(&self, owner: &Owner, up_to: usize) -> Result<usize>;
 }

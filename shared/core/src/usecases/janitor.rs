@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{LostRun, RunId, object_keys};
+use crate::domain::{LostRun, QUEUED_GRACE_SECONDS, RunId, StrandedRun, object_keys};
 use crate::ports::{MemoryStore, ObjectStore, RunMessage, RunQueue, RunStore, SessionStore};
 use crate::{Error, Result};
 
@@ -21,6 +21,10 @@ pub struct JanitorReport {
     pub failed_runs: usize,
     /// Lost runs queued again (their CLI had not started).
     pub requeued_runs: usize,
+    /// Runs left queued too long whose message was sent again.
+    pub resent_runs: usize,
+    /// Runs left queued after every resend, failed as `dead_lettered`.
+    pub dead_lettered_runs: usize,
     /// Objects under `runs/` of no run, removed.
     pub orphaned_objects: usize,
     /// Retired (or never accepted) memory entries past their retention, removed.
@@ -78,6 +82,23 @@ impl Janitor {
                     }
                 }
                 Err(Error::Conflict) => {} // its executor woke up, or another sweep got there first
+                Err(err) => return Err(err),
+            }
+        }
+        let waited_too_long = now - chrono::Duration::seconds(QUEUED_GRACE_SECONDS);
+        for mut run in self.runs.queued_since(waited_too_long, self.batch).await? {
+            let expected = run.version;
+            let Some(recovery) = run.recover_stranded(now) else { continue };
+            match self.runs.update(&run, expected).await {
+                Ok(()) => {
+                    // A failed run's message still goes: its executor tells its subscribers.
+                    self.queue.enqueue(&RunMessage::for_run(&run)).await?;
+                    match recovery {
+                        StrandedRun::Requeued => report.resent_runs += 1,
+                        StrandedRun::Failed => report.dead_lettered_runs += 1,
+                    }
+                }
+                Err(Error::Conflict) => {} // claimed meanwhile: its message was there after all
                 Err(err) => return Err(err),
             }
         }

@@ -56,6 +56,21 @@ pub enum LostRun {
     Failed,
 }
 
+/// How long a queued run may wait, beyond its own time limit (it may be queued behind a run of
+/// its session), before its queue message is taken for lost and sent again.
+pub const QUEUED_GRACE_SECONDS: i64 = 900;
+/// Messages sent again for one run before it is failed as `dead_lettered`.
+pub const MAX_REQUEUES: u32 = 3;
+
+/// What became of a run left queued longer than it should wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrandedRun {
+    /// Its message is sent again.
+    Requeued,
+    /// It was sent again `MAX_REQUEUES` times and never started: failed as `dead_lettered`.
+    Failed,
+}
+
 /// A status change the state machine forbids.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("a {from} run cannot become {to}")]
@@ -177,6 +192,13 @@ pub struct Run {
     /// metric of the run carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<crate::domain::TraceId>,
+    /// Times the janitor sent the run's message again because it stayed queued too long.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeues: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The epic step a run carries out, and the Step Functions task waiting for its end.
@@ -284,7 +306,28 @@ impl Run {
             memory_used: Vec::new(),
             memory_produced: Vec::new(),
             trace_id: None,
+            requeues: 0,
         }
+    }
+
+    /// Recovers a run queued for longer than it should wait: its message was lost, or went to
+    /// the dead-letter queue after failed deliveries. It is sent again (a new version, so a FIFO
+    /// queue does not drop the message as a duplicate) at most `MAX_REQUEUES` times, then failed
+    /// with `dead_lettered` so no run stays queued with no message behind it. `None` while it
+    /// may still be waiting its turn.
+    pub fn recover_stranded(&mut self, now: DateTime<Utc>) -> Option<StrandedRun> {
+        let bound = chrono::Duration::seconds(QUEUED_GRACE_SECONDS + self.time_limit_seconds as i64);
+        if self.status != RunStatus::Queued || now - self.updated_at < bound {
+            return None;
+        }
+        if self.requeues >= MAX_REQUEUES {
+            let message = format!("the run was sent to the queue {} times and never started", self.requeues + 1);
+            self.fail(RunError::new("dead_lettered", message), now).ok()?;
+            return Some(StrandedRun::Failed);
+        }
+        self.requeues += 1;
+        self.touch(now);
+        Some(StrandedRun::Requeued)
     }
 
     /// An executor takes the run: `queued → preparing`, under a lease it must keep renewing.

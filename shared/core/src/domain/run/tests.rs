@@ -193,3 +193,27 @@ fn status_names_round_trip() {
     }
     assert!("done".parse::<RunStatus>().is_err());
 }
+
+#[test]
+fn a_run_queued_too_long_is_sent_again_a_bounded_number_of_times_then_failed() {
+    let mut run = run_in(RunStatus::Queued);
+    run.time_limit_seconds = 600;
+    let start = run.updated_at;
+    let bound = chrono::Duration::seconds(QUEUED_GRACE_SECONDS + 600);
+    assert_eq!(run.recover_stranded(start + bound - chrono::Duration::seconds(1)), None, "still waiting its turn");
+    let mut at = start;
+    for n in 1..=MAX_REQUEUES {
+        at += bound;
+        let version = run.version;
+        assert_eq!(run.recover_stranded(at), Some(StrandedRun::Requeued));
+        assert_eq!((run.requeues, run.status), (n, RunStatus::Queued));
+        assert!(run.version > version, "a new version, so the queue takes the message again");
+    }
+    assert_eq!(run.recover_stranded(at + chrono::Duration::seconds(1)), None, "measured from the last resend");
+    at += bound;
+    assert_eq!(run.recover_stranded(at), Some(StrandedRun::Failed));
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error.as_ref().map(|e| e.code.as_str()), Some("dead_lettered"));
+    let mut running = run_in(RunStatus::Running);
+    assert_eq!(running.recover_stranded(at + bound * 10), None, "only queued runs are stranded");
+}

@@ -1,0 +1,61 @@
+//! Faults that must neither lose a run nor leave one stuck: a run whose queue message is lost (or
+//! dead-lettered) is sent again, and failed as `dead_lettered` after the last resend.
+
+use chrono::{Duration, Utc};
+use e2e::TestStack;
+use runner_core::domain::{MAX_REQUEUES, QUEUED_GRACE_SECONDS};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_run_whose_message_was_lost_is_sent_again_then_failed_as_dead_lettered_and_never_stays_queued() {
+    let t = TestStack::start().await;
+    let response = t.submit("implement", json!({"message": "lost in the queue", "branch": "main"})).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let run_id = response.json::<serde_json::Value>().await.unwrap()["run_id"].as_str().unwrap().to_owned();
+    let sqs = aws_sdk_sqs::Client::new(&t.stack.sdk);
+    // Nothing consumes the queue here: take the message out and drop it, as a lost one would be.
+    let drain = || async {
+        let mut taken = Vec::new();
+        for message in t.queued_run_messages().await {
+            let body: serde_json::Value = serde_json::from_str(message.body().unwrap_or("{}")).unwrap();
+            taken.push(body["run_id"].as_str().unwrap_or_default().to_owned());
+            let receipt = message.receipt_handle().unwrap_or_default();
+            sqs.delete_message()
+                .queue_url(&t.stack.settings.runs_queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .unwrap();
+        }
+        taken
+    };
+    assert_eq!(drain().await, vec![run_id.clone()]);
+
+    let janitor = t.stack.janitor();
+    // Not yet: a queued run may be waiting behind its session's runs.
+    let report = janitor.sweep(Utc::now()).await.unwrap();
+    assert_eq!((report.resent_runs, report.dead_lettered_runs), (0, 0));
+    let limit = 900; // the workflow's time limit
+    let bound = Duration::seconds(QUEUED_GRACE_SECONDS + limit) + Duration::seconds(1);
+    let mut at = Utc::now();
+    for resend in 1..=MAX_REQUEUES {
+        at += bound;
+        let report = janitor.sweep(at).await.unwrap();
+        assert_eq!(report.resent_runs, 1, "resend {resend}");
+        assert_eq!(drain().await, vec![run_id.clone()], "a new message for the run, resend {resend}");
+        let (_, run) = t.get_json(&format!("/agent/claude-code/run/{run_id}/status"), t.key()).await;
+        assert_eq!(run["status"], "queued");
+    }
+    at += bound;
+    let report = janitor.sweep(at).await.unwrap();
+    assert_eq!(report.dead_lettered_runs, 1);
+    let (_, run) = t.get_json(&format!("/agent/claude-code/run/{run_id}/status"), t.key()).await;
+    assert_eq!(
+        (run["status"].as_str(), run["error"]["code"].as_str()),
+        (Some("failed"), Some("dead_lettered")),
+        "{run}"
+    );
+    // Its last message tells whoever subscribed meanwhile that it ended.
+    assert_eq!(drain().await, vec![run_id.clone()]);
+    t.stop().await;
+}
