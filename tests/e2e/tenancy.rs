@@ -105,3 +105,48 @@ async fn websocket_connections_beyond_the_keys_burst_are_refused() {
     assert!(WsClient::connect(&t.stack.ws_url, Some(&other)).await.is_ok(), "another key connects");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_keys_own_repository_allowlist_replaces_the_deployments_for_its_runs_only() {
+    let t = TestStack::start().await;
+    let key = t.stack.issue_key("tools-team").await.unwrap();
+    let hash = ApiKey::from_presented(&key).unwrap().hash();
+    aws_sdk_dynamodb::Client::new(&t.stack.sdk)
+        .update_item()
+        .table_name(&t.stack.settings.api_keys_table)
+        .key("key_hash", AttributeValue::S(hash.as_str().to_owned()))
+        .update_expression("SET repository_allowlist = :list")
+        .expression_attribute_values(
+            ":list",
+            AttributeValue::Ss(vec!["https://git.example.com/acme/tools/*".into(), "https://git.other.org/*".into()]),
+        )
+        .send()
+        .await
+        .unwrap();
+    let submit_to = |key: String, url: &'static str| {
+        let request = t
+            .http
+            .post(t.url("/agent/claude-code/implement/run"))
+            .header("x-api-key", key)
+            .json(&json!({"message": "where", "branch": "main", "repository_url": url}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let stack_key = t.key().to_owned();
+    // The key's list, not the deployment's: narrower inside acme, wider outside it.
+    assert_eq!(submit_to(key.clone(), "https://git.example.com/acme/tools/cli.git").await.0, 202);
+    assert_eq!(submit_to(key.clone(), "https://git.other.org/lib.git").await.0, 202);
+    let refused = submit_to(key.clone(), "https://git.example.com/acme/billing.git").await;
+    assert_eq!(refused, (400, "repository_not_allowed".to_owned()));
+    // Dot segments do not climb out of the key's prefix either.
+    let climbed = submit_to(key.clone(), "https://git.example.com/acme/tools/../billing.git").await;
+    assert_eq!(climbed, (400, "repository_not_allowed".to_owned()));
+    // Other keys keep the deployment's list.
+    assert_eq!(submit_to(stack_key.clone(), "https://git.example.com/acme/billing.git").await.0, 202);
+    assert_eq!(submit_to(stack_key, "https://git.other.org/lib.git").await, (400, "repository_not_allowed".to_owned()));
+    t.stop().await;
+}

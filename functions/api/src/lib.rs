@@ -128,7 +128,7 @@ async fn health() -> impl IntoResponse {
 
 async fn submit_run(
     State(state): State<AppState>,
-    Caller(owner, limits): Caller,
+    Caller(owner, grant): Caller,
     Path(workflow): Path<String>,
     Extension(trace): Extension<TraceContext>,
     headers: HeaderMap,
@@ -140,7 +140,12 @@ async fn submit_run(
     }
     let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let origin = RunOrigin { trace_id: Some(trace.trace_id), limits, ..RunOrigin::default() };
+    let origin = RunOrigin {
+        trace_id: Some(trace.trace_id),
+        limits: grant.limits,
+        repository_allowlist: grant.repository_allowlist,
+        ..RunOrigin::default()
+    };
     let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, origin).await?;
     let links = Links::from_headers(&headers);
     let token = state.stream_tokens.as_ref().map(|t| t.issue_for_run(submitted.run.run_id, &owner, chrono::Utc::now()));

@@ -10,7 +10,7 @@ use runner_core::{Error, Result};
 
 /// API keys by SHA-256 hash: `key_hash → owner, label, created_at, revoked`, and optionally the
 /// key's own limits (`submit_burst`, `submits_per_minute`, `max_active_runs`, `connect_burst`,
-/// `connects_per_minute`).
+/// `connects_per_minute`) and repositories (`repository_allowlist`, a string set).
 pub struct DynamoApiKeyStore {
     client: Client,
     table: String,
@@ -47,7 +47,13 @@ impl ApiKeyStore for DynamoApiKeyStore {
             connects_per_minute: number("connects_per_minute"),
         };
         let owner = item.get("owner").and_then(|v| v.as_s().ok()).map(|s| Owner::new(s.clone()));
-        Ok(owner.map(|owner| KeyGrant { owner, limits }))
+        // A string set or a list of strings.
+        let repository_allowlist = item.get("repository_allowlist").map(|v| match v {
+            AttributeValue::Ss(set) => set.clone(),
+            AttributeValue::L(list) => list.iter().filter_map(|s| s.as_s().ok().cloned()).collect(),
+            _ => Vec::new(),
+        });
+        Ok(owner.map(|owner| KeyGrant { owner, limits, repository_allowlist }))
     }
 
     async fn register(&self, key: &KeyHash, owner: &Owner, label: &str) -> Result<()> {

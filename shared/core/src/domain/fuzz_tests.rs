@@ -556,7 +556,7 @@ proptest! {
     #[test]
     fn accepted_urls_are_in_normal_form(raw in repository_url()) {
         let anything = policy(2);
-        match anything.resolve(Some(&raw)) {
+        match anything.resolve(Some(raw.as_str())) {
             Err(err) => prop_assert_eq!(err.code(), "invalid_repository_url", "{:?}: {}", raw, err),
             Ok(url) => {
                 prop_assert!(!url.chars().any(|c| c.is_control() || c.is_whitespace()), "{:?}", url);
@@ -578,7 +578,7 @@ proptest! {
                         let segments: Vec<&str> = parsed.path_segments().map(|s| s.collect()).unwrap_or_default();
                         prop_assert!(!segments.iter().any(|s| is_dot_segment(s)), "dot segment in {:?}", url);
                         // The normal form is a fixed point: judging it again changes nothing.
-                        prop_assert_eq!(anything.resolve(Some(&url)), Ok(url.clone()));
+                        prop_assert_eq!(anything.resolve(Some(url.as_str())), Ok(url.clone()));
                     }
                     Err(_) => {
                         // scp-like `user@host:path`, kept as sent; its path may not climb.
@@ -595,7 +595,7 @@ proptest! {
     #[test]
     fn a_prefix_allows_nothing_outside_it(raw in repository_url()) {
         let acme = policy(1);
-        match acme.resolve(Some(&raw)) {
+        match acme.resolve(Some(raw.as_str())) {
             Err(err) => {
                 let code = err.code();
                 prop_assert!(matches!(code, "invalid_repository_url" | "repository_not_allowed"), "{}", code);

@@ -6,6 +6,8 @@ mod branch;
 pub mod cloud_event;
 pub mod epic;
 mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 mod limits;
 pub mod memory;
 pub mod object_keys;

@@ -29,6 +29,11 @@ impl RepositoryPolicy {
         if self.allows(&url) { Ok(url) } else { Err(ValidationError::RepositoryNotAllowed(url)) }
     }
 
+    /// The same default with another allowlist (a key's own).
+    pub fn with_allowlist(&self, allowlist: Vec<String>) -> Self {
+        Self { default: self.default.clone(), allowlist }
+    }
+
     fn allows(&self, url: &str) -> bool {
         self.default.as_deref().map(normalise).as_deref() == Some(url)
             || self.allowlist.iter().any(|entry| match entry.strip_suffix('*') {

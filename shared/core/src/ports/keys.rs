@@ -12,6 +12,9 @@ pub struct KeyGrant {
     pub owner: Owner,
     /// The key's own limits.
     pub limits: LimitOverrides,
+    /// The repositories runs of this key may use, replacing the deployment's allowlist (the
+    /// deployment's default repository stays allowed).
+    pub repository_allowlist: Option<Vec<String>>,
 }
 
 /// The registered API keys, stored hashed.

@@ -436,8 +436,8 @@ proptest! {
         let stores = Arc::new(Stores::default());
         let answer = block_on(session_service(&stores).list(&owner(), limit, cursor.as_deref()));
 
-        let size_ok = limit.is_none_or(|n| (1..=MAX_PAGE_SIZE).contains(&n));
-        let expected = if !size_ok {
+        let page_size = limit.map_or(Some(DEFAULT_PAGE_SIZE), |n| (1..=MAX_PAGE_SIZE).contains(&n).then_some(n));
+        let expected = if page_size.is_none() {
             Some("invalid_query")
         } else if cursor.as_deref().is_some_and(|c| c != ISSUED) {
             Some("invalid_cursor")
@@ -445,8 +445,7 @@ proptest! {
             None
         };
         prop_assert_eq!(code(&answer), expected);
-        let asked = size_ok.then(|| (limit.unwrap_or(DEFAULT_PAGE_SIZE), cursor.clone()));
-        prop_assert_eq!(stores.last_page(), asked);
+        prop_assert_eq!(stores.last_page(), page_size.map(|size| (size, cursor.clone())));
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod epics;
 mod execute;
 mod fanout;
 mod frames;
+#[cfg(test)]
+mod fuzz_tests;
 mod genie;
 mod janitor;
 mod limits;

@@ -59,6 +59,8 @@ pub struct RunOrigin {
     pub trace_id: Option<TraceId>,
     /// The submitting key's own limits (over the deployment's).
     pub limits: LimitOverrides,
+    /// The submitting key's own repository allowlist (instead of the deployment's).
+    pub repository_allowlist: Option<Vec<String>>,
 }
 
 impl RunOrigin {
@@ -165,7 +167,11 @@ impl RunService {
         if let Some(key) = idempotency_key {
             validate_idempotency_key(key)?;
         }
-        let mut valid = request.validate(workflow, &self.limits, &self.repositories)?;
+        let repositories = match &origin.repository_allowlist {
+            Some(allowlist) => self.repositories.with_allowlist(allowlist.clone()),
+            None => self.repositories.clone(),
+        };
+        let mut valid = request.validate(workflow, &self.limits, &repositories)?;
         // A session is checked now, so a bad one is a 4xx here, never a run that fails later.
         if let Some(id) = valid.session_id {
             let session =
