@@ -13,7 +13,7 @@ pub struct RepositoryPolicy {
 impl RepositoryPolicy {
     /// A policy with this default (an empty string counts as none) and allowlist.
     pub fn new(default: Option<String>, allowlist: Vec<String>) -> Self {
-        Self { default: default.filter(|d| !d.is_empty()), allowlist }
+        Self { default: default.filter(|d| !d.is_empty()).map(|d| normalise(&d)), allowlist }
     }
 
     /// The repository a run will use: the requested one if it is allowed, else the default.
@@ -44,9 +44,16 @@ impl RepositoryPolicy {
 }
 
 /// A URL in its normal form; an scp-like `user@host:path` as it is (its path may not climb).
+/// Hosts are lower-cased whatever the scheme (the URL standard does it for `https`, not `ssh`).
 fn normalise(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(url) => url.to_string(),
+        Ok(mut url) => {
+            if let Some(host) = url.host_str().filter(|h| h.chars().any(|c| c.is_ascii_uppercase())) {
+                let lower = host.to_ascii_lowercase();
+                let _ = url.set_host(Some(&lower));
+            }
+            url.to_string()
+        }
         Err(_) => raw.to_owned(),
     }
 }
@@ -70,6 +77,12 @@ fn check_git_url(raw: &str) -> Result<(), ValidationError> {
         }
         if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
             return invalid("a host is required");
+        }
+        // An encoded slash or dot segment would climb out of an allowlisted prefix wherever a
+        // server decodes it.
+        let path = url.path().to_ascii_lowercase();
+        if ["%2f", "%5c", "%2e%2e", ".%2e", "%2e."].iter().any(|encoded| path.contains(encoded)) {
+            return invalid("the path must not contain encoded slashes or dot segments");
         }
         return Ok(());
     }

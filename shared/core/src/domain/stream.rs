@@ -143,6 +143,10 @@ impl StreamTokens {
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Option<StreamClaims> {
         use base64::Engine;
         let (payload, signature) = token.split_once('.')?;
+        // One spelling per token: lower-case hex, as issued.
+        if !signature.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return None;
+        }
         // Constant-time comparison: the signature is attacker-controlled.
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).ok()?;
         mac.update(payload.as_bytes());

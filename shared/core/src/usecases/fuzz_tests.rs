@@ -106,6 +106,9 @@ impl RunStore for Stores {
     async fn stale_leases(&self, _now: DateTime<Utc>, _limit: usize) -> Result<Vec<Run>> {
         Ok(Vec::new())
     }
+    async fn queued_since(&self, _before: DateTime<Utc>, _limit: usize) -> Result<Vec<Run>> {
+        Ok(Vec::new())
+    }
     async fn count_active(&self, _owner: &Owner, _up_to: usize) -> Result<usize> {
         Ok(0)
     }
