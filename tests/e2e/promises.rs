@@ -88,12 +88,20 @@ async fn stream_tokens_expire_and_grant_one_run_of_one_owner() {
     let contract = Contract::load();
 
     // Genuine, of the right owner and run, but past its expiry: the handshake is refused.
-    let expired =
-        StreamClaims { run_id, owner: Owner::new("local"), expires_at: Utc::now() - chrono::Duration::seconds(5) };
+    let expired = StreamClaims {
+        run_id,
+        owner: Owner::new("local"),
+        expires_at: Utc::now() - chrono::Duration::seconds(5),
+        key: None,
+    };
     assert_eq!(WsClient::connect(&url(&expired), None).await.err(), Some(401), "an expired token");
 
-    let fresh =
-        StreamClaims { run_id, owner: Owner::new("local"), expires_at: Utc::now() + chrono::Duration::minutes(5) };
+    let fresh = StreamClaims {
+        run_id,
+        owner: Owner::new("local"),
+        expires_at: Utc::now() + chrono::Duration::minutes(5),
+        key: None,
+    };
     // The same claims under another secret are refused too.
     let foreign = StreamTokens::new(b"another-secret-that-is-at-least-32-chars".to_vec()).issue(&fresh);
     let foreign_url = format!("{}?token={foreign}", t.stack.ws_url);
@@ -110,7 +118,7 @@ async fn stream_tokens_expire_and_grant_one_run_of_one_owner() {
     assert_eq!((ack["type"].as_str(), ack["run_id"].as_str()), (Some("subscribed"), Some(run_str.as_str())), "{ack}");
 
     // A genuine token naming this run for another owner does not open it.
-    let stranger_claims = StreamClaims { run_id, owner: Owner::new("team-b"), expires_at: fresh.expires_at };
+    let stranger_claims = StreamClaims { run_id, owner: Owner::new("team-b"), expires_at: fresh.expires_at, key: None };
     let mut stranger = WsClient::connect(&url(&stranger_claims), None).await.expect("a genuine token connects");
     stranger.subscribe(&run_id.to_string(), 0).await;
     let refused = answer(&mut stranger).await;

@@ -3,6 +3,7 @@
 //! untouched. Refusals are 429s that say when to retry.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use e2e::{TestStack, WsClient};
@@ -148,5 +149,41 @@ async fn a_keys_own_repository_allowlist_replaces_the_deployments_for_its_runs_o
     // Other keys keep the deployment's list.
     assert_eq!(submit_to(stack_key.clone(), "https://git.example.com/acme/billing.git").await.0, 202);
     assert_eq!(submit_to(stack_key, "https://git.other.org/lib.git").await, (400, "repository_not_allowed".to_owned()));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_loses_its_open_connections_and_its_stream_tokens_at_the_next_sweep() {
+    let t = TestStack::start().await;
+    let key = t.stack.issue_key("leaving-team").await.unwrap();
+    let submitted: serde_json::Value = submit(&t, &key, None).await.json().await.unwrap();
+    let token = submitted["stream"]["token"].as_str().expect("a stream token").to_owned();
+    let token_url = format!("{}?token={token}", t.stack.ws_url);
+    let mut by_key = WsClient::connect(&t.stack.ws_url, Some(&key)).await.expect("the key connects");
+    let mut by_token = WsClient::connect(&token_url, None).await.expect("its token connects");
+    let mut other = WsClient::connect(&t.stack.ws_url, Some(t.key())).await.expect("another key connects");
+
+    let hash = ApiKey::from_presented(&key).unwrap().hash();
+    aws_sdk_dynamodb::Client::new(&t.stack.sdk)
+        .update_item()
+        .table_name(&t.stack.settings.api_keys_table)
+        .key("key_hash", AttributeValue::S(hash.as_str().to_owned()))
+        .update_expression("SET revoked = :yes")
+        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .send()
+        .await
+        .unwrap();
+    // At once: nothing new opens with the key, or with a token its requests got.
+    assert_eq!(WsClient::connect(&t.stack.ws_url, Some(&key)).await.err(), Some(401));
+    assert_eq!(WsClient::connect(&token_url, None).await.err(), Some(401));
+    let (status, _) = t.get_json("/agent/claude-code/runs", &key).await;
+    assert_eq!(status, 401);
+
+    // The sweep (every minute on AWS) closes what is still open, and nothing else.
+    assert_eq!(t.stack.janitor().close_revoked().await.unwrap(), 2);
+    assert!(by_key.closed_within(Duration::from_secs(10)).await, "the key's connection is closed");
+    assert!(by_token.closed_within(Duration::from_secs(10)).await, "the token's connection is closed");
+    assert!(!other.closed_within(Duration::from_secs(1)).await, "another key's connection stays");
+    assert_eq!(t.stack.janitor().close_revoked().await.unwrap(), 0, "nothing left to close");
     t.stop().await;
 }

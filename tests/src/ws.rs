@@ -38,6 +38,23 @@ impl WsClient {
         self.send(serde_json::json!({"action": "subscribe", "run_id": run_id, "after_seq": after_seq})).await;
     }
 
+    /// Whether the server closes the connection within `timeout` (messages before that are kept).
+    pub async fn closed_within(&mut self, timeout: Duration) -> bool {
+        use futures_util::StreamExt as _;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) => return true,
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                    self.messages.push(serde_json::from_str(&text).expect("server messages are JSON"));
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next message, or `None` after `timeout` (or when the server closed).
     pub async fn next_message(&mut self, timeout: Duration) -> Option<serde_json::Value> {
         use futures_util::StreamExt as _;

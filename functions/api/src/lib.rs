@@ -148,7 +148,8 @@ async fn submit_run(
     };
     let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, origin).await?;
     let links = Links::from_headers(&headers);
-    let token = state.stream_tokens.as_ref().map(|t| t.issue_for_run(submitted.run.run_id, &owner, chrono::Utc::now()));
+    let now = chrono::Utc::now();
+    let token = state.stream_tokens.as_ref().map(|t| t.issue_for_key(submitted.run.run_id, &owner, &grant.key, now));
     let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref(), token);
     let replayed = if submitted.replayed { "true" } else { "false" };
     Ok((StatusCode::ACCEPTED, [("idempotent-replayed", replayed)], Json(body)))

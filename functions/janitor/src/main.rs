@@ -5,9 +5,12 @@ use runner_adapters::{Wiring, telemetry};
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     let janitor = janitor::build(&Wiring::from_env().await).await?;
-    run(service_fn(|_: LambdaEvent<serde_json::Value>| {
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let janitor = &janitor;
-        async move { Ok::<_, lambda_runtime::Error>(serde_json::to_value(janitor::handle(janitor).await?)?) }
+        async move {
+            let report = janitor::handle_event(janitor, &event.payload).await?;
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+        }
     }))
     .await
 }

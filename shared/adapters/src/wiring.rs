@@ -15,7 +15,7 @@ use runner_core::ports::{
 };
 use runner_core::usecases::{
     Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, Limiter, MemoryService,
-    RunExecutor, RunService, SessionService, StreamAccess, StreamService, WebSocketFanout,
+    OpenConnections, RunExecutor, RunService, SessionService, StreamAccess, StreamService, WebSocketFanout,
 };
 use runner_core::{Error, Result};
 
@@ -298,19 +298,31 @@ impl Wiring {
             Arc::new(PgFrameStore::new(pool)),
             StreamTokens::new(stream.token_secret.as_bytes().to_vec()),
         )
-        .with_limiter(self.limiter(&settings)))
+        .with_limiter(self.limiter(&settings))
+        .with_keys(Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table))))
     }
 
-    /// The janitor, handling at most `batch` items of each kind per sweep.
+    /// The janitor, handling at most `batch` items of each kind per sweep; where the WebSocket
+    /// API is deployed (`CONNECTIONS_TABLE`, `WEBSOCKET_MANAGEMENT_URL`), it also closes the
+    /// connections of revoked keys.
     pub fn janitor(&self, batch: usize) -> Result<Janitor> {
         let settings = self.settings()?;
-        Ok(Janitor::new(
+        let janitor = Janitor::new(
             self.run_store(&settings),
             self.session_store(&settings),
             self.objects(&settings),
             self.run_queue(&settings),
             batch,
-        ))
+        );
+        let set = |name: &str| (self.vars)(name).filter(|v| !v.trim().is_empty());
+        Ok(match (set("CONNECTIONS_TABLE"), set("WEBSOCKET_MANAGEMENT_URL")) {
+            (Some(table), Some(management_url)) => janitor.with_connections(OpenConnections {
+                connections: self.connections(&table),
+                gateway: self.gateway(&management_url),
+                keys: Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table)),
+            }),
+            _ => janitor,
+        })
     }
 
     /// `janitor`, also removing memory past its retention when the function has a database.

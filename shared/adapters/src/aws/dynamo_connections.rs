@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use uuid::Uuid;
 
 use super::describe;
-use super::dynamo::applied;
+use super::dynamo::{applied, scan_up_to};
 use runner_core::domain::RunId;
 use runner_core::ports::{Connection, ConnectionStore, Subscriber, Subscription};
 use runner_core::{Error, Result};
@@ -39,6 +39,11 @@ impl ConnectionStore for DynamoConnectionStore {
             .await
             .map_err(|e| Error::dependency("dynamodb put connection", describe(&e)))?;
         Ok(())
+    }
+
+    async fn keyed(&self, limit: usize) -> Result<Vec<Connection>> {
+        let scan = self.client.scan().table_name(&self.table).filter_expression("attribute_exists(key_hash)");
+        scan_up_to(scan, limit, "dynamodb scan connections").await
     }
 
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>> {

@@ -53,7 +53,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             AttributeValue::L(list) => list.iter().filter_map(|s| s.as_s().ok().cloned()).collect(),
             _ => Vec::new(),
         });
-        Ok(owner.map(|owner| KeyGrant { owner, limits, repository_allowlist }))
+        Ok(owner.map(|owner| KeyGrant { key: key.clone(), owner, limits, repository_allowlist }))
     }
 
     async fn register(&self, key: &KeyHash, owner: &Owner, label: &str) -> Result<()> {

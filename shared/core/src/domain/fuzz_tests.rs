@@ -684,7 +684,7 @@ proptest! {
         signature in "[0-9a-f]{64}",
     ) {
         use base64::Engine;
-        let claims = StreamClaims { run_id, owner: Owner::new(owner), expires_at: now + Duration::days(1) };
+        let claims = StreamClaims { run_id, owner: Owner::new(owner), expires_at: now + Duration::days(1), key: None };
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&claims).map_err(|e| TestCaseError::fail(e.to_string()))?);
         prop_assert_eq!(StreamTokens::new(b"secret".to_vec()).verify(&format!("{payload}.{signature}"), now), None);
@@ -704,7 +704,7 @@ proptest! {
         let tokens = StreamTokens::new(secret.clone());
         let owner = Owner::new(owner);
         let token = tokens.issue_for_run(run_id, &owner, issued_at);
-        let expected = StreamClaims { run_id, owner, expires_at: issued_at + STREAM_TOKEN_TTL };
+        let expected = StreamClaims { run_id, owner, expires_at: issued_at + STREAM_TOKEN_TTL, key: None };
 
         prop_assert_eq!(tokens.verify(&token, issued_at + Duration::milliseconds(within)), Some(expected.clone()));
         prop_assert_eq!(tokens.verify(&token, expected.expires_at + Duration::milliseconds(after)), None, "expired");

@@ -102,6 +102,9 @@ pub struct StreamClaims {
     pub owner: Owner,
     /// After this the token no longer verifies.
     pub expires_at: DateTime<Utc>,
+    /// The key whose request got the token: once it is revoked, the token no longer connects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<super::KeyHash>,
 }
 
 /// How long a stream token lets a header-less client connect to its run.
@@ -127,7 +130,13 @@ impl StreamTokens {
 
     /// The token a submit response hands out: `run_id` for its owner, for `STREAM_TOKEN_TTL`.
     pub fn issue_for_run(&self, run_id: RunId, owner: &Owner, now: DateTime<Utc>) -> String {
-        self.issue(&StreamClaims { run_id, owner: owner.clone(), expires_at: now + STREAM_TOKEN_TTL })
+        self.issue(&StreamClaims { run_id, owner: owner.clone(), expires_at: now + STREAM_TOKEN_TTL, key: None })
+    }
+
+    /// `issue_for_run`, for a request made with `key`: the token dies with the key.
+    pub fn issue_for_key(&self, run_id: RunId, owner: &Owner, key: &super::KeyHash, now: DateTime<Utc>) -> String {
+        let expires_at = now + STREAM_TOKEN_TTL;
+        self.issue(&StreamClaims { run_id, owner: owner.clone(), expires_at, key: Some(key.clone()) })
     }
 
     /// A token for `claims`: base64url JSON, a `.`, and its hex HMAC.
@@ -234,6 +243,7 @@ mod tests {
             run_id: RunId::new(),
             owner: Owner::new("a"),
             expires_at: Utc::now() + chrono::Duration::minutes(5),
+            key: None,
         };
         let token = tokens.issue(&claims);
         assert_eq!(tokens.verify(&token, Utc::now()), Some(claims.clone()));

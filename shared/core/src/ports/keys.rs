@@ -8,6 +8,8 @@ use crate::domain::{KeyHash, LimitOverrides, Owner};
 /// What a valid key grants: whose it is, and its own limits (over the deployment's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyGrant {
+    /// The key, as stored (its hash): what connections and stream tokens made with it name.
+    pub key: KeyHash,
     /// The tenant.
     pub owner: Owner,
     /// The key's own limits.

@@ -79,6 +79,10 @@ pub struct Connection {
     pub connected_at: DateTime<Utc>,
     /// When API Gateway will have closed it (the record's TTL).
     pub expires_at: DateTime<Utc>,
+    /// The key it was opened with (directly, or through a stream token the key's request got):
+    /// revoking the key closes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<crate::domain::KeyHash>,
 }
 
 /// A connection's one `subscribe`: the subscriber has everything up to `after_seq`. Whoever holds
@@ -110,6 +114,8 @@ pub struct Subscriber {
 pub trait ConnectionStore: Send + Sync {
     /// Records a new connection.
     async fn put(&self, connection: &Connection) -> Result<()>;
+    /// Connections opened with a key (at most `limit`), for the revocation sweep.
+    async fn keyed(&self, limit: usize) -> Result<Vec<Connection>>;
     /// The connection, if it is still there.
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>>;
     /// Forgets the connection.

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{LostRun, QUEUED_GRACE_SECONDS, RunId, StrandedRun, object_keys};
-use crate::ports::{MemoryStore, ObjectStore, RunMessage, RunQueue, RunStore, SessionStore};
+use crate::domain::{KeyHash, LostRun, QUEUED_GRACE_SECONDS, RunId, StrandedRun, object_keys};
+use crate::ports::{
+    ApiKeyStore, ConnectionGateway, ConnectionStore, MemoryStore, ObjectStore, RunMessage, RunQueue, RunStore,
+    SessionStore,
+};
 use crate::{Error, Result};
 
 /// What one sweep did.
@@ -29,6 +32,18 @@ pub struct JanitorReport {
     pub orphaned_objects: usize,
     /// Retired (or never accepted) memory entries past their retention, removed.
     pub stale_memory: u64,
+    /// WebSocket connections of revoked (or removed) keys, closed.
+    pub revoked_connections: usize,
+}
+
+/// Where the WebSocket connections are, how to close them, and the keys they were opened with.
+pub struct OpenConnections {
+    /// The connections table.
+    pub connections: Arc<dyn ConnectionStore>,
+    /// API Gateway's management API.
+    pub gateway: Arc<dyn ConnectionGateway>,
+    /// The API keys.
+    pub keys: Arc<dyn ApiKeyStore>,
 }
 
 /// The scheduled sweep.
@@ -41,6 +56,8 @@ pub struct Janitor {
     batch: usize,
     /// The memory, and how long a retired or never-accepted entry is kept.
     memory: Option<(Arc<dyn MemoryStore>, chrono::Duration)>,
+    /// Where the WebSocket API is deployed: connections whose key was revoked are closed.
+    open: Option<OpenConnections>,
 }
 
 impl Janitor {
@@ -52,13 +69,47 @@ impl Janitor {
         queue: Arc<dyn RunQueue>,
         batch: usize,
     ) -> Self {
-        Self { runs, sessions, objects, queue, batch, memory: None }
+        Self { runs, sessions, objects, queue, batch, memory: None, open: None }
     }
 
     /// The same janitor, also removing memory entries retired (or proposed and never accepted)
     /// for longer than `retention`.
     pub fn with_memory(self, memory: Arc<dyn MemoryStore>, retention: chrono::Duration) -> Self {
         Self { memory: Some((memory, retention)), ..self }
+    }
+
+    /// The same janitor, also closing WebSocket connections whose key is revoked.
+    pub fn with_connections(self, open: OpenConnections) -> Self {
+        Self { open: Some(open), ..self }
+    }
+
+    /// Closes the connections opened with a key that is revoked (or gone): they, and the stream
+    /// tokens that key's requests got, stop with it. Cheap enough to run every minute.
+    pub async fn close_revoked(&self) -> Result<usize> {
+        let Some(open) = &self.open else { return Ok(0) };
+        let mut verdicts: std::collections::HashMap<KeyHash, bool> = std::collections::HashMap::new();
+        let mut closed = 0;
+        // Connections are many and keys few: each key is looked up once per sweep.
+        for connection in open.connections.keyed(self.batch * 50).await? {
+            let Some(key) = &connection.key_hash else { continue };
+            let valid = match verdicts.get(key) {
+                Some(valid) => *valid,
+                None => {
+                    let valid = open.keys.grant_of(key).await?.is_some();
+                    verdicts.insert(key.clone(), valid);
+                    valid
+                }
+            };
+            if !valid {
+                open.gateway.close(&connection.connection_id).await;
+                open.connections.delete(&connection.connection_id).await?;
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(closed, "closed the connections of revoked keys");
+        }
+        Ok(closed)
     }
 
     /// One sweep, as of `now`.
@@ -120,6 +171,7 @@ impl Janitor {
             let before = now - *retention;
             report.stale_memory = memory.remove_stale(before, before, self.batch as i64).await?;
         }
+        report.revoked_connections = self.close_revoked().await?;
         tracing::info!(?report, "janitor sweep");
         Ok(report)
     }

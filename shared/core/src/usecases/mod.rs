@@ -32,7 +32,7 @@ pub use execute::{Disposition, ExecutorPorts, ExecutorSettings, MemorySettings, 
 pub use fanout::{FanoutLimits, WebSocketFanout};
 pub use frames::{FrameRecorder, RecorderReport};
 pub use genie::{GenieService, StreamAccess};
-pub use janitor::{Janitor, JanitorReport};
+pub use janitor::{Janitor, JanitorReport, OpenConnections};
 pub use limits::Limiter;
 pub use measure::run_ended;
 pub use memory::{MemoryNote, MemorySearch, MemoryService};

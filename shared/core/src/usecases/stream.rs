@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::Limiter;
 use super::courier::Courier;
 use crate::domain::{LimitOverrides, RunId, RunStatus, StreamMessages, StreamTokens};
-use crate::ports::{Connection, ConnectionGateway, ConnectionStore, FrameHistory, KeyGrant, RunStore, Subscription};
+use crate::ports::{
+    ApiKeyStore, Connection, ConnectionGateway, ConnectionStore, FrameHistory, KeyGrant, RunStore, Subscription,
+};
 use crate::{Error, Result};
 
 /// API Gateway closes a WebSocket after 2 hours; the record expires with it.
@@ -27,6 +29,8 @@ pub struct StreamService {
     tokens: StreamTokens,
     /// `None` where the deployment keeps no rate limits.
     limiter: Option<Arc<Limiter>>,
+    /// The keys a stream token's key is checked against.
+    keys: Option<Arc<dyn ApiKeyStore>>,
 }
 
 /// How the client proved who it is on `$connect`.
@@ -58,16 +62,22 @@ impl StreamService {
             courier: Courier { gateway, connections, history, metrics: Arc::new(crate::ports::NoMetrics) },
             tokens,
             limiter: None,
+            keys: None,
         }
     }
 
     /// `$connect`: records the connection of an authenticated client.
     pub async fn connect(&self, connection_id: &str, credentials: Credentials) -> Result<()> {
-        let (owner, limits, scoped_run) = match credentials {
-            Credentials::Key(grant) => (grant.owner, grant.limits, None),
+        let (owner, limits, scoped_run, key_hash) = match credentials {
+            Credentials::Key(grant) => (grant.owner, grant.limits, None, Some(grant.key)),
             Credentials::Token(token) => {
                 let claims = self.tokens.verify(&token, Utc::now()).ok_or(Error::Unauthorized)?;
-                (claims.owner, LimitOverrides::default(), Some(claims.run_id))
+                // A token lives no longer than the key whose request got it.
+                let limits = match (&claims.key, &self.keys) {
+                    (Some(key), Some(keys)) => keys.grant_of(key).await?.ok_or(Error::Unauthorized)?.limits,
+                    _ => LimitOverrides::default(),
+                };
+                (claims.owner, limits, Some(claims.run_id), claims.key)
             }
         };
         if let Some(limiter) = &self.limiter {
@@ -82,8 +92,14 @@ impl StreamService {
             subscription: None,
             connected_at: now,
             expires_at: now + chrono::Duration::hours(CONNECTION_TTL_HOURS),
+            key_hash,
         };
         self.courier.connections.put(&connection).await
+    }
+
+    /// The same service, refusing stream tokens whose key was revoked (as looked up in `keys`).
+    pub fn with_keys(self, keys: Arc<dyn ApiKeyStore>) -> Self {
+        Self { keys: Some(keys), ..self }
     }
 
     /// The same service, admitting connections through `limiter`.
