@@ -1,5 +1,5 @@
-//! Running `git`: bounded in time, never prompting, and never with hooks or an fsmonitor that a
-//! checkout could have planted.
+//! Running `git`: bounded in time, never prompting, never with system or global configuration,
+//! and never with hooks or an fsmonitor that a checkout could have planted.
 
 use std::path::Path;
 use std::time::Duration;
@@ -52,6 +52,11 @@ pub(super) async fn git(
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
+        // Only configuration the executor owns: none from /etc/gitconfig or a $HOME/.gitconfig
+        // (HOME may be a shared /tmp a run can write to); the checkout's own is restored before
+        // commit and push.
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let output = match tokio::time::timeout(timeout, command.output()).await {
