@@ -29,6 +29,20 @@ async fn refusal(response: reqwest::Response) -> (u16, Option<u64>, String) {
     (status, retry_after, body["error"]["code"].as_str().unwrap_or_default().to_owned())
 }
 
+/// Sets attributes on a key's item, as an operator would with `aws dynamodb update-item`.
+async fn set_on_key(t: &TestStack, key: &str, expression: &str, values: &[(&str, AttributeValue)]) {
+    let hash = ApiKey::from_presented(key).unwrap().hash();
+    let mut update = aws_sdk_dynamodb::Client::new(&t.stack.sdk)
+        .update_item()
+        .table_name(&t.stack.settings.api_keys_table)
+        .key("key_hash", AttributeValue::S(hash.as_str().to_owned()))
+        .update_expression(expression);
+    for (name, value) in values {
+        update = update.expression_attribute_values(*name, value.clone());
+    }
+    update.send().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_burst_of_submits_beyond_the_limit_is_refused_with_when_to_retry_and_other_keys_go_on() {
     let t = TestStack::start_with(HashMap::from([
@@ -60,17 +74,7 @@ async fn a_keys_own_cap_on_runs_in_flight_holds_until_one_ends_and_a_replay_is_n
     let t = TestStack::start().await;
     let key = t.stack.issue_key("capped-team").await.unwrap();
     // An operator gives the key its own limit, as docs/operations.md says.
-    let hash = ApiKey::from_presented(&key).unwrap().hash();
-    let dynamodb = aws_sdk_dynamodb::Client::new(&t.stack.sdk);
-    dynamodb
-        .update_item()
-        .table_name(&t.stack.settings.api_keys_table)
-        .key("key_hash", AttributeValue::S(hash.as_str().to_owned()))
-        .update_expression("SET max_active_runs = :n")
-        .expression_attribute_values(":n", AttributeValue::N("2".into()))
-        .send()
-        .await
-        .unwrap();
+    set_on_key(&t, &key, "SET max_active_runs = :n", &[(":n", AttributeValue::N("2".into()))]).await;
 
     let first: serde_json::Value = submit(&t, &key, Some("first")).await.json().await.unwrap();
     assert_eq!(submit(&t, &key, None).await.status().as_u16(), 202);
@@ -111,19 +115,8 @@ async fn websocket_connections_beyond_the_keys_burst_are_refused() {
 async fn a_keys_own_repository_allowlist_replaces_the_deployments_for_its_runs_only() {
     let t = TestStack::start().await;
     let key = t.stack.issue_key("tools-team").await.unwrap();
-    let hash = ApiKey::from_presented(&key).unwrap().hash();
-    aws_sdk_dynamodb::Client::new(&t.stack.sdk)
-        .update_item()
-        .table_name(&t.stack.settings.api_keys_table)
-        .key("key_hash", AttributeValue::S(hash.as_str().to_owned()))
-        .update_expression("SET repository_allowlist = :list")
-        .expression_attribute_values(
-            ":list",
-            AttributeValue::Ss(vec!["https://git.example.com/acme/tools/*".into(), "https://git.other.org/*".into()]),
-        )
-        .send()
-        .await
-        .unwrap();
+    let allowlist = vec!["https://git.example.com/acme/tools/*".into(), "https://git.other.org/*".into()];
+    set_on_key(&t, &key, "SET repository_allowlist = :list", &[(":list", AttributeValue::Ss(allowlist))]).await;
     let submit_to = |key: String, url: &'static str| {
         let request = t
             .http
@@ -163,16 +156,7 @@ async fn a_revoked_key_loses_its_open_connections_and_its_stream_tokens_at_the_n
     let mut by_token = WsClient::connect(&token_url, None).await.expect("its token connects");
     let mut other = WsClient::connect(&t.stack.ws_url, Some(t.key())).await.expect("another key connects");
 
-    let hash = ApiKey::from_presented(&key).unwrap().hash();
-    aws_sdk_dynamodb::Client::new(&t.stack.sdk)
-        .update_item()
-        .table_name(&t.stack.settings.api_keys_table)
-        .key("key_hash", AttributeValue::S(hash.as_str().to_owned()))
-        .update_expression("SET revoked = :yes")
-        .expression_attribute_values(":yes", AttributeValue::Bool(true))
-        .send()
-        .await
-        .unwrap();
+    set_on_key(&t, &key, "SET revoked = :yes", &[(":yes", AttributeValue::Bool(true))]).await;
     // At once: nothing new opens with the key, or with a token its requests got.
     assert_eq!(WsClient::connect(&t.stack.ws_url, Some(&key)).await.err(), Some(401));
     assert_eq!(WsClient::connect(&token_url, None).await.err(), Some(401));

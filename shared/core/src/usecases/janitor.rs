@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{KeyHash, LostRun, QUEUED_GRACE_SECONDS, RunId, StrandedRun, object_keys};
+use crate::domain::{KeyHash, LostRun, QUEUED_GRACE_SECONDS, Run, RunId, StrandedRun, object_keys};
 use crate::ports::{
     ApiKeyStore, ConnectionGateway, ConnectionStore, MemoryStore, ObjectStore, RunMessage, RunQueue, RunStore,
     SessionStore,
@@ -78,6 +78,20 @@ impl Janitor {
         Self { memory: Some((memory, retention)), ..self }
     }
 
+    /// Writes a recovered run (unless it changed since `expected`) and sends its message: a run
+    /// queued again goes again; for an ended one, the executor that takes the message sends the
+    /// end to whoever is still subscribed. Whether it was written.
+    async fn save_and_send(&self, run: &Run, expected: u64) -> Result<bool> {
+        match self.runs.update(run, expected).await {
+            Ok(()) => {
+                self.queue.enqueue(&RunMessage::for_run(run)).await?;
+                Ok(true)
+            }
+            Err(Error::Conflict) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     /// The same janitor, also closing WebSocket connections whose key is revoked.
     pub fn with_connections(self, open: OpenConnections) -> Self {
         Self { open: Some(open), ..self }
@@ -122,35 +136,24 @@ impl Janitor {
         for mut run in self.runs.stale_leases(now, self.batch).await? {
             let expected = run.version;
             let Some(recovery) = run.recover_lost(now) else { continue };
-            match self.runs.update(&run, expected).await {
-                Ok(()) => {
-                    // A re-queued run goes again; for an ended one, the executor that takes the
-                    // message sends the end to whoever is still subscribed.
-                    self.queue.enqueue(&RunMessage::for_run(&run)).await?;
-                    match recovery {
-                        LostRun::Requeued => report.requeued_runs += 1,
-                        LostRun::Failed => report.failed_runs += 1,
-                    }
+            // Not written: its executor woke up, or another sweep got there first.
+            if self.save_and_send(&run, expected).await? {
+                match recovery {
+                    LostRun::Requeued => report.requeued_runs += 1,
+                    LostRun::Failed => report.failed_runs += 1,
                 }
-                Err(Error::Conflict) => {} // its executor woke up, or another sweep got there first
-                Err(err) => return Err(err),
             }
         }
         let waited_too_long = now - chrono::Duration::seconds(QUEUED_GRACE_SECONDS);
         for mut run in self.runs.queued_since(waited_too_long, self.batch).await? {
             let expected = run.version;
             let Some(recovery) = run.recover_stranded(now) else { continue };
-            match self.runs.update(&run, expected).await {
-                Ok(()) => {
-                    // A failed run's message still goes: its executor tells its subscribers.
-                    self.queue.enqueue(&RunMessage::for_run(&run)).await?;
-                    match recovery {
-                        StrandedRun::Requeued => report.resent_runs += 1,
-                        StrandedRun::Failed => report.dead_lettered_runs += 1,
-                    }
+            // Not written: claimed meanwhile, so its message was there after all.
+            if self.save_and_send(&run, expected).await? {
+                match recovery {
+                    StrandedRun::Requeued => report.resent_runs += 1,
+                    StrandedRun::Failed => report.dead_lettered_runs += 1,
                 }
-                Err(Error::Conflict) => {} // claimed meanwhile: its message was there after all
-                Err(err) => return Err(err),
             }
         }
         let keys = self.objects.list_up_to(object_keys::RUNS_PREFIX, self.batch * 10).await?;
