@@ -41,6 +41,9 @@ pub trait FrameLog: Send {
     async fn append(&mut self, frames: &[Frame]) -> Result<()>;
     /// Where the log is, for the upload.
     fn path(&self) -> &Path;
+    /// The frames it holds from `first` to `last` (seqs, inclusive), to back-fill a sink that
+    /// could not take them when they were read.
+    async fn read_back(&self, first: u64, last: u64) -> Result<Vec<Frame>>;
 }
 
 /// Opens a run's frame log in its workspace.
