@@ -59,3 +59,49 @@ async fn a_run_whose_message_was_lost_is_sent_again_then_failed_as_dead_lettered
     assert_eq!(drain().await, vec![run_id.clone()]);
     t.stop().await;
 }
+
+/// A stand-in for `claude` that prints `lines` (with this run's session id) and then does `then`.
+fn fake_cli(dir: &std::path::Path, lines: &[&str], then: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let printed: String = lines.iter().map(|line| format!("echo '{line}'\n")).collect();
+    let script = format!(
+        "#!/bin/sh\nsid=00000000-0000-4000-8000-000000000001\n\
+         while [ $# -gt 0 ]; do case \"$1\" in --session-id|--resume) sid=\"$2\"; shift;; esac; shift; done\n\
+         cat > /dev/null\n{}{then}\n",
+        printed.replace("SID", "'\"$sid\"'")
+    );
+    let path = dir.join("claude");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+const INIT: &str = r#"{"type":"system","subtype":"init","session_id":"SID","tools":[],"mcp_servers":[]}"#;
+const RESULT: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"done; a tool lingers","session_id":"SID","num_turns":1,"total_cost_usd":0.001,"duration_ms":5,"usage":{"input_tokens":1,"output_tokens":1}}"#;
+
+#[tokio::test]
+async fn a_cli_that_hangs_after_its_result_is_stopped_and_the_run_completes_from_the_result() {
+    let bin = tempfile::tempdir().unwrap();
+    let cli = fake_cli(bin.path(), &[INIT, RESULT], "sleep 600");
+    let f = e2e::RunnerFixture::start(vec![], &[("CLAUDE_BIN", cli.to_str().unwrap())], true).await;
+    let started = std::time::Instant::now();
+    let run_id = f.submit("implement", json!({"message": "finish, then hang", "branch": "main"})).await;
+    let run = f.wait_until_finished(&run_id).await;
+    assert_eq!(run["status"], "completed", "finished from its result, not by the idle timeout: {run}");
+    assert_eq!(run["result_summary"], "done; a tool lingers");
+    // The fixture's idle timeout is 60 s; the result's grace is 10 s.
+    assert!(started.elapsed() < std::time::Duration::from_secs(50), "took {:?}", started.elapsed());
+    assert!(f.processes_in_workspaces().is_empty(), "the lingering process was stopped with the run");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_cli_that_exits_without_a_result_fails_the_run_with_cli_exited() {
+    let bin = tempfile::tempdir().unwrap();
+    let cli = fake_cli(bin.path(), &[INIT], "exit 0");
+    let f = e2e::RunnerFixture::start(vec![], &[("CLAUDE_BIN", cli.to_str().unwrap())], true).await;
+    let run_id = f.submit("implement", json!({"message": "no result", "branch": "main"})).await;
+    let run = f.wait_until_finished(&run_id).await;
+    assert_eq!((run["status"].as_str(), run["error"]["code"].as_str()), (Some("failed"), Some("cli_exited")), "{run}");
+    f.stop().await;
+}

@@ -39,6 +39,17 @@ struct CliRun {
     log: PathBuf,
 }
 
+/// How long a CLI that printed its `result` may take to exit before it is stopped.
+const RESULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The run's timings, started if need be.
 fn timings(run: &mut Run) -> &mut RunTimings {
     run.timings.get_or_insert_with(RunTimings::default)
@@ -225,6 +236,9 @@ impl RunExecutor {
         let deadline = lease.started + time_limit;
         let mut summary = CliSummary::default();
         let mut seq = 0u64;
+        // Once the CLI has said how the run ended, it gets a moment to exit, not the idle timeout:
+        // a tool it left running must not hold a finished run open.
+        let mut exit_by: Option<tokio::time::Instant> = None;
         let ended = loop {
             tokio::select! {
                 line = tokio::time::timeout(self.settings.idle_timeout, process.next_line()) => match line {
@@ -242,6 +256,9 @@ impl RunExecutor {
                         if let FrameData::Json(data) = &frame.data {
                             summary.observe(&frame.kind, frame.subtype.as_deref(), data);
                         }
+                        if summary.result.is_some() && exit_by.is_none() {
+                            exit_by = Some(tokio::time::Instant::now() + RESULT_GRACE);
+                        }
                         // A stalled sink must not hold the watchdogs off.
                         if tokio::time::timeout_at(deadline, recorder.record(frame, bytes.len())).await.is_err() {
                             break Ended::OutOfTime(time_limit);
@@ -254,6 +271,10 @@ impl RunExecutor {
                     }
                 },
                 _ = tokio::time::sleep_until(deadline) => break Ended::OutOfTime(time_limit),
+                _ = sleep_until_some(exit_by) => {
+                    tracing::warn!(run_id = %run.run_id, "the CLI reported its result but did not exit; stopping it");
+                    break Ended::Exited;
+                }
                 reason = stop_requested(&mut stop) => {
                     break if reason == StopReason::LeaseLost { Ended::LeaseLost } else { Ended::Cancelled };
                 }
