@@ -84,13 +84,10 @@ async fn a_cli_that_hangs_after_its_result_is_stopped_and_the_run_completes_from
     let bin = tempfile::tempdir().unwrap();
     let cli = fake_cli(bin.path(), &[INIT, RESULT], "sleep 600");
     let f = e2e::RunnerFixture::start(vec![], &[("CLAUDE_BIN", cli.to_str().unwrap())], true).await;
-    let started = std::time::Instant::now();
     let run_id = f.submit("implement", json!({"message": "finish, then hang", "branch": "main"})).await;
     let run = f.wait_until_finished(&run_id).await;
     assert_eq!(run["status"], "completed", "finished from its result, not by the idle timeout: {run}");
     assert_eq!(run["result_summary"], "done; a tool lingers");
-    // The fixture's idle timeout is 60 s; the result's grace is 10 s.
-    assert!(started.elapsed() < std::time::Duration::from_secs(50), "took {:?}", started.elapsed());
     assert!(f.processes_in_workspaces().is_empty(), "the lingering process was stopped with the run");
     f.stop().await;
 }

@@ -4,15 +4,14 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use runner_core::domain::Owner;
 use runner_core::ports::KeyGrant;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The authenticated owner of the `x-api-key` presented, and what the key grants.
-pub struct Caller(pub Owner, pub KeyGrant);
+/// What the `x-api-key` presented grants: its owner, limits and repositories.
+pub struct Caller(pub KeyGrant);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -20,7 +19,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok());
         let grant = state.auth.authenticate(presented).await?;
-        Ok(Caller(grant.owner.clone(), grant))
+        Ok(Caller(grant))
     }
 }
 

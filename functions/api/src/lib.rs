@@ -20,8 +20,8 @@ use axum::{Json, Router};
 use runner_adapters::Wiring;
 use runner_core::domain::epic::EpicRequest;
 use runner_core::domain::{RunRequest, StreamTokens, TraceContext};
-use runner_core::ports::MemoryChange;
 use runner_core::ports::MemoryEntry;
+use runner_core::ports::{KeyGrant, MemoryChange};
 use runner_core::usecases::{
     Authenticator, DecisionRequest, EpicService, ListQuery, MemoryNote, MemorySearch, MemoryService, ReserveSession,
     RunOrigin, RunService, SessionService,
@@ -128,7 +128,7 @@ async fn health() -> impl IntoResponse {
 
 async fn submit_run(
     State(state): State<AppState>,
-    Caller(owner, grant): Caller,
+    Caller(grant): Caller,
     Path(workflow): Path<String>,
     Extension(trace): Extension<TraceContext>,
     headers: HeaderMap,
@@ -140,16 +140,12 @@ async fn submit_run(
     }
     let JsonBody(request) = body?;
     let idempotency_key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let origin = RunOrigin {
-        trace_id: Some(trace.trace_id),
-        limits: grant.limits,
-        repository_allowlist: grant.repository_allowlist,
-        ..RunOrigin::default()
-    };
+    let KeyGrant { key, owner, limits, repository_allowlist } = grant;
+    let origin = RunOrigin { trace_id: Some(trace.trace_id), limits, repository_allowlist, ..RunOrigin::default() };
     let submitted = state.runs.submit(&owner, &workflow, request, idempotency_key, origin).await?;
     let links = Links::from_headers(&headers);
     let now = chrono::Utc::now();
-    let token = state.stream_tokens.as_ref().map(|t| t.issue_for_key(submitted.run.run_id, &owner, &grant.key, now));
+    let token = state.stream_tokens.as_ref().map(|t| t.issue_for_key(submitted.run.run_id, &owner, &key, now));
     let body = SubmitResponse::new(&submitted.run, &links, state.websocket_url.as_deref(), token);
     let replayed = if submitted.replayed { "true" } else { "false" };
     Ok((StatusCode::ACCEPTED, [("idempotent-replayed", replayed)], Json(body)))
@@ -157,7 +153,7 @@ async fn submit_run(
 
 async fn run_status(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let run = state.runs.get(&owner, &run_id).await?;
@@ -166,7 +162,7 @@ async fn run_status(
 
 async fn cancel_run(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let (run, _) = state.runs.cancel(&owner, &run_id).await?;
@@ -175,7 +171,7 @@ async fn cancel_run(
 
 async fn list_runs(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
@@ -184,7 +180,7 @@ async fn list_runs(
     Ok(Json(serde_json::json!({"runs": runs, "next_cursor": page.next_cursor})))
 }
 
-async fn list_workflows(State(state): State<AppState>, Caller(..): Caller) -> Json<serde_json::Value> {
+async fn list_workflows(State(state): State<AppState>, Caller(_): Caller) -> Json<serde_json::Value> {
     let registry = state.runs.workflows();
     let workflows: Vec<serde_json::Value> = registry
         .names()
@@ -202,7 +198,7 @@ async fn list_workflows(State(state): State<AppState>, Caller(..): Caller) -> Js
 
 async fn run_output(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(run_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (run, frames) = state.runs.output(&owner, &run_id).await?;
@@ -224,7 +220,7 @@ fn page_query(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageQue
 
 async fn reserve_session(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     JsonBody(request): JsonBody<ReserveSession>,
 ) -> Result<impl IntoResponse, ApiError> {
     let session = state.sessions.reserve(&owner, request).await?;
@@ -233,7 +229,7 @@ async fn reserve_session(
 
 async fn list_sessions(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = page_query(query)?;
@@ -244,7 +240,7 @@ async fn list_sessions(
 
 async fn get_session(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(session_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let session = state.sessions.get(&owner, &session_id).await?;
@@ -259,7 +255,7 @@ async fn get_session(
 
 async fn delete_session(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(session_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.sessions.delete(&owner, &session_id).await?;
@@ -268,7 +264,7 @@ async fn delete_session(
 
 async fn session_history(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(session_id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -279,7 +275,7 @@ async fn session_history(
 
 async fn start_epic(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     headers: HeaderMap,
     JsonBody(request): JsonBody<EpicRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -291,7 +287,7 @@ async fn start_epic(
 
 async fn list_epics(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = page_query(query)?;
@@ -303,7 +299,7 @@ async fn list_epics(
 
 async fn get_epic(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(epic_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(epic_view(&state.epics()?.get(&owner, &epic_id).await?)))
@@ -311,7 +307,7 @@ async fn get_epic(
 
 async fn decide_approval(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path((epic_id, approval_id)): Path<(String, String)>,
     JsonBody(request): JsonBody<DecisionRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -328,7 +324,7 @@ async fn decide_approval(
 
 async fn cancel_epic(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(epic_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let epic = state.epics()?.cancel(&owner, &epic_id).await?;
@@ -343,7 +339,7 @@ struct RollbackRequest {
 
 async fn rollback_epic(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(epic_id): Path<String>,
     JsonBody(request): JsonBody<RollbackRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -353,7 +349,7 @@ async fn rollback_epic(
 
 async fn search_memory(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     query: Result<Query<MemorySearch>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
@@ -363,7 +359,7 @@ async fn search_memory(
 
 async fn add_memory(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     JsonBody(note): JsonBody<MemoryNote>,
 ) -> Result<impl IntoResponse, ApiError> {
     let entry = state.memory()?.add(&owner, note).await?;
@@ -372,7 +368,7 @@ async fn add_memory(
 
 async fn get_memory(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(memory_id): Path<String>,
 ) -> Result<Json<MemoryEntry>, ApiError> {
     Ok(Json(state.memory()?.get(&owner, &memory_id).await?))
@@ -380,7 +376,7 @@ async fn get_memory(
 
 async fn change_memory(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(memory_id): Path<String>,
     JsonBody(change): JsonBody<MemoryChange>,
 ) -> Result<Json<MemoryEntry>, ApiError> {
@@ -389,7 +385,7 @@ async fn change_memory(
 
 async fn delete_memory(
     State(state): State<AppState>,
-    Caller(owner, _): Caller,
+    Caller(KeyGrant { owner, .. }): Caller,
     Path(memory_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.memory()?.delete(&owner, &memory_id).await?;

@@ -10,8 +10,8 @@ use sqlx::PgPool;
 
 use runner_core::domain::{Owner, ReplyPolicy, StreamTokens, WorkflowRegistry};
 use runner_core::ports::{
-    BranchMover, ConnectionGateway, ConnectionStore, EpicEngine, FrameSink, MemoryStore, Metrics, ObjectStore,
-    RunQueue, RunStore, SessionStore,
+    ApiKeyStore, BranchMover, ConnectionGateway, ConnectionStore, EpicEngine, FrameSink, MemoryStore, Metrics,
+    ObjectStore, RunQueue, RunStore, SessionStore,
 };
 use runner_core::usecases::{
     Authenticator, EpicService, EpicSettings, ExecutorPorts, GenieService, Janitor, Limiter, MemoryService,
@@ -135,9 +135,14 @@ impl Wiring {
         Arc::new(ApiGatewayConnections::new(&self.sdk, management_url))
     }
 
+    /// The API keys table.
+    pub fn api_keys(&self, settings: &Settings) -> Arc<dyn ApiKeyStore> {
+        Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table))
+    }
+
     /// API keys, looked up in the keys table.
     pub fn authenticator(&self, settings: &Settings) -> Authenticator {
-        Authenticator::new(Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table)))
+        Authenticator::new(self.api_keys(settings))
     }
 
     /// Tenants' limits, where the deployment keeps them (`RATE_LIMITS_TABLE`).
@@ -299,7 +304,7 @@ impl Wiring {
             StreamTokens::new(stream.token_secret.as_bytes().to_vec()),
         )
         .with_limiter(self.limiter(&settings))
-        .with_keys(Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table))))
+        .with_keys(self.api_keys(&settings)))
     }
 
     /// The janitor, handling at most `batch` items of each kind per sweep; where the WebSocket
@@ -319,7 +324,7 @@ impl Wiring {
             (Some(table), Some(management_url)) => janitor.with_connections(OpenConnections {
                 connections: self.connections(&table),
                 gateway: self.gateway(&management_url),
-                keys: Arc::new(DynamoApiKeyStore::new(aws::dynamodb(&self.sdk), &settings.api_keys_table)),
+                keys: self.api_keys(&settings),
             }),
             _ => janitor,
         })

@@ -16,7 +16,7 @@ use super::stream::STREAM_TOKEN_TTL;
 use super::{
     BranchName, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TURNS, IntakeLimits, MAX_BRANCH_BYTES, MAX_MAX_TURNS,
     MIN_MAX_TURNS, Owner, RepositoryPolicy, RunId, RunRequest, StreamClaims, StreamTokens, TraceContext, TraceId,
-    ValidationError, Workflow, WorkflowConfig, WorkflowRegistry, validate_idempotency_key,
+    ValidationError, WorkflowRegistry, validate_idempotency_key,
 };
 
 /// Every code `RunRequest::validate` can answer with (the `ValidationError` variants it builds,
@@ -319,15 +319,7 @@ fn run_id() -> impl Strategy<Value = RunId> {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn workflow(max_turns: Option<u32>) -> Workflow {
-    Workflow {
-        name: "implement".into(),
-        prompt: "p".into(),
-        allowed_tools: vec![],
-        mcp_config: None,
-        config: WorkflowConfig { max_turns, ..WorkflowConfig::default() },
-    }
-}
+use super::request::tests::workflow;
 
 fn registry() -> &'static WorkflowRegistry {
     static REGISTRY: OnceLock<WorkflowRegistry> = OnceLock::new();

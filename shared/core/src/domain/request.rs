@@ -152,12 +152,13 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{WorkflowConfig, WorkflowRegistry};
     use serde_json::json;
 
-    fn workflow(max_turns: Option<u32>) -> Workflow {
+    /// A workflow named `implement` with this `max_turns`.
+    pub(crate) fn workflow(max_turns: Option<u32>) -> Workflow {
         Workflow {
             name: "implement".into(),
             prompt: "p".into(),
