@@ -81,7 +81,7 @@ const RESULT: &str = r#"{"type":"result","subtype":"success","is_error":false,"r
 
 #[tokio::test]
 async fn a_cli_that_hangs_after_its_result_is_stopped_and_the_run_completes_from_the_result() {
-    let bin = tempfile::tempdir().unwrap();
+    let bin = e2e::open_tempdir("fake-cli-");
     let cli = fake_cli(bin.path(), &[INIT, RESULT], "sleep 600");
     let f = e2e::RunnerFixture::start(vec![], &[("CLAUDE_BIN", cli.to_str().unwrap())], true).await;
     let run_id = f.submit("implement", json!({"message": "finish, then hang", "branch": "main"})).await;
@@ -94,11 +94,82 @@ async fn a_cli_that_hangs_after_its_result_is_stopped_and_the_run_completes_from
 
 #[tokio::test]
 async fn a_cli_that_exits_without_a_result_fails_the_run_with_cli_exited() {
-    let bin = tempfile::tempdir().unwrap();
+    let bin = e2e::open_tempdir("fake-cli-");
     let cli = fake_cli(bin.path(), &[INIT], "exit 0");
     let f = e2e::RunnerFixture::start(vec![], &[("CLAUDE_BIN", cli.to_str().unwrap())], true).await;
     let run_id = f.submit("implement", json!({"message": "no result", "branch": "main"})).await;
     let run = f.wait_until_finished(&run_id).await;
     assert_eq!((run["status"].as_str(), run["error"]["code"].as_str()), (Some("failed"), Some("cli_exited")), "{run}");
+    f.stop().await;
+}
+
+/// A CLI whose run lasts about 15 s, a frame every half second, then its result.
+const TICKING: &str = "for i in $(seq 1 30); do sleep 0.5; \
+    echo '{\"type\":\"assistant\",\"message\":{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"tick\"}]},\"session_id\":\"'\"$sid\"'\"}'; \
+    done";
+
+#[tokio::test]
+async fn a_postgres_outage_mid_run_loses_no_frame_and_strands_no_run() {
+    let bin = e2e::open_tempdir("fake-cli-");
+    let result = RESULT.replace("done; a tool lingers", "ticked through an outage");
+    let cli = fake_cli(bin.path(), &[INIT], &format!("{TICKING}\necho '{}'", result.replace("SID", "'\"$sid\"'")));
+    let setup = e2e::StackSetup { own_services: true, ..e2e::StackSetup::default() };
+    let mut f = e2e::RunnerFixture::start_setup(vec![], &[("CLAUDE_BIN", cli.to_str().unwrap())], true, setup).await;
+    let run_id = f.submit("implement", json!({"message": "tick through an outage", "branch": "main"})).await;
+    let id = uuid::Uuid::parse_str(&run_id).unwrap();
+    let frames = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT sequence_number FROM claude_cli_outputs WHERE run_id = $1 ORDER BY 1")
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default()
+    };
+    let pool = f.t.stack.pool.clone();
+    let started = TestStack::eventually(std::time::Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move { (!frames(pool).await.is_empty()).then_some(()) }
+    })
+    .await;
+    assert!(started.is_some(), "the run's first frames reached Postgres");
+    // Down for 10 s while the run goes on printing.
+    f.t.postgres_outage(std::time::Duration::from_secs(10)).await;
+
+    let run = f.wait_until_finished(&run_id).await;
+    assert_eq!(run["status"], "completed", "the run went on through the outage: {run}");
+    assert_eq!(run["result_summary"], "ticked through an outage");
+    // Every line the CLI printed is a frame in Postgres, in order and without a gap, as in the
+    // run's log in S3.
+    let log = runner_adapters::aws::s3(&f.t.stack.sdk)
+        .get_object()
+        .bucket(&f.t.stack.settings.artifacts_bucket)
+        .key(format!("runs/{run_id}/output.ndjson"))
+        .send()
+        .await
+        .expect("the frame log is in S3");
+    let log = log.body.collect().await.unwrap().into_bytes();
+    let logged = log.split(|b| *b == b'\n').filter(|line| !line.is_empty()).count() as i64;
+    assert_eq!(logged, 32, "init, 30 ticks and the result");
+    let stored = TestStack::eventually(std::time::Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move { Some(frames(pool).await).filter(|seqs| seqs.len() as i64 == logged) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("Postgres holds all {logged} frames of the log"));
+    assert_eq!(stored, (1..=logged).collect::<Vec<_>>(), "no frame lost or repeated");
+    // The run's copy in Postgres ended too: nothing stuck.
+    let status = TestStack::eventually(std::time::Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM claude_cli_runs WHERE run_id = $1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten()
+                .filter(|status| status == "completed")
+        }
+    })
+    .await;
+    assert_eq!(status.as_deref(), Some("completed"), "the run's row in Postgres is not stuck");
     f.stop().await;
 }

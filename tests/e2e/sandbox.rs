@@ -177,11 +177,14 @@ async fn the_cli_runs_with_a_scrubbed_environment_its_rlimits_and_a_private_work
     let leaked: Vec<&String> = executor_vars.iter().filter(|var| env.contains(&var.as_str())).collect();
     assert!(leaked.is_empty(), "the executor's environment reached the CLI: {leaked:?}");
 
-    // Private: the run's directory and the CLI's home, temp and config dirs are the executor's alone.
+    // Private: the CLI's home, temp and config dirs are the run's alone; the run's directory is
+    // the executor's, open to the run's own group only where runs have users of their own.
+    let run_users = nix::unistd::geteuid().is_root();
     for dir in ["..", "../home", "../tmp", "../claude"] {
         let prefix = format!("mode {dir}: ");
         let mode = output.lines().find_map(|line| line.strip_prefix(prefix.as_str()));
-        assert_eq!(mode, Some("700"), "{dir} (the run's directory is `..` of the CLI's cwd): {output}");
+        let expected = if dir == ".." && run_users { "710" } else { "700" };
+        assert_eq!(mode, Some(expected), "{dir} (the run's directory is `..` of the CLI's cwd): {output}");
     }
 
     // The rlimits the launcher sets (soft and hard), as the CLI's tools inherit them.
@@ -194,7 +197,17 @@ async fn the_cli_runs_with_a_scrubbed_environment_its_rlimits_and_a_private_work
     assert_eq!(limit("Max open files"), [open_files.clone(), open_files]);
     let file_size = limits.max_file_bytes.to_string();
     assert_eq!(limit("Max file size"), [file_size.clone(), file_size]);
-    assert_eq!(limit("Max cpu time"), [limits.max_cpu_seconds.to_string(), (limits.max_cpu_seconds + 30).to_string()]);
+    // CPU time: the run's time limit on every core, at most the configured cap.
+    let cpu: Vec<u64> = limit("Max cpu time").iter().map(|n| n.parse().unwrap()).collect();
+    assert!(cpu[0] <= limits.max_cpu_seconds && cpu[1] == cpu[0] + 30, "{cpu:?}");
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(cpu[0] % cores, 0, "a multiple of the {cores} cores: {cpu:?}");
+    let address_space = limits.max_address_space_bytes.to_string();
+    assert_eq!(limit("Max address space"), [address_space.clone(), address_space]);
+    if run_users {
+        let processes = limits.max_processes.to_string();
+        assert_eq!(limit("Max processes"), [processes.clone(), processes]);
+    }
     f.stop().await;
 }
 
@@ -344,5 +357,100 @@ async fn a_process_the_run_detached_from_its_group_does_not_outlive_the_run() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     assert!(gone.is_some(), "process {pid}, detached with setsid, outlived its run");
+    f.stop().await;
+}
+
+/// Run `alpha` keeps a private file in its checkout, says where, and waits for `beta` to finish.
+const ALPHA_MAKEFILE: &str = "hold:\n\
+    \t@echo alpha-private > private.txt\n\
+    \t@echo \"$$PWD\" > @RENDEZVOUS@/alpha-path\n\
+    \t@echo \"ALPHA_UID=$$(id -u)\"\n\
+    \t@for i in $$(seq 1 600); do [ -f @RENDEZVOUS@/beta-done ] && break; sleep 0.1; done\n";
+
+/// Run `beta`, while `alpha` runs, tries what an attacker's command would: read alpha's file and
+/// list the workspaces, write the repository cache, read the executor's environment, leave a
+/// file in /tmp and a process with a cleared environment in a session of its own.
+const BETA_MAKEFILE: &str = "probe:\n\
+    \t@for i in $$(seq 1 600); do [ -f @RENDEZVOUS@/alpha-path ] && break; sleep 0.1; done\n\
+    \t@echo \"BETA_UID=$$(id -u)\"\n\
+    \t@cat \"$$(cat @RENDEZVOUS@/alpha-path)/private.txt\" >/dev/null 2>&1 && echo READ_ALPHA || echo READ_REFUSED\n\
+    \t@ls \"$$(dirname \"$$(dirname \"$$(cat @RENDEZVOUS@/alpha-path)\")\")\" >/dev/null 2>&1 && echo LISTED || echo LIST_REFUSED\n\
+    \t@touch @CACHE@/planted 2>/dev/null && echo CACHE_WRITTEN || echo CACHE_REFUSED\n\
+    \t@for m in @CACHE@/*.git; do echo '[url \"file:///elsewhere\"]' >> \"$$m/config\"; done 2>/dev/null && echo MIRROR_WRITTEN || echo MIRROR_REFUSED\n\
+    \t@cat /proc/@EXECUTOR@/environ >/dev/null 2>&1 && echo ENVIRON_READ || echo ENVIRON_REFUSED\n\
+    \t@echo left > /tmp/@LEFTOVER@\n\
+    \t@setsid env -i /bin/sleep 300 < /dev/null > /dev/null 2>&1 & echo \"DETACHED=$$!\"\n\
+    \t@touch @RENDEZVOUS@/beta-done\n";
+
+#[tokio::test]
+async fn runs_have_users_of_their_own_and_cannot_reach_each_other_the_cache_or_the_executor() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("per-run users need an executor running as root; this test runs as root in CI");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let rendezvous = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(rendezvous.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let leftover = format!("cr-leftover-{}", uuid::Uuid::new_v4());
+    let f = RunnerFixture::start(vec![], &[], true).await;
+    let cache = f.workspace_root.path().join("cache");
+    let fill = |text: &str| {
+        text.replace("@RENDEZVOUS@", &rendezvous.path().display().to_string())
+            .replace("@CACHE@", &cache.display().to_string())
+            .replace("@EXECUTOR@", &std::process::id().to_string())
+            .replace("@LEFTOVER@", &leftover)
+    };
+    for (word, makefile, target) in [("alpha", ALPHA_MAKEFILE, "hold"), ("beta", BETA_MAKEFILE, "probe")] {
+        f.model.script(
+            word,
+            vec![
+                Turn::write("Makefile", &fill(makefile)),
+                Turn::tool("Bash", json!({"command": format!("make -s {target}")})),
+                Turn::text("Done."),
+            ],
+        );
+    }
+    let body = |word: &str| json!({"message": format!("Run {word}"), "branch": "main", "auto_commit": false});
+    let alpha = f.submit("implement", body("alpha")).await;
+    let beta = f.submit("implement", body("beta")).await;
+    for run_id in [&alpha, &beta] {
+        let run = f.wait_until_finished(run_id).await;
+        assert_eq!(run["status"], "completed", "{run}");
+    }
+    let alpha_out = tool_results(&stored_frames(&f, &alpha).await).join("\n");
+    let beta_out = tool_results(&stored_frames(&f, &beta).await).join("\n");
+    let uid = |text: &str, name: &str| -> u32 {
+        let prefix = format!("{name}=");
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix.as_str())?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} printed: {text}"))
+    };
+    let range = runner_adapters::RunUserRange::DEFAULT;
+    let (alpha_uid, beta_uid) = (uid(&alpha_out, "ALPHA_UID"), uid(&beta_out, "BETA_UID"));
+    for id in [alpha_uid, beta_uid] {
+        assert!((range.first..range.first + range.count).contains(&id), "uid {id} is a run user's");
+    }
+    assert_ne!(alpha_uid, beta_uid, "each run its own user");
+    for refused in ["READ_REFUSED", "LIST_REFUSED", "CACHE_REFUSED", "MIRROR_REFUSED", "ENVIRON_REFUSED"] {
+        assert!(beta_out.contains(refused), "{refused}: {beta_out}");
+    }
+    assert!(!cache.join("planted").exists());
+
+    // Nothing of beta's outlived it: the process that left its group and cleared its
+    // environment (out of reach of the per-run mark) is gone, and so is its file in /tmp.
+    let pid: i32 = uid(&beta_out, "DETACHED") as i32;
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+            .is_some_and(|zombie| !zombie)
+    };
+    let gone =
+        e2e::TestStack::eventually(std::time::Duration::from_secs(10), || async { (!running()).then_some(()) }).await;
+    if gone.is_none() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(gone.is_some(), "process {pid}, detached with a cleared environment, outlived its run");
+    assert!(!std::path::Path::new("/tmp").join(&leftover).exists(), "the run's file in /tmp was removed");
     f.stop().await;
 }

@@ -29,6 +29,9 @@ pub struct StackSetup {
     pub ws_client_buffer: Option<usize>,
     /// Sweep with the janitor this often (never when `None`).
     pub janitor_every: Option<Duration>,
+    /// Start a Postgres and an emulator of its own even when the test run shares them (a
+    /// test that stops them must not stop its neighbours').
+    pub own_services: bool,
 }
 
 /// Services `cargo xtask test --localstack` put on LocalStack (`SQS=http://…,S3=http://…`).
@@ -60,10 +63,10 @@ impl TestStack {
 
     /// A stack set up as `setup` says.
     pub async fn start_setup(setup: StackSetup) -> Self {
-        let StackSetup { parameters, executor, ws_client_buffer, janitor_every } = setup;
+        let StackSetup { parameters, executor, ws_client_buffer, janitor_every, own_services } = setup;
         let shared = (
-            std::env::var("CLAUDE_RUNNER_TEST_AWS_ENDPOINT").ok(),
-            std::env::var("CLAUDE_RUNNER_TEST_DATABASE_URL").ok(),
+            std::env::var("CLAUDE_RUNNER_TEST_AWS_ENDPOINT").ok().filter(|_| !own_services),
+            std::env::var("CLAUDE_RUNNER_TEST_DATABASE_URL").ok().filter(|_| !own_services),
         );
         let (endpoint, server_url, own) = match shared {
             (Some(endpoint), Some(db)) => (endpoint, db, None),
@@ -101,6 +104,12 @@ impl TestStack {
         .expect("start the local stack");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
         Self { stack, http, own }
+    }
+
+    /// Stops this test's own Postgres for `outage`, then starts it again (`own_services` only).
+    pub async fn postgres_outage(&mut self, outage: Duration) {
+        let own = self.own.as_mut().expect("a Postgres outage needs the test's own services");
+        own.postgres.outage(outage).await.expect("restart postgres");
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -122,6 +122,7 @@ async fn setup_times(place: &Path) -> Result<SetupTimes> {
         author_name: "bench".into(),
         author_email: "bench@example.com".into(),
         dotenv: None,
+        run_users: false,
     };
     let plain = GitWorkspaces::new(config(None), None);
     let cached = GitWorkspaces::new(config(Some(place.join("cache"))), None);
@@ -322,7 +323,7 @@ fn vm_hwm_kib() -> u64 {
 async fn rss_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = generated_repository(origin.path())?;
-    let workspaces = tempfile::tempdir()?;
+    let workspaces = open_tempdir()?;
     // Each run writes a 1 MB file and answers; the frames carry it twice.
     let payload = "z".repeat(1024 * 1024);
     let model = ScriptedModel::start(Vec::new()).await?;
@@ -457,7 +458,7 @@ fn small_repository(root: &Path) -> Result<String> {
 async fn streaming_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = tempfile::tempdir()?;
+    let workspaces = open_tempdir()?;
     // Every run: a Write, then an answer, each after a short think, so frames arrive live.
     let model = ScriptedModel::offline_demo().await?;
     let mut table = Vec::new();
@@ -527,7 +528,7 @@ async fn replay_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let lines = std::fs::read_to_string(&recording)?.lines().filter(|line| !line.trim().is_empty()).count();
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = tempfile::tempdir()?;
+    let workspaces = open_tempdir()?;
     let claude = replay_wrapper(workspaces.path(), &binary, &recording, "recorded")?;
     // Nothing listens there: the replay never calls a model.
     let model_url = "http://127.0.0.1:9".to_owned();
@@ -596,7 +597,7 @@ async fn replay_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
 async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = tempfile::tempdir()?;
+    let workspaces = open_tempdir()?;
     let model = ScriptedModel::start(Vec::new()).await?;
     model.set_fallback(Turn::text("noted"));
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
@@ -653,7 +654,7 @@ async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
 async fn genie_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = generated_repository(origin.path())?;
-    let workspaces = tempfile::tempdir()?;
+    let workspaces = open_tempdir()?;
     let model = ScriptedModel::start(Vec::new()).await?;
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
     let stack = env.stack("genie", 1, true).await?;
@@ -787,7 +788,7 @@ async fn time_bare_cli(url: &str, model_url: &str, message: &str) -> Result<Dura
 async fn overhead_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = tempfile::tempdir()?;
+    let workspaces = open_tempdir()?;
     let model = ScriptedModel::start(Vec::new()).await?;
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
     let stack = env.stack("overhead", 1, true).await?;
@@ -901,7 +902,7 @@ async fn throughput_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<(
     let binary = replay_binary()?;
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = tempfile::tempdir()?;
+    let workspaces = open_tempdir()?;
     let recording = workspaces.path().join("many-lines.ndjson");
     generated_recording(&recording, THROUGHPUT_LINES)?;
     let claude = replay_wrapper(workspaces.path(), &binary, &recording, "fast")?;
@@ -1064,4 +1065,13 @@ async fn main() -> Result<()> {
     postgres.stop().await;
     emulator.stop().await;
     result
+}
+
+/// A temporary folder that per-run users may pass through (`tempfile` makes it 0700): as root,
+/// the executor runs each run's CLI as a user of its own.
+fn open_tempdir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    Ok(dir)
 }

@@ -104,6 +104,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir).context("create the state directory")?;
+    // As root, each run's CLI runs as a user of its own, who passes through here to its workspace.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&args.state_dir)?.permissions().mode();
+        std::fs::set_permissions(&args.state_dir, std::fs::Permissions::from_mode(mode | 0o001))?;
+    }
     let aws_endpoint = match &args.aws_endpoint {
         Some(endpoint) => endpoint.clone(),
         None => {

@@ -17,6 +17,9 @@ pub struct PgCluster {
     pub port: u16,
     data_dir: PathBuf,
     process: OwnedProcess,
+    bin: PathBuf,
+    /// The `postgres` user, when this process is root.
+    run_as: Option<User>,
 }
 
 /// The server binaries: `$PG_BIN`, else `pg_config --bindir`, else the newest under /usr/lib/postgresql.
@@ -59,15 +62,10 @@ impl PgCluster {
         } else {
             None
         };
-        let as_pg = |program: PathBuf| {
-            let mut command = std::process::Command::new(program);
-            if let Some(user) = &run_as {
-                command.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", &data_dir);
-            }
-            command
-        };
-
-        let mut initdb = as_pg(bin.join("initdb"));
+        let mut initdb = std::process::Command::new(bin.join("initdb"));
+        if let Some(user) = &run_as {
+            initdb.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", &data_dir);
+        }
         initdb
             .args(["-D"])
             .arg(&data_dir)
@@ -82,16 +80,37 @@ impl PgCluster {
             });
         }
 
-        let mut postgres = as_pg(bin.join("postgres"));
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let process = Self::serve(&bin, &data_dir, port, run_as.as_ref()).await?;
+        tracing::info!(port, "postgres ready");
+        Ok(Self { url, port, data_dir, process, bin, run_as })
+    }
+
+    /// Starts the server on `data_dir` and waits until it accepts connections.
+    async fn serve(
+        bin: &std::path::Path,
+        data_dir: &std::path::Path,
+        port: u16,
+        run_as: Option<&User>,
+    ) -> Result<OwnedProcess, LocalError> {
+        let mut postgres = std::process::Command::new(bin.join("postgres"));
+        if let Some(user) = run_as {
+            postgres.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", data_dir);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .map_err(LocalError::io("open server.log"))?;
         postgres
             .arg("-D")
-            .arg(&data_dir)
+            .arg(data_dir)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"])
             .arg("-k")
-            .arg(&data_dir)
+            .arg(data_dir)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(data_dir.join("server.log")).map_err(LocalError::io("create server.log"))?);
+            .stderr(log);
         // SIGINT is Postgres' "fast" shutdown: it does not wait for clients to disconnect.
         let mut process = OwnedProcess::spawn("postgres", postgres, Signal::SIGINT)?;
         let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
@@ -101,8 +120,17 @@ impl PgCluster {
         })
         .await?;
         process.check_alive()?;
-        tracing::info!(port, "postgres ready");
-        Ok(Self { url, port, data_dir, process })
+        Ok(process)
+    }
+
+    /// Stops the server (fast shutdown: every connection is cut), keeps it down for `outage`,
+    /// and starts it again on the same data and port: an outage as a failover would cause one.
+    pub async fn outage(&mut self, outage: Duration) -> Result<(), LocalError> {
+        let down = tokio::time::Instant::now();
+        self.process.stop_in_place(Duration::from_secs(10)).await;
+        tokio::time::sleep_until(down + outage).await;
+        self.process = Self::serve(&self.bin, &self.data_dir, self.port, self.run_as.as_ref()).await?;
+        Ok(())
     }
 
     pub fn data_dir(&self) -> &std::path::Path {

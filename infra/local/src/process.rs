@@ -49,6 +49,11 @@ impl OwnedProcess {
 
     /// Signals the whole group, waits up to `grace`, then kills the group.
     pub async fn stop(mut self, grace: Duration) {
+        self.stop_in_place(grace).await;
+    }
+
+    /// `stop`, leaving the handle (to be replaced by a new process).
+    pub async fn stop_in_place(&mut self, grace: Duration) {
         let Some(pid) = self.child.id() else { return };
         let group = Pid::from_raw(pid as i32);
         let _ = killpg(group, self.stop_signal);

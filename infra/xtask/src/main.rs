@@ -101,6 +101,7 @@ fn claude_cli() -> Result<PathBuf> {
     let wanted = std::fs::read_to_string(root.join("infra/tools/package.json")).context("read package.json")?;
     let bin = prefix.join("node_modules/.bin/claude");
     if std::fs::read_to_string(prefix.join("package.json")).ok().as_deref() == Some(wanted.as_str()) && bin.exists() {
+        open_to_run_users(&root)?;
         return Ok(bin);
     }
     eprintln!("xtask: installing the pinned Claude CLI into {}", prefix.display());
@@ -108,7 +109,26 @@ fn claude_cli() -> Result<PathBuf> {
     std::fs::write(prefix.join("package.json"), &wanted)?;
     run(Command::new("npm").args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"]).arg(&prefix))?;
     run(Command::new(&bin).arg("--version").stdout(Stdio::null()))?;
+    open_to_run_users(&root)?;
     Ok(bin)
+}
+
+/// As root, the stack runs each run's CLI as a user of its own, who must be able to pass
+/// through the folders above the checkout to reach the CLI in `.tools` (a `mktemp -d` folder is
+/// mode 0700). Grants search (`o+x`, not reading) where it is missing.
+fn open_to_run_users(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    for dir in root.canonicalize()?.ancestors() {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            eprintln!("xtask: allowing run users to pass through {} (chmod o+x)", dir.display());
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001))?;
+        }
+    }
+    Ok(())
 }
 
 fn up(args: &[String]) -> Result<()> {

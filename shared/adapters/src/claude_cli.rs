@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::process::{Child, ChildStdout};
 
 use crate::ModelProxy;
+use crate::run_users::{RunUser, RunUserRange, RunUsers};
 use runner_core::claude::CliInvocation;
 use runner_core::ports::{Cli, CliProcess, OutputLine, Workspace};
 use runner_core::{Error, Result};
@@ -26,6 +27,9 @@ const ANTHROPIC_API: &str = "https://api.anthropic.com";
 /// The longest line kept whole; longer ones are cut (and marked so).
 const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 const STDERR_TAIL_BYTES: usize = 64 * 1024;
+/// Node reserves far more address space than it uses (V8's pointer cage and WebAssembly
+/// guard regions); this cap stops a runaway allocation, not the CLI's reservations.
+const DEFAULT_MAX_ADDRESS_SPACE: u64 = 64 * 1024 * 1024 * 1024;
 
 /// How the CLI is started: binary, model endpoint and key, resource limits.
 #[derive(Clone, Debug)]
@@ -39,6 +43,13 @@ pub struct ClaudeCliConfig {
     pub max_file_bytes: u64,
     pub max_open_files: u64,
     pub max_cpu_seconds: u64,
+    /// The address space of any one process of the run (`RLIMIT_AS`).
+    pub max_address_space_bytes: u64,
+    /// Processes (threads included) the run's user may have at once (`RLIMIT_NPROC`); only
+    /// set with run users, as it counts every process of the user.
+    pub max_processes: u64,
+    /// Each run's CLI under a uid of its own from this range (the executor must be root).
+    pub run_users: Option<RunUserRange>,
 }
 
 impl Default for ClaudeCliConfig {
@@ -51,6 +62,9 @@ impl Default for ClaudeCliConfig {
             max_file_bytes: 2 * 1024 * 1024 * 1024,
             max_open_files: 4096,
             max_cpu_seconds: 1800,
+            max_address_space_bytes: DEFAULT_MAX_ADDRESS_SPACE,
+            max_processes: 1024,
+            run_users: None,
         }
     }
 }
@@ -58,12 +72,14 @@ impl Default for ClaudeCliConfig {
 /// Starts the real `claude` binary.
 pub struct ClaudeCli {
     config: ClaudeCliConfig,
+    users: Option<Arc<RunUsers>>,
 }
 
 impl ClaudeCli {
     /// A launcher with this binary, endpoint and limits.
     pub fn new(config: ClaudeCliConfig) -> Self {
-        Self { config }
+        let users = config.run_users.map(RunUsers::new);
+        Self { config, users }
     }
 }
 
@@ -108,14 +124,35 @@ impl Cli for ClaudeCli {
                 None
             }
         };
-        let limits = (config.max_file_bytes, config.max_open_files, config.max_cpu_seconds);
-        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        // The run's own user, when there are run users: it owns the workspace from here on.
+        let user = match &self.users {
+            Some(users) => {
+                let mut user = users.take()?;
+                user.enter(workspace)?;
+                user.apply(&mut command);
+                Some(user)
+            }
+            None => None,
+        };
+        // Any one process may use the CPU for the run's whole time limit on every core, no more.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let cpu = invocation
+            .time_limit
+            .map_or(config.max_cpu_seconds, |limit| (limit.as_secs().max(1) * cores).min(config.max_cpu_seconds));
+        let nproc = user.as_ref().map(|_| config.max_processes);
+        let limits = (config.max_file_bytes, config.max_open_files, cpu, config.max_address_space_bytes);
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent. It runs
+        // after the switch to the run's user, which may lower its own limits.
         unsafe {
             command.pre_exec(move || {
-                let (fsize, nofile, cpu) = limits;
+                let (fsize, nofile, cpu, address_space) = limits;
                 setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize)?;
                 setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile)?;
                 setrlimit(Resource::RLIMIT_CPU, cpu, cpu + 30)?;
+                setrlimit(Resource::RLIMIT_AS, address_space, address_space)?;
+                if let Some(nproc) = nproc {
+                    setrlimit(Resource::RLIMIT_NPROC, nproc, nproc)?;
+                }
                 Ok(())
             });
         }
@@ -158,6 +195,8 @@ impl Cli for ClaudeCli {
             pgid,
             max_line: config.max_frame_bytes,
             mark,
+            user,
+            workspace: workspace.clone(),
             _proxy: proxy,
         }))
     }
@@ -171,6 +210,9 @@ struct ClaudeCliProcess {
     max_line: usize,
     /// The value of `SANDBOX_MARK` in this CLI's environment.
     mark: String,
+    /// The run's own user, if it has one: everything of that uid is killed at the stop.
+    user: Option<RunUser>,
+    workspace: Workspace,
     /// The run's model endpoint; it stops with the process.
     _proxy: Option<ModelProxy>,
 }
@@ -253,6 +295,9 @@ impl CliProcess for ClaudeCliProcess {
         let detached = kill_marked(&self.mark, self.child.id());
         if detached > 0 {
             tracing::warn!(pgid, detached, "killed processes the run left behind outside its group");
+        }
+        if let Some(user) = &mut self.user {
+            user.leave(&self.workspace, self.child.id());
         }
     }
 

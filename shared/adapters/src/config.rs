@@ -10,7 +10,7 @@ use runner_core::domain::{
 use runner_core::usecases::{EpicSettings, ExecutorSettings, FanoutLimits, MemorySettings};
 use runner_core::{Error, Result};
 
-use crate::ClaudeCliConfig;
+use crate::{ClaudeCliConfig, RunUserRange};
 
 /// Where things are. Every name is an environment variable that `template.yaml` sets.
 #[derive(Clone, Debug)]
@@ -213,6 +213,11 @@ impl ExecutorConfig {
                 base_url: optional("ANTHROPIC_BASE_URL"),
                 api_key: optional("ANTHROPIC_API_KEY"),
                 max_frame_bytes: number("MAX_FRAME_BYTES", cli_defaults.max_frame_bytes as u64)? as usize,
+                max_processes: number("RUN_MAX_PROCESSES", cli_defaults.max_processes)?,
+                run_users: RunUserRange::from_setting(
+                    optional("RUN_USERS").as_deref(),
+                    nix::unistd::geteuid().is_root(),
+                )?,
                 ..cli_defaults
             },
             settings,

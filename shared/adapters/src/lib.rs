@@ -14,6 +14,7 @@ mod git;
 pub mod metrics;
 mod model_proxy;
 pub mod postgres;
+mod run_users;
 pub mod telemetry;
 pub mod wiring;
 
@@ -25,4 +26,5 @@ pub use claude_cli::{ClaudeCli, ClaudeCliConfig, harden_executor};
 pub use git::{GitWorkspaces, WorkspaceConfig};
 pub use model_proxy::ModelProxy;
 pub use postgres::{PgFrameStore, PgMemoryStore, PgRunProjection};
+pub use run_users::{RunUserRange, RunUsers};
 pub use wiring::Wiring;

@@ -3,6 +3,7 @@
 //! service is configured the same way wherever it runs.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -24,8 +25,8 @@ use crate::files::{NdjsonFrameLogs, StoredTranscripts};
 use crate::metrics::EmbeddedMetrics;
 use crate::{
     ApiGatewayConnections, ClaudeCli, DynamoApiKeyStore, DynamoBucketStore, DynamoConnectionStore, DynamoEpicStore,
-    DynamoRunStore, DynamoSessionStore, GitWorkspaces, PgFrameStore, PgMemoryStore, PgRunProjection, S3ObjectStore,
-    SqsReplies, SqsRunQueue, StepFunctionsEngine, WorkspaceConfig, aws, postgres,
+    DynamoRunStore, DynamoSessionStore, GitWorkspaces, PgFrameStore, PgMemoryStore, PgRunProjection, RunUsers,
+    S3ObjectStore, SqsReplies, SqsRunQueue, StepFunctionsEngine, WorkspaceConfig, aws, postgres,
 };
 
 type Vars = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -221,6 +222,7 @@ impl Wiring {
                 author_name: config.author_name.clone(),
                 author_email: config.author_email.clone(),
                 dotenv: config.workspace_dotenv.clone(),
+                run_users: config.cli.run_users.is_some(),
             },
             Some(objects.clone()),
         )
@@ -261,6 +263,15 @@ impl Wiring {
     pub async fn run_executor(&self) -> Result<RunExecutor> {
         let settings = self.settings()?;
         let config = self.executor_config()?;
+        if config.cli.run_users.is_some() {
+            // Run users must reach the CLI and their workspaces; better a clear error at start
+            // than every run failing on a permission.
+            let bin = find_on_path(&config.cli.bin);
+            let mut paths = vec![bin.as_path()];
+            paths.extend(config.workspace_root.parent());
+            paths.extend(config.repo_cache_dir.as_deref().and_then(Path::parent));
+            RunUsers::check_reachable(&paths)?;
+        }
         let pool = self.postgres(config.pg_pool_size).await?;
         let objects = self.objects(&settings);
         let workspaces = Self::workspaces(&config, &objects);
@@ -358,4 +369,17 @@ impl Wiring {
     pub async fn projection(&self) -> Result<PgRunProjection> {
         Ok(PgRunProjection::new(self.postgres(1).await?))
     }
+}
+
+/// `bin` as the shell would find it: a name without a slash is looked up on `PATH`.
+fn find_on_path(bin: &Path) -> PathBuf {
+    if bin.components().count() > 1 {
+        return bin.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(bin))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| bin.to_path_buf())
 }

@@ -67,7 +67,9 @@ impl Transcripts for StoredTranscripts {
         }
         let mut kept = true;
         for (path, key) in uploads {
-            if !path.exists() {
+            // A link (anywhere below the config dir) could have the executor upload another
+            // run's files as this session's.
+            if !regular_file_without_links(&workspace.config_dir, &path) {
                 tracing::warn!(%lineage, path = %path.display(), "transcript file not found");
                 kept = false;
                 continue;
@@ -88,6 +90,21 @@ impl Transcripts for StoredTranscripts {
         }
         kept
     }
+}
+
+/// Whether `path` is a regular file below `base` reached through no symbolic link.
+fn regular_file_without_links(base: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(base) else { return false };
+    let mut current = base.to_path_buf();
+    for part in relative.components() {
+        current.push(part);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

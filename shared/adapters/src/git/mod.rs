@@ -10,7 +10,7 @@ mod mirror;
 mod rollback;
 
 use std::collections::HashMap;
-use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,9 @@ pub struct WorkspaceConfig {
     pub author_email: String,
     /// `.env` contents installed into every workspace (git-excluded, values redacted from frames).
     pub dotenv: Option<String>,
+    /// Runs have users of their own, who must be able to pass through `root` (mode 0711, not
+    /// 0700) to reach their workspaces; each workspace stays closed to the others.
+    pub run_users: bool,
 }
 
 /// Workspaces cloned with the `git` binary, optionally through a mirror cache.
@@ -84,10 +87,11 @@ impl Workspaces for GitWorkspaces {
     }
 
     async fn archive(&self, workspace: &Workspace) -> Result<PathBuf> {
+        self.restore_trusted_config(workspace)?;
         let target = workspace.root.join("workspace.tar.zst");
         // A checkout that borrows the mirror's objects (`--shared`) takes its own copy first, so
         // the archive's repository stands on its own.
-        let alternates = workspace.work_dir.join(".git/objects/info/alternates");
+        let alternates = workspace.work_dir.join(ALTERNATES);
         if alternates.exists() {
             git(Some(&workspace.work_dir), &["repack", "-a", "-d", "-q"], CLONE_TIMEOUT)
                 .await
@@ -123,6 +127,10 @@ impl Workspaces for GitWorkspaces {
 impl GitWorkspaces {
     async fn prepare_in(&self, run: &Run, workflow: &Workflow) -> Result<Workspace> {
         Self::private_dir(&self.config.root)?;
+        if self.config.run_users {
+            std::fs::set_permissions(&self.config.root, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| Error::dependency("open the workspaces to run users", e))?;
+        }
         let root = self.config.root.join(run.run_id.to_string());
         // A retry after a crash finds the old directory: start clean.
         if root.exists() {
@@ -201,6 +209,11 @@ impl GitWorkspaces {
         }
         std::fs::copy(workspace.work_dir.join(".git/config"), workspace.root.join("git-config.trusted"))
             .map_err(|e| Error::dependency("keep the git config", e))?;
+        let alternates = workspace.work_dir.join(ALTERNATES);
+        if alternates.exists() {
+            std::fs::copy(alternates, workspace.root.join("git-alternates.trusted"))
+                .map_err(|e| Error::dependency("keep the git alternates", e))?;
+        }
         Ok(Workspace { base_commit, secrets, ..workspace })
     }
 
@@ -249,15 +262,56 @@ impl GitWorkspaces {
         Ok(PublishedChanges { commits, diff_stats: Some(parse_shortstat(&stat)) })
     }
 
-    /// Puts back the `.git/config` written at preparation (the CLI may have added remotes,
-    /// `insteadOf` rewrites or helpers) and removes any hooks it planted.
+    /// Makes the checkout's repository one the executor can trust before it commits, pushes or
+    /// archives: puts back the `.git/config` written at preparation (the CLI may have added
+    /// remotes, `insteadOf` rewrites or helpers) and the alternates (which could name another
+    /// run's objects), removes any hooks it planted, and removes every link inside `.git` (a
+    /// `HEAD`, ref or object directory pointing elsewhere would have the executor read or write
+    /// files the run could not). A `.git` that is no longer a directory is refused.
     fn restore_trusted_config(&self, workspace: &Workspace) -> Result<()> {
         let git_dir = workspace.work_dir.join(".git");
+        let is_dir = std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir());
+        if !is_dir {
+            return Err(Error::run_failed(
+                "workspace_tampered",
+                "the checkout's .git is no longer a directory; nothing was committed or pushed",
+            ));
+        }
+        remove_links_under(&git_dir).map_err(|e| Error::dependency("inspect the checkout's .git", e))?;
         std::fs::copy(workspace.root.join("git-config.trusted"), git_dir.join("config"))
             .map_err(|e| Error::dependency("restore the git config", e))?;
+        let alternates = workspace.work_dir.join(ALTERNATES);
+        let trusted_alternates = workspace.root.join("git-alternates.trusted");
+        if trusted_alternates.exists() {
+            std::fs::copy(trusted_alternates, &alternates)
+                .map_err(|e| Error::dependency("restore the alternates", e))?;
+        } else if alternates.exists() {
+            std::fs::remove_file(&alternates).map_err(|e| Error::dependency("remove planted alternates", e))?;
+        }
         let _ = std::fs::remove_dir_all(git_dir.join("hooks"));
         Ok(())
     }
+}
+
+/// Where a `--shared` checkout names the mirror whose objects it borrows.
+const ALTERNATES: &str = ".git/objects/info/alternates";
+
+/// Removes every symbolic link under `dir` (git itself never makes one inside `.git`).
+fn remove_links_under(dir: &Path) -> std::io::Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                tracing::warn!(path = %entry.path().display(), "removing a link planted in .git");
+                std::fs::remove_file(entry.path())?;
+            } else if kind.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The values of `KEY=VALUE` lines (quotes stripped), which must never reach a frame.

@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -35,6 +36,8 @@ pub struct CliInvocation {
     pub message: String,
     /// The CLI's `--max-budget-usd`: it stops the conversation once the model cost this much.
     pub max_budget_usd: Option<f64>,
+    /// How long the run may take: no process of it needs more CPU time than this on every core.
+    pub time_limit: Option<Duration>,
 }
 
 impl CliInvocation {
@@ -56,6 +59,7 @@ impl CliInvocation {
             session,
             message,
             max_budget_usd: None,
+            time_limit: Some(Duration::from_secs(workflow.config.timeout_seconds)),
         }
     }
 

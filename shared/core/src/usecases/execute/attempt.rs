@@ -105,6 +105,8 @@ impl RunExecutor {
             CliInvocation::new(workflow, run.max_turns, session, run.message.clone(), workspace.mcp_config.clone())
                 .with_budget(run.max_budget_usd);
         invocation.append_system_prompt.push_str(&remembered);
+        invocation.time_limit =
+            Some(Duration::from_secs(workflow.config.timeout_seconds).min(self.settings.max_run_time));
         let cli = match self.run_cli(run, workflow, workspace, &invocation, &redactor, lease).await {
             Ok(cli) => cli,
             Err(Error::RunFailed(error)) => return self.fail(run, error).await,
