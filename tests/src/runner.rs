@@ -47,6 +47,7 @@ impl RunnerFixture {
         let mut parameters = HashMap::from([
             ("DefaultRepositoryUrl".to_owned(), origin.url.clone()),
             ("RepositoryAllowlist".to_owned(), "file:///*".to_owned()),
+            ("RepositorySchemes".to_owned(), "https,file".to_owned()),
             ("AnthropicApiKey".to_owned(), "sk-test-scripted".to_owned()),
         ]);
         parameters.extend(setup.parameters.clone());

@@ -5,7 +5,7 @@ use runner_adapters::{Wiring, telemetry};
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
     runner_adapters::harden_executor();
-    let wiring = Wiring::from_env().await;
+    let wiring = Wiring::from_env().await?;
     let executor = executor::build(&wiring).await?;
     // The same image on ECS: a long-running worker on the long-runs queue.
     if std::env::args().nth(1).as_deref() == Some("executor-worker") {

@@ -4,7 +4,7 @@ use runner_adapters::{Wiring, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init();
-    let janitor = janitor::build(&Wiring::from_env().await).await?;
+    let janitor = janitor::build(&Wiring::from_env().await?).await?;
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let janitor = &janitor;
         async move {

@@ -123,6 +123,7 @@ async fn setup_times(place: &Path) -> Result<SetupTimes> {
         author_email: "bench@example.com".into(),
         dotenv: None,
         run_users: false,
+        credentials: Default::default(),
     };
     let plain = GitWorkspaces::new(config(None), None);
     let cached = GitWorkspaces::new(config(Some(place.join("cache"))), None);

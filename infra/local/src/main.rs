@@ -180,6 +180,8 @@ async fn start(args: &Args, started: &mut Started) -> anyhow::Result<()> {
         parameters: HashMap::from([
             ("DefaultRepositoryUrl".to_owned(), default_repository.clone()),
             ("RepositoryAllowlist".to_owned(), args.repository_allowlist.clone()),
+            // Its sandbox repository is a local one.
+            ("RepositorySchemes".to_owned(), "https,file".to_owned()),
             ("AnthropicApiKey".to_owned(), api_key),
         ]),
         ws_client_buffer: local::websocket::DEFAULT_CLIENT_BUFFER,

@@ -1,4 +1,4 @@
-//! Creates in the emulator the tables, queues, buckets and state machines that `template.yaml`
+//! Creates in the emulator the tables, queues, buckets, secrets and state machines that `template.yaml`
 //! declares.
 
 use std::collections::HashMap;
@@ -178,6 +178,32 @@ pub async fn provision(
         s3.create_bucket().bucket(&name).send().await.map_err(|e| sdk_err("create bucket")(aws_err(&e)))?;
         let attributes = HashMap::from([("Arn".to_owned(), format!("arn:aws:s3:::{name}"))]);
         physical.insert(id, Physical { reference: name, attributes });
+    }
+
+    // Secrets: the functions read them at start, as they would from Secrets Manager on AWS.
+    let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+    for (id, props) in template.resources_of("AWS::SecretsManager::Secret") {
+        let resolver =
+            Resolver { stack_name, region: REGION, physical: &physical, parameters, conditions: template.conditions() };
+        if let Some(condition) = template.resource_condition(&id)
+            && !resolver.condition(&condition)?
+        {
+            continue;
+        }
+        let value = match props.get("SecretString") {
+            Some(value) => resolver.resolve(value)?,
+            None => continue,
+        };
+        let name = name_for(&props, "Name", &id, &physical)?;
+        let created = secrets
+            .create_secret()
+            .name(&name)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| sdk_err("create secret")(aws_err(&e)))?;
+        let arn = created.arn().unwrap_or_default().to_owned();
+        physical.insert(id, Physical { reference: arn, attributes: HashMap::new() });
     }
 
     // State machines last: their definitions name other resources (the queues they send to).

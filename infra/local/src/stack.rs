@@ -191,16 +191,18 @@ impl LocalStack {
             conditions: template.conditions(),
             parameters: &parameters,
         };
-        let environment = |function: &str| -> Result<BTreeMap<String, String>, LocalError> {
+        // Each function's environment as Lambda would give it, with its secrets read from the
+        // emulator's Secrets Manager as the function does at start on AWS.
+        let environment = async |function: &str| -> Result<BTreeMap<String, String>, LocalError> {
             let mut env = template.function_environment(function, &resolver)?;
             for (name, value) in &local_urls {
                 if env.contains_key(*name) {
                     env.insert((*name).to_owned(), value.clone());
                 }
             }
-            Ok(env)
+            Ok(runner_adapters::aws::secrets::resolve(&sdk, env).await?)
         };
-        let api_env = environment("ApiFunction")?;
+        let api_env = environment("ApiFunction").await?;
         let settings = Settings::from_vars(|name| api_env.get(name).cloned())?;
 
         let pool = postgres::connect(&options.database_url, 5).await?;
@@ -241,7 +243,7 @@ impl LocalStack {
             }
         }));
 
-        let projection = Arc::new(projector::build(&measured(environment("ProjectorFunction")?)).await?);
+        let projection = Arc::new(projector::build(&measured(environment("ProjectorFunction").await?)).await?);
         let projector: StreamHandler = Arc::new(move |event| {
             let projection = projection.clone();
             Box::pin(async move {
@@ -257,7 +259,7 @@ impl LocalStack {
             tasks.push(tokio::spawn(feed_stream(streams.clone(), stream_arn, projector.clone(), shutdown.subscribe())));
         }
 
-        let ws_handler = websocket::build(&measured(environment("WebSocketFunction")?)).await?;
+        let ws_handler = websocket::build(&measured(environment("WebSocketFunction").await?)).await?;
         let gateway = crate::websocket::Gateway::new(Arc::new(ws_handler), options.ws_client_buffer);
         let ws_in_flight = gateway.in_flight();
         let ws_gateway = gateway.clone();
@@ -272,7 +274,7 @@ impl LocalStack {
             }
         }));
 
-        let executor_env = environment("ExecutorFunction")?;
+        let executor_env = environment("ExecutorFunction").await?;
         if let Some(options) = &options.executor {
             let executor = Arc::new(build_executor(&sdk, &executor_env, options, &metrics).await?);
             let handler: QueueHandler = Arc::new(move |event| {
@@ -301,7 +303,7 @@ impl LocalStack {
         }
 
         // Genie's queue interface: its requests queue polled, the runs table's stream fed to it.
-        let genie = Arc::new(genie::build(&wiring(environment("GenieFunction")?)).await?);
+        let genie = Arc::new(genie::build(&wiring(environment("GenieFunction").await?)).await?);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         for source in template.event_sources("GenieFunction", "SQS") {
             let queue_url = event_source_queue_url(&sqs, &resolver, &source).await?;
@@ -314,7 +316,7 @@ impl LocalStack {
         }
         // Epics: the state machine's tasks queue polled, each batch handed to the epics function.
         // Its rollbacks do their git work where the executor's does (a test's temp folders).
-        let mut epics_env = environment("EpicsFunction")?;
+        let mut epics_env = environment("EpicsFunction").await?;
         if let Some(executor) = &options.executor {
             for (name, value) in &executor.environment {
                 if name == "REPO_CACHE_DIR" || name == "WORKSPACE_ROOT" || name.starts_with("GIT_") {
@@ -343,7 +345,7 @@ impl LocalStack {
             tasks.push(tokio::spawn(feed));
         }
 
-        let janitor_wiring = wiring(environment("JanitorFunction")?);
+        let janitor_wiring = wiring(environment("JanitorFunction").await?);
         if let Some(every) = options.janitor_every {
             let janitor = janitor::build(&janitor_wiring).await?;
             let mut stop = shutdown.subscribe();

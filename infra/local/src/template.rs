@@ -77,6 +77,11 @@ impl Template {
             .collect()
     }
 
+    /// The `Condition` a resource is created under, if any.
+    pub fn resource_condition(&self, id: &str) -> Option<String> {
+        self.resources.get(id)?.get("Condition")?.as_str().map(str::to_owned)
+    }
+
     pub fn parameter_default(&self, name: &str) -> Option<String> {
         self.parameters.get(name)?.get("Default").map(scalar_to_string)
     }
@@ -182,7 +187,8 @@ impl Resolver<'_> {
     }
 
     /// Whether the named condition holds, with these parameters.
-    fn condition(&self, name: &str) -> Result<bool, LocalError> {
+    /// Whether the template's condition `name` holds.
+    pub fn condition(&self, name: &str) -> Result<bool, LocalError> {
         let expression = self
             .conditions
             .get(name)

@@ -10,7 +10,7 @@ use runner_core::domain::{
 use runner_core::usecases::{EpicSettings, ExecutorSettings, FanoutLimits, MemorySettings};
 use runner_core::{Error, Result};
 
-use crate::{ClaudeCliConfig, RunUserRange};
+use crate::{ClaudeCliConfig, GitCredentials, RunUserRange};
 
 /// Where things are. Every name is an environment variable that `template.yaml` sets.
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub struct Settings {
     pub session_ttl_days: i64,
     pub default_repository_url: Option<String>,
     pub repository_allowlist: Vec<String>,
+    /// `REPOSITORY_SCHEMES`: the schemes a requested repository may use; `https` by default.
+    pub repository_schemes: Vec<String>,
     pub max_message_bytes: usize,
     /// Where WebSocket clients connect; announced in the `stream` field of a submit response.
     pub websocket_url: Option<String>,
@@ -80,6 +82,9 @@ impl Settings {
             },
             default_repository_url: optional("DEFAULT_REPOSITORY_URL"),
             repository_allowlist: list("REPOSITORY_ALLOWLIST"),
+            repository_schemes: Some(list("REPOSITORY_SCHEMES"))
+                .filter(|schemes| !schemes.is_empty())
+                .unwrap_or_else(|| vec!["https".to_owned()]),
             max_message_bytes,
             websocket_url: optional("WEBSOCKET_URL"),
             workflows_dir: optional("WORKFLOWS_DIR"),
@@ -139,6 +144,7 @@ impl Settings {
 
     pub fn repository_policy(&self) -> RepositoryPolicy {
         RepositoryPolicy::new(self.default_repository_url.clone(), self.repository_allowlist.clone())
+            .with_schemes(self.repository_schemes.clone())
     }
 }
 
@@ -159,6 +165,8 @@ pub struct ExecutorConfig {
     pub author_email: String,
     /// `.env` contents every workspace gets.
     pub workspace_dotenv: Option<String>,
+    /// `GIT_CREDENTIALS`: credential-store lines for private remotes.
+    pub git_credentials: GitCredentials,
     /// Postgres connections (frame writes); 2 suits Lambda's one run per container.
     pub pg_pool_size: u32,
     /// Both set: frames are also streamed live to WebSocket subscribers.
@@ -190,6 +198,7 @@ impl ExecutorConfig {
             idle_timeout: seconds("IDLE_TIMEOUT_SECONDS", defaults.idle_timeout)?,
             max_run_time: seconds("MAX_RUN_SECONDS", defaults.max_run_time)?,
             stop_grace: seconds("STOP_GRACE_SECONDS", defaults.stop_grace)?,
+            finish_budget: seconds("FINISH_BUDGET_SECONDS", defaults.finish_budget)?,
             secrets: optional("ANTHROPIC_API_KEY").into_iter().collect(),
             // Days, like `Settings::session_ttl_days` reads it.
             session_ttl: Duration::from_secs(
@@ -224,6 +233,7 @@ impl ExecutorConfig {
             author_name: optional("GIT_AUTHOR_NAME").unwrap_or("claude-runner".into()),
             author_email: optional("GIT_AUTHOR_EMAIL").unwrap_or("claude-runner@localhost".into()),
             workspace_dotenv: optional("WORKSPACE_DOTENV"),
+            git_credentials: GitCredentials::parse(&optional("GIT_CREDENTIALS").unwrap_or_default())?,
             pg_pool_size: number("PG_POOL_SIZE", 2)? as u32,
             connections_table: optional("CONNECTIONS_TABLE"),
             management_url: optional("WEBSOCKET_MANAGEMENT_URL"),

@@ -23,7 +23,7 @@ pub use aws::{
     DynamoRunStore, DynamoSessionStore, S3ObjectStore, SqsReplies, SqsRunQueue, StepFunctionsEngine,
 };
 pub use claude_cli::{ClaudeCli, ClaudeCliConfig, harden_executor};
-pub use git::{GitWorkspaces, WorkspaceConfig};
+pub use git::{GitCredentials, GitWorkspaces, WorkspaceConfig};
 pub use model_proxy::ModelProxy;
 pub use postgres::{PgFrameStore, PgMemoryStore, PgRunProjection};
 pub use run_users::{RunUserRange, RunUsers};

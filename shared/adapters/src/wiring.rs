@@ -44,10 +44,11 @@ pub struct Wiring {
 
 impl Wiring {
     /// The process environment and the default AWS configuration: how a function starts on
-    /// Lambda.
-    pub async fn from_env() -> Self {
-        let vars: Vars = Arc::new(|name| std::env::var(name).ok());
-        Self { sdk: aws::load_config().await, vars, run_queue: None, metrics: Arc::new(EmbeddedMetrics::stdout()) }
+    /// Lambda. Secrets named by `<NAME>_SECRET_ARN` are read from Secrets Manager, once.
+    pub async fn from_env() -> Result<Self> {
+        let sdk = aws::load_config().await;
+        let vars = aws::secrets::resolve(&sdk, std::env::vars().collect()).await?;
+        Ok(Self::new(sdk, vars))
     }
 
     /// These variables (the local stack resolves a function's from `template.yaml`) and this AWS
@@ -223,6 +224,7 @@ impl Wiring {
                 author_email: config.author_email.clone(),
                 dotenv: config.workspace_dotenv.clone(),
                 run_users: config.cli.run_users.is_some(),
+                credentials: config.git_credentials.clone(),
             },
             Some(objects.clone()),
         )

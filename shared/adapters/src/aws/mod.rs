@@ -12,6 +12,7 @@ mod dynamo_runs;
 mod dynamo_sessions;
 pub mod queue_poller;
 mod s3_objects;
+pub mod secrets;
 mod sfn_engine;
 pub mod sqs_batch;
 mod sqs_queue;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::GitWorkspaces;
-use super::command::{CLONE_TIMEOUT, FETCH_TIMEOUT, LOCAL_TIMEOUT, git};
+use super::command::{CLONE_TIMEOUT, FETCH_TIMEOUT, LOCAL_TIMEOUT};
 use runner_core::domain::object_keys;
 use runner_core::{Error, Result};
 
@@ -21,15 +21,19 @@ impl GitWorkspaces {
         let mirror = cache.join(format!("{hash}.git"));
         if mirror.join("HEAD").exists() {
             let branch_ref = format!("refs/heads/{branch}");
-            let remote = git(Some(&mirror), &["ls-remote", "origin", &branch_ref], FETCH_TIMEOUT)
+            let remote = self
+                .git
+                .run(Some(&mirror), &["ls-remote", "origin", &branch_ref], FETCH_TIMEOUT)
                 .await
                 .map_err(|f| f.unavailable(url))?;
-            let local = git(Some(&mirror), &["rev-parse", "--verify", "--quiet", &branch_ref], LOCAL_TIMEOUT).await;
+            let local =
+                self.git.run(Some(&mirror), &["rev-parse", "--verify", "--quiet", &branch_ref], LOCAL_TIMEOUT).await;
             let remote_head = remote.split_whitespace().next().unwrap_or_default();
             if local.as_ref().is_ok_and(|head| head.trim() == remote_head) {
                 return Ok(mirror);
             }
-            git(Some(&mirror), &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT)
+            self.git
+                .run(Some(&mirror), &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT)
                 .await
                 .map_err(|f| f.unavailable(url))?;
             return Ok(mirror);
@@ -39,20 +43,24 @@ impl GitWorkspaces {
         let mirror_arg = mirror.to_string_lossy().into_owned();
         if let Some(bundle) = self.seed_bundle(&hash, cache).await {
             let bundle_arg = bundle.to_string_lossy().into_owned();
-            let seeded = git(None, &["clone", "--mirror", "--quiet", &bundle_arg, &mirror_arg], CLONE_TIMEOUT).await;
+            let seeded =
+                self.git.run(None, &["clone", "--mirror", "--quiet", &bundle_arg, &mirror_arg], CLONE_TIMEOUT).await;
             let _ = std::fs::remove_file(&bundle);
             if seeded.is_ok() {
-                git(Some(&mirror), &["remote", "set-url", "origin", url], LOCAL_TIMEOUT)
+                self.git
+                    .run(Some(&mirror), &["remote", "set-url", "origin", url], LOCAL_TIMEOUT)
                     .await
                     .map_err(|f| f.internal("point the mirror at its remote"))?;
-                git(Some(&mirror), &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT)
+                self.git
+                    .run(Some(&mirror), &["fetch", "--prune", "--quiet", "origin"], FETCH_TIMEOUT)
                     .await
                     .map_err(|f| f.unavailable(url))?;
                 return Ok(mirror);
             }
             let _ = std::fs::remove_dir_all(&mirror);
         }
-        git(None, &["clone", "--mirror", "--quiet", "--", url, &mirror_arg], CLONE_TIMEOUT)
+        self.git
+            .run(None, &["clone", "--mirror", "--quiet", "--", url, &mirror_arg], CLONE_TIMEOUT)
             .await
             .map_err(|f| f.unavailable(url))?;
         Ok(mirror)

@@ -18,7 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use self::command::{CLONE_TIMEOUT, FETCH_TIMEOUT, GitFailure, LOCAL_TIMEOUT, git};
+pub use self::command::GitCredentials;
+use self::command::{CLONE_TIMEOUT, FETCH_TIMEOUT, Git, GitFailure, LOCAL_TIMEOUT};
 
 use runner_core::domain::{DiffStats, Run, RunId, Workflow};
 use runner_core::ports::{ObjectStore, PublishedChanges, Workspace, Workspaces};
@@ -42,6 +43,8 @@ pub struct WorkspaceConfig {
     /// Runs have users of their own, who must be able to pass through `root` (mode 0711, not
     /// 0700) to reach their workspaces; each workspace stays closed to the others.
     pub run_users: bool,
+    /// For clones, fetches and pushes to remotes that ask for them.
+    pub credentials: GitCredentials,
 }
 
 /// Workspaces cloned with the `git` binary, optionally through a mirror cache.
@@ -50,12 +53,14 @@ pub struct GitWorkspaces {
     /// Seeds a missing mirror from `cache/repos/<hash>.bundle` when present.
     bundles: Option<Arc<dyn ObjectStore>>,
     mirror_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    git: Git,
 }
 
 impl GitWorkspaces {
     /// Workspaces as `config` says; `bundles` seeds new mirrors when it has a bundle.
     pub fn new(config: WorkspaceConfig, bundles: Option<Arc<dyn ObjectStore>>) -> Self {
-        Self { config, bundles, mirror_locks: Mutex::new(HashMap::new()) }
+        let git = Git { credentials: config.credentials.clone() };
+        Self { config, bundles, mirror_locks: Mutex::new(HashMap::new()), git }
     }
 
     fn private_dir(path: &Path) -> Result<()> {
@@ -93,7 +98,8 @@ impl Workspaces for GitWorkspaces {
         // the archive's repository stands on its own.
         let alternates = workspace.work_dir.join(ALTERNATES);
         if alternates.exists() {
-            git(Some(&workspace.work_dir), &["repack", "-a", "-d", "-q"], CLONE_TIMEOUT)
+            self.git
+                .run(Some(&workspace.work_dir), &["repack", "-a", "-d", "-q"], CLONE_TIMEOUT)
                 .await
                 .map_err(|f| f.internal("copy the borrowed objects"))?;
             std::fs::remove_file(&alternates).map_err(|e| Error::dependency("archive the workspace", e))?;
@@ -159,7 +165,9 @@ impl GitWorkspaces {
             None => url.to_owned(),
         };
         let branch_ref = format!("refs/heads/{}", run.branch);
-        let heads = git(None, &["ls-remote", "--heads", "--", &source, &branch_ref], FETCH_TIMEOUT)
+        let heads = self
+            .git
+            .run(None, &["ls-remote", "--heads", "--", &source, &branch_ref], FETCH_TIMEOUT)
             .await
             .map_err(|f| f.unavailable(url))?;
         if heads.trim().is_empty() {
@@ -176,19 +184,23 @@ impl GitWorkspaces {
             Some(_) => clone.push("--shared"),
         }
         clone.extend(["--", source.as_str(), work.as_str()]);
-        git(None, &clone, CLONE_TIMEOUT).await.map_err(|f| f.unavailable(url))?;
+        self.git.run(None, &clone, CLONE_TIMEOUT).await.map_err(|f| f.unavailable(url))?;
         let work_dir = workspace.work_dir.as_path();
         if self.config.cache_dir.is_some() {
-            git(Some(work_dir), &["remote", "set-url", "origin", url], LOCAL_TIMEOUT)
+            self.git
+                .run(Some(work_dir), &["remote", "set-url", "origin", url], LOCAL_TIMEOUT)
                 .await
                 .map_err(|f| f.internal("set the remote"))?;
         }
         for (key, value) in [("user.name", &self.config.author_name), ("user.email", &self.config.author_email)] {
-            git(Some(work_dir), &["config", key, value], LOCAL_TIMEOUT)
+            self.git
+                .run(Some(work_dir), &["config", key, value], LOCAL_TIMEOUT)
                 .await
                 .map_err(|f| f.internal("set the git identity"))?;
         }
-        let base_commit = git(Some(work_dir), &["rev-parse", "HEAD"], LOCAL_TIMEOUT)
+        let base_commit = self
+            .git
+            .run(Some(work_dir), &["rev-parse", "HEAD"], LOCAL_TIMEOUT)
             .await
             .map_err(|f| f.internal("read HEAD"))?
             .trim()
@@ -219,8 +231,8 @@ impl GitWorkspaces {
 
     async fn publish(&self, workspace: &Workspace, run: &Run) -> Result<PublishedChanges> {
         let dir = workspace.work_dir.as_path();
-        git(Some(dir), &["add", "--all"], LOCAL_TIMEOUT).await.map_err(|f| f.internal("stage changes"))?;
-        let staged = git(Some(dir), &["diff", "--cached", "--quiet"], LOCAL_TIMEOUT).await;
+        self.git.run(Some(dir), &["add", "--all"], LOCAL_TIMEOUT).await.map_err(|f| f.internal("stage changes"))?;
+        let staged = self.git.run(Some(dir), &["diff", "--cached", "--quiet"], LOCAL_TIMEOUT).await;
         match staged {
             Ok(_) => {}
             Err(GitFailure { code: Some(1), .. }) => {
@@ -230,14 +242,17 @@ impl GitWorkspaces {
                     "{}: {subject}\n\nclaude-runner workflow `{}`, run {}.\n",
                     run.workflow, run.workflow, run.run_id
                 );
-                git(Some(dir), &["commit", "--quiet", "--no-verify", "-m", &message], LOCAL_TIMEOUT)
+                self.git
+                    .run(Some(dir), &["commit", "--quiet", "--no-verify", "-m", &message], LOCAL_TIMEOUT)
                     .await
                     .map_err(|f| f.internal("commit"))?;
             }
             Err(f) => return Err(f.internal("inspect changes")),
         }
         let range = format!("{}..HEAD", workspace.base_commit);
-        let commits: Vec<String> = git(Some(dir), &["rev-list", "--reverse", &range], LOCAL_TIMEOUT)
+        let commits: Vec<String> = self
+            .git
+            .run(Some(dir), &["rev-list", "--reverse", &range], LOCAL_TIMEOUT)
             .await
             .map_err(|f| f.internal("list commits"))?
             .lines()
@@ -249,14 +264,16 @@ impl GitWorkspaces {
         let refspec = format!("HEAD:refs/heads/{}", run.branch);
         // To the URL the policy approved, whatever the checkout's remotes say by now.
         let push = ["push", "--quiet", run.repository_url.as_str(), refspec.as_str()];
-        if let Err(failure) = git(Some(dir), &push, CLONE_TIMEOUT).await {
+        if let Err(failure) = self.git.run(Some(dir), &push, CLONE_TIMEOUT).await {
             let rejected = ["[rejected]", "non-fast-forward", "fetch first", "[remote rejected]"]
                 .iter()
                 .any(|marker| failure.stderr.contains(marker));
             let code = if rejected { "push_rejected" } else { "push_failed" };
             return Err(Error::run_failed(code, format!("pushing {} failed: {}", run.branch, failure.stderr)));
         }
-        let stat = git(Some(dir), &["diff", "--shortstat", &workspace.base_commit, "HEAD"], LOCAL_TIMEOUT)
+        let stat = self
+            .git
+            .run(Some(dir), &["diff", "--shortstat", &workspace.base_commit, "HEAD"], LOCAL_TIMEOUT)
             .await
             .map_err(|f| f.internal("diff stats"))?;
         Ok(PublishedChanges { commits, diff_stats: Some(parse_shortstat(&stat)) })

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::GitWorkspaces;
-use super::command::{CLONE_TIMEOUT, FETCH_TIMEOUT, LOCAL_TIMEOUT, git};
+use super::command::{CLONE_TIMEOUT, FETCH_TIMEOUT, LOCAL_TIMEOUT};
 use runner_core::ports::BranchMover;
 use runner_core::{Error, Result};
 
@@ -12,8 +12,11 @@ use runner_core::{Error, Result};
 impl BranchMover for GitWorkspaces {
     async fn move_branch(&self, url: &str, branch: &str, to: &str, expected: &str) -> Result<Vec<String>> {
         let branch_ref = format!("refs/heads/{branch}");
-        let listed =
-            git(None, &["ls-remote", "--", url, &branch_ref], FETCH_TIMEOUT).await.map_err(|f| f.unavailable(url))?;
+        let listed = self
+            .git
+            .run(None, &["ls-remote", "--", url, &branch_ref], FETCH_TIMEOUT)
+            .await
+            .map_err(|f| f.unavailable(url))?;
         let Some(current) = listed.split_whitespace().next().map(str::to_owned) else {
             return Err(Error::run_failed("branch_not_found", format!("{url} has no branch {branch}")));
         };
@@ -32,7 +35,8 @@ impl BranchMover for GitWorkspaces {
                 let dir = self.config.root.join(format!("rollback-{}.git", uuid::Uuid::new_v4()));
                 scratch = Some(Scratch(dir.clone()));
                 let dir_arg = dir.to_string_lossy().into_owned();
-                git(None, &["clone", "--mirror", "--quiet", "--", url, &dir_arg], CLONE_TIMEOUT)
+                self.git
+                    .run(None, &["clone", "--mirror", "--quiet", "--", url, &dir_arg], CLONE_TIMEOUT)
                     .await
                     .map_err(|f| f.unavailable(url))?;
                 dir
@@ -64,16 +68,20 @@ impl GitWorkspaces {
     ) -> Result<Vec<String>> {
         let branch = branch_ref.trim_start_matches("refs/heads/");
         let repo = repo.to_path_buf();
-        git(Some(&repo), &["cat-file", "-e", &format!("{to}^{{commit}}")], LOCAL_TIMEOUT).await.map_err(|_| {
-            Error::run_failed("rollback_point_missing", format!("{url} no longer has the rollback point {to}"))
-        })?;
+        self.git.run(Some(&repo), &["cat-file", "-e", &format!("{to}^{{commit}}")], LOCAL_TIMEOUT).await.map_err(
+            |_| Error::run_failed("rollback_point_missing", format!("{url} no longer has the rollback point {to}")),
+        )?;
         let not_to = format!("^{to}");
-        let discarded = git(Some(&repo), &["rev-list", expected, &not_to], LOCAL_TIMEOUT)
+        let discarded = self
+            .git
+            .run(Some(&repo), &["rev-list", expected, &not_to], LOCAL_TIMEOUT)
             .await
             .map_err(|f| f.internal("list the commits a rollback discards"))?;
         let lease = format!("--force-with-lease={branch_ref}:{expected}");
         let refspec = format!("{to}:{branch_ref}");
-        if let Err(failure) = git(Some(&repo), &["push", "--quiet", &lease, url, &refspec], CLONE_TIMEOUT).await {
+        if let Err(failure) =
+            self.git.run(Some(&repo), &["push", "--quiet", &lease, url, &refspec], CLONE_TIMEOUT).await
+        {
             let stale = failure.stderr.contains("stale info") || failure.stderr.contains("rejected");
             return Err(if stale {
                 moved(branch, "a newer commit", expected)

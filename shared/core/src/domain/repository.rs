@@ -2,18 +2,28 @@
 
 use super::ValidationError;
 
-/// The default repository and the allowlist. An allowlist entry is an exact URL or a prefix
-/// ending in `*` (`https://github.com/acme/*`); an empty allowlist allows only the default.
+/// The default repository, the allowlist and the schemes. An allowlist entry is an exact URL or
+/// a prefix ending in `*` (`https://github.com/acme/*`); an empty allowlist allows only the
+/// default. A requested URL must also use one of the deployment's schemes (`ssh` for scp-like
+/// `user@host:path`).
 #[derive(Clone, Debug, Default)]
 pub struct RepositoryPolicy {
     default: Option<String>,
     allowlist: Vec<String>,
+    /// Empty: every scheme the runner can clone.
+    schemes: Vec<String>,
 }
 
 impl RepositoryPolicy {
     /// A policy with this default (an empty string counts as none) and allowlist.
     pub fn new(default: Option<String>, allowlist: Vec<String>) -> Self {
-        Self { default: default.filter(|d| !d.is_empty()).map(|d| normalise(&d)), allowlist }
+        Self { default: default.filter(|d| !d.is_empty()).map(|d| normalise(&d)), allowlist, schemes: Vec::new() }
+    }
+
+    /// The same policy for requests that name a repository with one of `schemes` only
+    /// (`https`, `ssh`, `git`, `file`, `http`).
+    pub fn with_schemes(self, schemes: Vec<String>) -> Self {
+        Self { schemes: schemes.into_iter().map(|s| s.to_ascii_lowercase()).collect(), ..self }
     }
 
     /// The repository a run will use: the requested one if it is allowed, else the default.
@@ -25,13 +35,20 @@ impl RepositoryPolicy {
             return self.default.clone().ok_or(ValidationError::RepositoryRequired);
         };
         check_git_url(url)?;
+        let scheme = url::Url::parse(url).map_or("ssh".to_owned(), |parsed| parsed.scheme().to_owned());
+        if !self.schemes.is_empty() && !self.schemes.contains(&scheme) {
+            return Err(ValidationError::InvalidRepositoryUrl(format!(
+                "this deployment clones {} repositories only, not {scheme}",
+                self.schemes.join(", ")
+            )));
+        }
         let url = normalise(url);
         if self.allows(&url) { Ok(url) } else { Err(ValidationError::RepositoryNotAllowed(url)) }
     }
 
     /// The same default with another allowlist (a key's own).
     pub fn with_allowlist(&self, allowlist: Vec<String>) -> Self {
-        Self { default: self.default.clone(), allowlist }
+        Self { default: self.default.clone(), allowlist, schemes: self.schemes.clone() }
     }
 
     fn allows(&self, url: &str) -> bool {
@@ -97,6 +114,25 @@ fn check_git_url(raw: &str) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deployment_may_allow_some_schemes_only() {
+        let p = RepositoryPolicy::new(None, vec!["*".into()]).with_schemes(vec!["https".into()]);
+        assert!(p.resolve(Some("https://github.com/acme/app.git")).is_ok());
+        for other in ["file:///srv/app.git", "ssh://git@github.com/acme/app.git", "git@github.com:acme/app.git"] {
+            let err = p.resolve(Some(other)).unwrap_err();
+            assert!(
+                matches!(err, ValidationError::InvalidRepositoryUrl(ref why) if why.contains("https")),
+                "{other}: {err}"
+            );
+        }
+        let p = p.with_schemes(vec!["https".into(), "SSH".into()]);
+        assert!(p.resolve(Some("git@github.com:acme/app.git")).is_ok(), "scp-like is ssh");
+        assert!(
+            p.with_allowlist(vec!["*".into()]).resolve(Some("file:///x.git")).is_err(),
+            "a key's list keeps the schemes"
+        );
+    }
 
     #[test]
     fn default_is_used_when_none_is_requested() {

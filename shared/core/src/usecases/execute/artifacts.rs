@@ -6,21 +6,33 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::RunExecutor;
-use crate::domain::{DEFAULT_SESSION_TTL_DAYS, Redactor, Run, RunOutcome, Session, SessionUse, object_keys};
+use crate::domain::{DEFAULT_SESSION_TTL_DAYS, Redactor, Run, RunId, RunOutcome, Session, SessionUse, object_keys};
 use crate::ports::Workspace;
 use crate::usecases::optimistic::{self, Edit};
 use crate::{Error, Result};
 
 impl RunExecutor {
-    /// Workspace archive and session transcript to the artifact store; the run into its session.
+    /// Session transcript and workspace archive to the artifact store, the run into its session,
+    /// as far as the run's finish budget goes.
     pub(super) async fn keep_artifacts(
         &self,
         run: &Run,
         outcome: &RunOutcome,
         workspace: &Workspace,
         redactor: &Redactor,
+        finish_by: tokio::time::Instant,
     ) {
-        let run_id = run.run_id;
+        // The session first (a resume needs it), then the archive, in what is left of the budget.
+        if tokio::time::timeout_at(finish_by, self.keep_session(run, outcome, workspace, redactor)).await.is_err() {
+            tracing::error!(run_id = %run.run_id, "keeping the session's transcript did not fit the run's finish budget");
+        }
+        if tokio::time::timeout_at(finish_by, self.keep_archive(run.run_id, workspace)).await.is_err() {
+            tracing::error!(run_id = %run.run_id, "the workspace archive did not fit the run's finish budget; left out");
+        }
+    }
+
+    /// The workspace as an archive in the artifact store.
+    async fn keep_archive(&self, run_id: RunId, workspace: &Workspace) {
         match self.ports.workspaces.archive(workspace).await {
             Ok(path) => {
                 let key = object_keys::run_archive(run_id);
@@ -30,6 +42,11 @@ impl RunExecutor {
             }
             Err(err) => tracing::error!(%run_id, error = %err, "archiving the workspace failed"),
         }
+    }
+
+    /// The conversation's transcript, and the run's use of its session.
+    async fn keep_session(&self, run: &Run, outcome: &RunOutcome, workspace: &Workspace, redactor: &Redactor) {
+        let run_id = run.run_id;
         let (Some(lineage), Some(cli_session)) = (run.session_id, outcome.session_id) else { return };
         let kept = self.ports.transcripts.keep(lineage, cli_session, workspace, redactor).await;
         let usage: serde_json::Value =

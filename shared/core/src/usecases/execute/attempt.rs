@@ -114,16 +114,20 @@ impl RunExecutor {
         };
         let phases = timings(run);
         (phases.first_frame_ms, phases.cli_ms) = (cli.first_frame.and_then(millis), millis(cli.took));
+        // From here on the run has a budget of its own, inside what its host allows.
+        let finish_by = tokio::time::Instant::now() + self.settings.finish_budget;
         // The frame log goes up while the rest finishes: nothing after it needs it.
-        let log_upload = self.upload_log(run.run_id, cli.log);
+        let log_upload = self.upload_log(run.run_id, cli.log, finish_by);
         if !matches!(cli.ended, Ended::Exited) {
             log_upload.await;
             return self.finish_stopped(run, cli.ended, cli.summary).await;
         }
         let frames = cli.summary.frames;
         let result_text = cli.summary.result.as_ref().and_then(|r| r.result.clone());
-        let ((), (outcome, changes)) =
-            tokio::join!(log_upload, self.publish_and_keep(run, workflow, workspace, &redactor, cli.summary));
+        let ((), (outcome, changes)) = tokio::join!(
+            log_upload,
+            self.publish_and_keep(run, workflow, workspace, &redactor, cli.summary, finish_by)
+        );
         let proposed = match (&result_text, outcome.status) {
             (Some(text), RunStatus::Completed) => self.remember_block(run, text).await,
             _ => Vec::new(),
@@ -146,23 +150,36 @@ impl RunExecutor {
         workspace: &Workspace,
         redactor: &Redactor,
         summary: CliSummary,
+        finish_by: tokio::time::Instant,
     ) -> (RunOutcome, PublishedChanges) {
         let mut outcome = summary.outcome();
         let mut changes = PublishedChanges::default();
         if outcome.status == RunStatus::Completed {
             let publishing = tokio::time::Instant::now();
             let commit = run.auto_commit.unwrap_or(workflow.config.auto_commit);
-            match self.ports.workspaces.publish_changes(workspace, run, commit).await {
-                Ok(published) => changes = published,
-                Err(err) => {
+            let publish = self.ports.workspaces.publish_changes(workspace, run, commit);
+            match tokio::time::timeout_at(finish_by, publish).await {
+                Ok(Ok(published)) => changes = published,
+                Ok(Err(err)) => {
                     outcome.status = RunStatus::Failed;
                     outcome.error = Some(err.into_run_error("publish_failed"));
+                }
+                Err(_) => {
+                    outcome.status = RunStatus::Failed;
+                    outcome.error = Some(RunError::new(
+                        "publish_timeout",
+                        format!(
+                            "publishing the run's changes took longer than the {} s a run has after its CLI; \
+                             the branch may or may not have its commits",
+                            self.settings.finish_budget.as_secs()
+                        ),
+                    ));
                 }
             }
             timings(run).publish_ms = millis(publishing.elapsed());
         }
         let keeping = tokio::time::Instant::now();
-        self.keep_artifacts(run, &outcome, workspace, redactor).await;
+        self.keep_artifacts(run, &outcome, workspace, redactor, finish_by).await;
         timings(run).artifacts_ms = millis(keeping.elapsed());
         (outcome, changes)
     }
@@ -304,10 +321,14 @@ impl RunExecutor {
         Ok(CliRun { ended, summary, first_frame, took, log: log_path })
     }
 
-    async fn upload_log(&self, run_id: RunId, path: PathBuf) {
+    async fn upload_log(&self, run_id: RunId, path: PathBuf, finish_by: tokio::time::Instant) {
         let key = object_keys::run_log(run_id);
-        if let Err(err) = self.ports.objects.put_file(&key, &path, "application/x-ndjson").await {
-            tracing::error!(%run_id, error = %err, "uploading the frame log failed");
+        match tokio::time::timeout_at(finish_by, self.ports.objects.put_file(&key, &path, "application/x-ndjson")).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%run_id, error = %err, "uploading the frame log failed"),
+            // Postgres has every frame (or back-fills it from this log before the CLI's end).
+            Err(_) => tracing::error!(%run_id, "uploading the frame log did not fit the run's finish budget"),
         }
     }
 

@@ -48,6 +48,10 @@ pub struct ExecutorSettings {
     pub max_run_time: Duration,
     /// Between SIGTERM and SIGKILL when the CLI is stopped.
     pub stop_grace: Duration,
+    /// After the CLI: the push, the log upload, the transcript and the archive share this, so a
+    /// run ends before its host stops it (Lambda's 900 s less `max_run_time` is 60 s). The push
+    /// comes first; an archive that does not fit is left out, never the run's end.
+    pub finish_budget: Duration,
     /// Values never to appear in a frame (the model API key), besides the workspace's own.
     pub secrets: Vec<String>,
     /// How long a session lives after its last run.
@@ -65,6 +69,7 @@ impl Default for ExecutorSettings {
             idle_timeout: Duration::from_secs(300),
             max_run_time: Duration::from_secs(840),
             stop_grace: Duration::from_secs(5),
+            finish_budget: Duration::from_secs(45),
             secrets: Vec::new(),
             session_ttl: Duration::from_secs(DEFAULT_SESSION_TTL_DAYS as u64 * 86_400),
             memory: MemorySettings::default(),
