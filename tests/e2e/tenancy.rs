@@ -112,6 +112,25 @@ async fn websocket_connections_beyond_the_keys_burst_are_refused() {
 }
 
 #[tokio::test]
+async fn a_key_holds_no_more_websocket_connections_open_than_its_cap_and_a_closed_one_frees_its_place() {
+    let t = TestStack::start().await;
+    let key = t.stack.issue_key("chatty-team").await.unwrap();
+    set_on_key(&t, &key, "SET max_connections = :n", &[(":n", AttributeValue::N("2".into()))]).await;
+    let first = WsClient::connect(&t.stack.ws_url, Some(&key)).await.expect("first connection");
+    let _second = WsClient::connect(&t.stack.ws_url, Some(&key)).await.expect("second connection");
+    let third = WsClient::connect(&t.stack.ws_url, Some(&key)).await;
+    assert_eq!(third.err(), Some(429), "a third open connection is refused");
+    assert!(WsClient::connect(&t.stack.ws_url, Some(t.key())).await.is_ok(), "the deployment's cap for others");
+    first.close().await;
+    let again = TestStack::eventually(std::time::Duration::from_secs(10), || async {
+        WsClient::connect(&t.stack.ws_url, Some(&key)).await.ok()
+    })
+    .await;
+    assert!(again.is_some(), "a closed connection frees its place");
+    t.stop().await;
+}
+
+#[tokio::test]
 async fn a_keys_own_repository_allowlist_replaces_the_deployments_for_its_runs_only() {
     let t = TestStack::start().await;
     let key = t.stack.issue_key("tools-team").await.unwrap();

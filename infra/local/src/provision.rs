@@ -87,7 +87,20 @@ pub async fn provision(
                     .index_name(text(index, "IndexName").unwrap_or_default())
                     .set_key_schema(Some(key_schema(index)?))
                     .projection(
-                        Projection::builder().projection_type(ProjectionType::from(projection.as_str())).build(),
+                        Projection::builder()
+                            .projection_type(ProjectionType::from(projection.as_str()))
+                            .set_non_key_attributes(
+                                index
+                                    .get("Projection")
+                                    .map(|p| {
+                                        list(p, "NonKeyAttributes")
+                                            .iter()
+                                            .filter_map(|a| a.as_str().map(str::to_owned))
+                                            .collect::<Vec<_>>()
+                                    })
+                                    .filter(|attributes| !attributes.is_empty()),
+                            )
+                            .build(),
                     )
                     .build()
                     .map_err(|e| sdk_err("index")(e.to_string()))?,

@@ -125,6 +125,7 @@ impl Settings {
                         burst: number("TENANT_CONNECT_BURST", d.connects.burst)?,
                         per_minute: number("TENANT_CONNECTS_PER_MINUTE", d.connects.per_minute)?,
                     },
+                    max_connections: number("TENANT_MAX_CONNECTIONS", d.max_connections)?,
                 }
             },
         })

@@ -44,7 +44,7 @@ pub struct Wiring {
 
 impl Wiring {
     /// The process environment and the default AWS configuration: how a function starts on
-    /// Lambda. Secrets named by `<NAME>_SECRET_ARN` are read from Secrets Manager, once.
+    /// Lambda. Secrets named by `*_SECRET_ARN` variables are read from Secrets Manager, once.
     pub async fn from_env() -> Result<Self> {
         let sdk = aws::load_config().await;
         let vars = aws::secrets::resolve(&sdk, std::env::vars().collect()).await?;

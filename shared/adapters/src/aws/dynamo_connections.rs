@@ -6,11 +6,15 @@ use uuid::Uuid;
 
 use super::describe;
 use super::dynamo::{applied, scan_up_to};
-use runner_core::domain::RunId;
+use runner_core::domain::{Owner, RunId};
 use runner_core::ports::{Connection, ConnectionStore, Subscriber, Subscription};
 use runner_core::{Error, Result};
 
 const RUN_INDEX: &str = "subscribers_by_run";
+/// `owner → connection_id`, with `expires_at_epoch`: the connections a tenant holds.
+const OWNER_INDEX: &str = "connections_by_owner";
+/// Pages of a count before it gives up (a cap is never that far).
+const MAX_COUNT_PAGES: usize = 20;
 
 /// `connection_id → owner, run_id, subscription, …` with a GSI on `run_id` (all attributes projected) and a TTL (`expires_at_epoch`):
 /// API Gateway closes connections after 2 h, so a missed `$disconnect` cleans itself up.
@@ -59,6 +63,36 @@ impl ConnectionStore for DynamoConnectionStore {
         out.item
             .map(|item| serde_dynamo::from_item(item).map_err(|e| Error::dependency("decode connection", e)))
             .transpose()
+    }
+
+    async fn count_open(&self, owner: &Owner, cap: usize) -> Result<usize> {
+        let mut counted = 0;
+        let mut start = None;
+        // A connection API Gateway closed without a `$disconnect` is open until its TTL.
+        let now = chrono::Utc::now().timestamp().to_string();
+        for _ in 0..MAX_COUNT_PAGES {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(OWNER_INDEX)
+                .key_condition_expression("#owner = :owner")
+                .filter_expression("expires_at_epoch > :now")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":owner", AttributeValue::S(owner.as_str().to_owned()))
+                .expression_attribute_values(":now", AttributeValue::N(now.clone()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::dependency("dynamodb count connections", describe(&e)))?;
+            counted += out.count.max(0) as usize;
+            match out.last_evaluated_key {
+                Some(key) if counted < cap => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(counted)
     }
 
     async fn delete(&self, connection_id: &str) -> Result<()> {

@@ -44,6 +44,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             submits_per_minute: number("submits_per_minute"),
             max_active_runs: number("max_active_runs"),
             connect_burst: number("connect_burst"),
+            max_connections: number("max_connections"),
             connects_per_minute: number("connects_per_minute"),
         };
         let owner = item.get("owner").and_then(|v| v.as_s().ok()).map(|s| Owner::new(s.clone()));

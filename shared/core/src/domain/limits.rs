@@ -53,16 +53,19 @@ pub struct TenantLimits {
     pub max_active_runs: u32,
     /// WebSocket connections opened.
     pub connects: TokenBucket,
+    /// WebSocket connections open at once.
+    pub max_connections: u32,
 }
 
 impl Default for TenantLimits {
     /// A fresh deployment's: bursts of 50 submits (one a second after that), 100 runs in flight,
-    /// bursts of 50 connections.
+    /// bursts of 50 connections, 200 open at once.
     fn default() -> Self {
         Self {
             submits: TokenBucket { burst: 50, per_minute: 60 },
             max_active_runs: 100,
             connects: TokenBucket { burst: 50, per_minute: 120 },
+            max_connections: 200,
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct LimitOverrides {
     pub connect_burst: Option<u32>,
     /// `connects.per_minute`.
     pub connects_per_minute: Option<u32>,
+    /// `max_connections`.
+    pub max_connections: Option<u32>,
 }
 
 impl TenantLimits {
@@ -95,6 +100,7 @@ impl TenantLimits {
                 burst: own.connect_burst.unwrap_or(self.connects.burst),
                 per_minute: own.connects_per_minute.unwrap_or(self.connects.per_minute),
             },
+            max_connections: own.max_connections.unwrap_or(self.max_connections),
         }
     }
 }

@@ -121,6 +121,8 @@ pub trait ConnectionStore: Send + Sync {
     async fn keyed(&self, limit: usize) -> Result<Vec<Connection>>;
     /// The connection, if it is still there.
     async fn get(&self, connection_id: &str) -> Result<Option<Connection>>;
+    /// How many connections `owner` has open, counted no further than `cap`.
+    async fn count_open(&self, owner: &Owner, cap: usize) -> Result<usize>;
     /// Forgets the connection.
     async fn delete(&self, connection_id: &str) -> Result<()>;
     /// Records the connection's one subscription; false if it already has one (or is gone).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::domain::{LimitOverrides, Owner, TenantLimits, TokenBucket};
-use crate::ports::{BucketStore, MetricEvent, Metrics, NoMetrics, RunStore};
+use crate::ports::{BucketStore, ConnectionStore, MetricEvent, Metrics, NoMetrics, RunStore};
 use crate::{Error, Result};
 
 /// Attempts at a bucket write that keeps losing to concurrent ones.
@@ -51,9 +51,27 @@ impl Limiter {
         self.take(&format!("submits#{owner}"), limits.submits, "run submissions").await
     }
 
-    /// One more WebSocket connection for `owner`.
-    pub async fn admit_connection(&self, owner: &Owner, own: &LimitOverrides) -> Result<()> {
-        self.take(&format!("connects#{owner}"), self.defaults.with(own).connects, "connections").await
+    /// One more WebSocket connection for `owner`: refused while it has as many open as it may,
+    /// or when its connect bucket is empty.
+    pub async fn admit_connection(
+        &self,
+        owner: &Owner,
+        own: &LimitOverrides,
+        connections: &dyn ConnectionStore,
+    ) -> Result<()> {
+        let limits = self.defaults.with(own);
+        let cap = limits.max_connections as usize;
+        // Counted before the connection is stored: two handshakes at the same moment may both
+        // pass, so the cap may be exceeded by the handshakes in flight, never more.
+        let open = connections.count_open(owner, cap).await?;
+        if open >= cap {
+            return Err(self.refuse(
+                "quota_exceeded",
+                format!("{open} WebSocket connections are open, the most this key may have; close one first"),
+                QUOTA_RETRY_SECONDS,
+            ));
+        }
+        self.take(&format!("connects#{owner}"), limits.connects, "connections").await
     }
 
     async fn take(&self, bucket: &str, limit: TokenBucket, what: &str) -> Result<()> {

@@ -81,7 +81,7 @@ impl StreamService {
             }
         };
         if let Some(limiter) = &self.limiter {
-            limiter.admit_connection(&owner, &limits).await?;
+            limiter.admit_connection(&owner, &limits, self.courier.connections.as_ref()).await?;
         }
         let now = Utc::now();
         let connection = Connection {
