@@ -87,11 +87,10 @@ async fn exhausting_max_turns_fails_the_run_with_that_reason() {
 #[tokio::test]
 async fn a_cli_that_exits_non_zero_without_a_result_fails_the_run() {
     // The real binary, refusing an option it does not know: it exits non-zero before any result.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = e2e::open_tempdir("wrapper-");
     let wrapper = dir.path().join("claude-bad-flag");
     std::fs::write(&wrapper, format!("#!/bin/sh\nexec '{}' --no-such-option \"$@\"\n", e2e::claude_bin().display()))
         .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&wrapper).unwrap().permissions(), 0o755);
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let f = RunnerFixture::start(vec![], &[("CLAUDE_BIN", wrapper.to_str().unwrap())], true).await;
     let run_id = f.submit("implement", json!({"message": "Anything", "branch": "main"})).await;

@@ -1,6 +1,8 @@
 //! Faults that must neither lose a run nor leave one stuck: a run whose queue message is lost (or
 //! dead-lettered) is sent again, and failed as `dead_lettered` after the last resend.
 
+use std::sync::Arc;
+
 use chrono::{Duration, Utc};
 use e2e::TestStack;
 use runner_core::domain::{MAX_REQUEUES, QUEUED_GRACE_SECONDS};
@@ -171,5 +173,75 @@ async fn a_postgres_outage_mid_run_loses_no_frame_and_strands_no_run() {
     })
     .await;
     assert_eq!(status.as_deref(), Some("completed"), "the run's row in Postgres is not stuck");
+    f.stop().await;
+}
+
+/// The executor dies mid-run with everything it ran — its runtime is shut down, as its process
+/// would end — so nothing renews its lease or its hold on the run's subscriber. Given the run's
+/// message again, another executor ends the run `executor_lost`, takes the subscriber over and
+/// sends it its end: the client is not left waiting for API Gateway's idle timeout, no run is
+/// stuck, no frame missing.
+#[tokio::test]
+async fn a_crashed_executors_subscriber_is_taken_over_and_gets_the_end_of_the_run() {
+    use runner_core::ports::ConnectionStore as _;
+    let f = e2e::RunnerFixture::start(vec![local::model::Turn::Stall], &[], false).await;
+    let run_id = f.submit("implement", json!({"message": "never answered", "branch": "main"})).await;
+    let id: runner_core::domain::RunId = run_id.parse().unwrap();
+    let doomed = Arc::new(f.t.stack.executor(&f.executor).await.unwrap());
+    let host = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let event = e2e::run_message(&run_id);
+    host.spawn(async move { executor::handle(&doomed, event).await });
+    f.wait_for(&run_id, &["running"], std::time::Duration::from_secs(30)).await;
+
+    let mut client = e2e::WsClient::connect(&f.t.stack.ws_url, Some(f.t.key())).await.expect("connect");
+    client.subscribe(&run_id, 0).await;
+    let first = client.next_frame(std::time::Duration::from_secs(30)).await.expect("the run's first frame");
+    assert_eq!(first["seq"], 1);
+    // The executor holds the subscription now (a hold as long as its lease, not the handler's).
+    let connections = runner_adapters::DynamoConnectionStore::new(
+        runner_adapters::aws::dynamodb(&f.t.stack.sdk),
+        &f.t.stack.resources["ConnectionsTable"].reference,
+    );
+    let held = TestStack::eventually(std::time::Duration::from_secs(30), || async {
+        let soon = (Utc::now() + Duration::seconds(10)).timestamp();
+        let subscribers = connections.subscribers(id).await.unwrap_or_default();
+        subscribers.into_iter().find(|s| s.subscription.adopted && s.subscription.held_until.is_some_and(|t| t < soon))
+    })
+    .await;
+    assert!(held.is_some(), "the executor adopted the subscriber");
+
+    // The crash.
+    host.shutdown_background();
+    let lapsed = TestStack::eventually(std::time::Duration::from_secs(30), || async {
+        let subscribers = connections.subscribers(id).await.unwrap_or_default();
+        let lapsed = !subscribers.is_empty() && subscribers.iter().all(|s| s.subscription.lapsed(Utc::now()));
+        lapsed.then_some(())
+    })
+    .await;
+    assert!(lapsed.is_some(), "the dead executor's hold lapses");
+    assert_eq!(f.status(&run_id).await["status"], "running", "nothing else has noticed yet");
+    let runs = runner_adapters::DynamoRunStore::new(
+        runner_adapters::aws::dynamodb(&f.t.stack.sdk),
+        &f.t.stack.settings.runs_table,
+        &f.t.stack.settings.idempotency_table,
+    );
+    let expired = TestStack::eventually(std::time::Duration::from_secs(30), || async {
+        use runner_core::ports::RunStore as _;
+        let lease = runs.get(id).await.unwrap().and_then(|run| run.lease_expires_at);
+        lease.is_some_and(|until| until < Utc::now()).then_some(())
+    })
+    .await;
+    assert!(expired.is_some(), "the dead executor's lease runs out");
+
+    // The message comes back; another executor takes it.
+    let successor = f.t.stack.executor(&f.executor).await.unwrap();
+    let handled = executor::handle(&successor, e2e::run_message(&run_id)).await;
+    assert!(handled.batch_item_failures.is_empty());
+    let rest = client.frames_until_end(std::time::Duration::from_secs(30)).await;
+    let end = rest.last().unwrap_or_else(|| panic!("the subscriber got the rest of the run: {rest:?}"));
+    assert_eq!((end["kind"].as_str(), end["status"].as_str()), (Some("end"), Some("failed")), "{end}");
+    let run = f.status(&run_id).await;
+    assert_eq!((run["status"].as_str(), run["error"]["code"].as_str()), (Some("failed"), Some("executor_lost")));
+    assert_eq!(f.processes_in_workspaces(), Vec::<i32>::new(), "nothing of the dead executor's run is left");
     f.stop().await;
 }

@@ -19,7 +19,7 @@ use tokio::process::{Child, ChildStdout};
 use crate::ModelProxy;
 use crate::run_users::{RunUser, RunUserRange, RunUsers};
 use runner_core::claude::CliInvocation;
-use runner_core::ports::{Cli, CliProcess, OutputLine, Workspace};
+use runner_core::ports::{Cli, CliProcess, ModelUsage, OutputLine, Workspace};
 use runner_core::{Error, Result};
 
 /// Where the model is when the deployment names no endpoint.
@@ -113,7 +113,7 @@ impl Cli for ClaudeCli {
         let proxy = match &config.api_key {
             Some(key) => {
                 let upstream = config.base_url.as_deref().unwrap_or(ANTHROPIC_API);
-                let proxy = ModelProxy::start(upstream, key).await?;
+                let proxy = ModelProxy::start(upstream, key, invocation.max_budget_usd).await?;
                 command.env("ANTHROPIC_BASE_URL", proxy.base_url()).env("ANTHROPIC_API_KEY", proxy.placeholder());
                 Some(proxy)
             }
@@ -197,7 +197,7 @@ impl Cli for ClaudeCli {
             mark,
             user,
             workspace: workspace.clone(),
-            _proxy: proxy,
+            proxy,
         }))
     }
 }
@@ -214,7 +214,7 @@ struct ClaudeCliProcess {
     user: Option<RunUser>,
     workspace: Workspace,
     /// The run's model endpoint; it stops with the process.
-    _proxy: Option<ModelProxy>,
+    proxy: Option<ModelProxy>,
 }
 
 /// The variable that marks every process a CLI started: a tool that detaches (`setsid`, a
@@ -303,6 +303,10 @@ impl CliProcess for ClaudeCliProcess {
 
     async fn wait(&mut self) -> Option<i32> {
         self.child.wait().await.ok().and_then(|status| status.code())
+    }
+
+    fn model_usage(&self) -> Option<ModelUsage> {
+        self.proxy.as_ref().map(ModelProxy::usage)
     }
 
     fn stderr_tail(&self) -> String {

@@ -215,6 +215,7 @@ impl ExecutorConfig {
         if settings.heartbeat >= settings.lease {
             return Err(Error::Config("HEARTBEAT_SECONDS must be shorter than LEASE_SECONDS".into()));
         }
+        let lease = settings.lease;
         Ok(Self {
             workspace_root: optional("WORKSPACE_ROOT").unwrap_or("/tmp/claude-runner/work".into()).into(),
             repo_cache_dir: optional("REPO_CACHE_DIR").map(Into::into),
@@ -243,6 +244,8 @@ impl ExecutorConfig {
                 queue_frames: number("FANOUT_QUEUE_FRAMES", fanout_defaults.queue_frames as u64)? as usize,
                 heartbeat: seconds("STREAM_HEARTBEAT_SECONDS", fanout_defaults.heartbeat)?,
                 recent_bytes: number("FANOUT_RECENT_BYTES", fanout_defaults.recent_bytes as u64)? as usize,
+                // Held as long as a run's lease: the executor that lost one has lost the other.
+                hold: lease,
             },
         })
     }

@@ -359,6 +359,22 @@ mod tests {
     }
 
     #[test]
+    fn a_path_behind_a_closed_folder_is_unreachable_and_names_the_folder() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let closed = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let cli = closed.path().join("claude");
+        std::fs::write(&cli, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = RunUsers::check_reachable(&[&cli]).unwrap_err().to_string();
+        assert!(err.contains(&closed.path().display().to_string()), "{err}");
+        std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        RunUsers::check_reachable(&[&cli]).unwrap();
+        std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(RunUsers::check_reachable(&[&cli]).is_err(), "a CLI others cannot run");
+    }
+
+    #[test]
     fn a_uid_another_process_claimed_is_skipped() {
         let claims = tempfile::tempdir().unwrap();
         let range = RunUserRange { first: 300_000, count: 2 };

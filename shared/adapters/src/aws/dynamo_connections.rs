@@ -1,6 +1,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
 
 use uuid::Uuid;
 
@@ -163,19 +164,50 @@ impl ConnectionStore for DynamoConnectionStore {
         Ok(applied(released, "dynamodb release subscription")?.is_some())
     }
 
-    async fn adopt(&self, connection_id: &str, subscription: Uuid) -> Result<bool> {
+    async fn adopt(
+        &self,
+        connection_id: &str,
+        subscription: Uuid,
+        holder: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let adopted = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("connection_id", AttributeValue::S(connection_id.to_owned()))
-            .update_expression("SET subscription.adopted = :yes")
-            .condition_expression("subscription.id = :id AND subscription.adopted = :no")
+            .update_expression(
+                "SET subscription.adopted = :yes, subscription.holder = :holder, subscription.held_until = :until",
+            )
+            // Nobody holds it, or its holder stopped renewing (a hold without an end never lapses).
+            .condition_expression(
+                "subscription.id = :id AND (subscription.adopted = :no OR subscription.held_until < :now)",
+            )
             .expression_attribute_values(":id", AttributeValue::S(subscription.to_string()))
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_string()))
+            .expression_attribute_values(":until", AttributeValue::N(until.timestamp().to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now.timestamp().to_string()))
             .send()
             .await;
         Ok(applied(adopted, "dynamodb adopt subscription")?.is_some())
+    }
+
+    async fn renew(&self, connection_id: &str, subscription: Uuid, holder: Uuid, until: DateTime<Utc>) -> Result<bool> {
+        let renewed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .update_expression("SET subscription.held_until = :until")
+            .condition_expression("subscription.id = :id AND subscription.holder = :holder")
+            .expression_attribute_values(":id", AttributeValue::S(subscription.to_string()))
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_string()))
+            .expression_attribute_values(":until", AttributeValue::N(until.timestamp().to_string()))
+            .send()
+            .await;
+        Ok(applied(renewed, "dynamodb renew subscription")?.is_some())
     }
 }

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::{RunError, RunOutcome, RunStatus, ToolCall};
+use crate::ports::ModelUsage;
 
 /// The final `result` frame. Success is judged from it (`subtype`, `is_error`), not from the
 /// process exit code.
@@ -58,6 +59,8 @@ pub struct CliSummary {
     calls: Vec<(String, ToolCall)>,
     /// The last tool call whose result was an error.
     failed_call: Option<ToolCall>,
+    /// The run's model calls as its model endpoint counted them.
+    pub metered: Option<ModelUsage>,
 }
 
 /// Tool calls remembered to pair them with their results.
@@ -152,6 +155,13 @@ impl CliSummary {
             _ => format!("the CLI reported {}", result.subtype),
         };
         outcome.error = Some(RunError::new(code, message).with_tool(self.failing_tool()));
+        // The CLI saw an API error; the run's endpoint refused because the budget was spent.
+        if self.metered.as_ref().is_some_and(|usage| usage.refused_over_budget > 0) {
+            outcome.error = Some(RunError::new(
+                "budget_exceeded",
+                "the run's model calls cost twice its budget; its model endpoint refused the next one",
+            ));
+        }
         outcome
     }
 }

@@ -98,4 +98,28 @@ pub trait CliProcess: Send {
     async fn wait(&mut self) -> Option<i32>;
     /// The last part of what it wrote to stderr.
     fn stderr_tail(&self) -> String;
+    /// The model calls of the run as its model endpoint counted them, where it has one of its
+    /// own (the CLI's figures are the CLI's word; these include calls made around it).
+    fn model_usage(&self) -> Option<ModelUsage> {
+        None
+    }
+}
+
+/// Model calls counted at a run's model endpoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelUsage {
+    /// Messages requests answered.
+    pub requests: u64,
+    /// Input tokens, not counting cache writes and reads.
+    pub input_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_creation_input_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// What they cost at list prices (an unknown model at the dearest).
+    pub cost_usd: f64,
+    /// Requests refused because the run's budget was spent.
+    pub refused_over_budget: u64,
 }

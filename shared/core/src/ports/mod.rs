@@ -15,7 +15,7 @@ mod sessions;
 mod streaming;
 
 pub use epics::{BranchMover, EpicEngine, EpicStore, TaskAnswer};
-pub use execution::{Cli, CliProcess, OutputLine, PublishedChanges, Transcripts, Workspace, Workspaces};
+pub use execution::{Cli, CliProcess, ModelUsage, OutputLine, PublishedChanges, Transcripts, Workspace, Workspaces};
 pub use keys::{ApiKeyStore, KeyGrant};
 pub use limits::{BucketStore, StoredBucket};
 pub use memory::{MemoryChange, MemoryEntry, MemoryQuery, MemorySource, MemoryStore};

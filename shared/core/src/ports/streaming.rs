@@ -91,7 +91,9 @@ pub struct Connection {
 /// A connection's one `subscribe`: the subscriber has everything up to `after_seq`. Whoever holds
 /// it (`adopted`) is its only writer, so frames never arrive twice or out of order: the subscribe
 /// handler while it replays, then — after it hands over — the run's executor, or the handler
-/// again when the run ended first, whoever `adopt`s it first.
+/// again when the run ended first, whoever `adopt`s it first. A hold is a lease: its writer
+/// renews it while it writes, and once it lapses (the writer crashed) another may adopt it, so a
+/// subscriber still gets the rest of the run and its end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Changes with every hand-over, so a stale writer's conditional write fails.
@@ -101,6 +103,34 @@ pub struct Subscription {
     /// Someone is writing to it.
     #[serde(default)]
     pub adopted: bool,
+    /// Who holds it: a fresh id per adoption, so only that writer may renew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Uuid>,
+    /// Until when (epoch seconds) the hold lasts unless renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<i64>,
+}
+
+impl Subscription {
+    /// A subscription nobody holds, for the run's executor to adopt.
+    pub fn open(after_seq: u64) -> Self {
+        Self { id: Uuid::new_v4(), after_seq, adopted: false, holder: None, held_until: None }
+    }
+
+    /// A subscription held by `holder` until `until`.
+    pub fn held(after_seq: u64, holder: Uuid, until: DateTime<Utc>) -> Self {
+        Self { id: Uuid::new_v4(), after_seq, adopted: true, holder: Some(holder), held_until: Some(until.timestamp()) }
+    }
+
+    /// Whether a writer may adopt it at `now`: nobody holds it, or its holder's lease lapsed.
+    pub fn adoptable(&self, now: DateTime<Utc>) -> bool {
+        !self.adopted || self.lapsed(now)
+    }
+
+    /// Held, by a writer that stopped renewing.
+    pub fn lapsed(&self, now: DateTime<Utc>) -> bool {
+        self.adopted && self.held_until.is_some_and(|until| until < now.timestamp())
+    }
 }
 
 /// A connection following a run, as the fan-out sees it.
@@ -132,9 +162,19 @@ pub trait ConnectionStore: Send + Sync {
     async fn release(&self, connection_id: &str, held: Uuid, next: &Subscription) -> Result<bool>;
     /// The connections subscribed to `run_id`.
     async fn subscribers(&self, run_id: RunId) -> Result<Vec<Subscriber>>;
-    /// Takes over delivery to a subscription: true for exactly one caller, false if it was
-    /// adopted already or the connection has since subscribed anew or gone.
-    async fn adopt(&self, connection_id: &str, subscription: Uuid) -> Result<bool>;
+    /// Takes over delivery to a subscription for `holder` until `until`: true for exactly one
+    /// caller; false if another holds it (and its hold had not lapsed at `now`), or the
+    /// connection has since subscribed anew or gone.
+    async fn adopt(
+        &self,
+        connection_id: &str,
+        subscription: Uuid,
+        holder: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Extends `holder`'s hold on a subscription to `until`; false if it is no longer theirs.
+    async fn renew(&self, connection_id: &str, subscription: Uuid, holder: Uuid, until: DateTime<Utc>) -> Result<bool>;
 }
 
 /// What became of one posted message.

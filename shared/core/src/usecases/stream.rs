@@ -21,6 +21,9 @@ const CONNECTION_TTL_HOURS: i64 = 2;
 /// A second look, this long after subscribing, for a run that ended without its executor seeing
 /// the subscription (DynamoDB's index is eventually consistent; a queued run may be cancelled).
 const LATE_CHECK: Duration = Duration::from_millis(1200);
+/// How long the subscribe handler holds a subscription while it replays or ends it; a handler
+/// that dies with it held leaves it to the run's executor after this.
+const HANDLER_HOLD: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The WebSocket API's use cases.
 pub struct StreamService {
@@ -137,7 +140,7 @@ impl StreamService {
         };
         let after_seq = request.after_seq.unwrap_or(0);
         // The handler holds the subscription while it replays, so nobody else writes meanwhile.
-        let held = Subscription { id: Uuid::new_v4(), after_seq, adopted: true };
+        let held = Subscription::held(after_seq, Uuid::new_v4(), Utc::now() + HANDLER_HOLD);
         if !self.courier.connections.subscribe(connection_id, run_id, &held).await? {
             let message = "this connection already follows a run; open another connection to follow another";
             return self.tell(connection_id, "already_subscribed", message).await;
@@ -151,7 +154,7 @@ impl StreamService {
 
         // Live: hand over to the run's executor, which adopts the subscription and continues
         // after `cursor`.
-        let next = Subscription { id: Uuid::new_v4(), after_seq: cursor, adopted: false };
+        let next = Subscription::open(cursor);
         if !self.courier.connections.release(connection_id, held.id, &next).await? {
             return Ok(()); // disconnected meanwhile
         }
@@ -162,7 +165,13 @@ impl StreamService {
             tokio::time::sleep(wait).await;
             let status = self.runs.get(run_id).await?.map(|r| r.status).filter(|s| s.is_terminal());
             if let Some(status) = status {
-                if self.courier.connections.adopt(connection_id, next.id).await? {
+                let now = Utc::now();
+                if self
+                    .courier
+                    .connections
+                    .adopt(connection_id, next.id, Uuid::new_v4(), now + HANDLER_HOLD, now)
+                    .await?
+                {
                     let Some(cursor) = self.courier.replay(connection_id, run_id, cursor).await? else {
                         return Ok(());
                     };

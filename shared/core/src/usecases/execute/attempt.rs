@@ -303,6 +303,18 @@ impl RunExecutor {
         process.stop(self.settings.stop_grace).await;
         summary.exit_code = process.wait().await;
         summary.stderr_tail = redactor.text(&process.stderr_tail());
+        summary.metered = process.model_usage();
+        if let Some(usage) = &summary.metered {
+            tracing::info!(
+                run_id = %run.run_id,
+                requests = usage.requests,
+                input_tokens = usage.input_tokens,
+                output_tokens = usage.output_tokens,
+                cost_usd = usage.cost_usd,
+                refused_over_budget = usage.refused_over_budget,
+                "model calls as the run's endpoint counted them"
+            );
+        }
         summary.frames = seq;
         let report = recorder.finish().await?;
         if report.failed_batches > 0 {

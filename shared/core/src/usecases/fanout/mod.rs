@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
@@ -46,6 +47,8 @@ struct Followers {
     by_connection: HashMap<String, Follower>,
     /// Subscriptions someone else delivers to (the subscribe handler holds or adopted them).
     declined: HashSet<Uuid>,
+    /// When this executor last renewed its holds on the run's subscribers.
+    renewed_at: Option<tokio::time::Instant>,
     last_seq: u64,
     /// Updated under the same lock as the queues, so a frame is either in a new follower's queue
     /// or in what it catches up from.
@@ -133,11 +136,16 @@ async fn refresh(courier: &Courier, limits: FanoutLimits, run_id: RunId, followe
             return false;
         }
     };
+    let now = Utc::now();
     let candidates: Vec<Subscriber> = {
         let mut state = followers.lock().await;
         state.by_connection.retain(|id, follower| {
             let keep = !follower.task.is_finished()
-                && current.iter().any(|s| &s.connection_id == id && s.subscription.id == follower.subscription);
+                && current.iter().any(|s| {
+                    &s.connection_id == id
+                        && s.subscription.id == follower.subscription
+                        && s.subscription.holder == Some(follower.holder)
+                });
             if !keep {
                 follower.task.abort();
             }
@@ -148,19 +156,26 @@ async fn refresh(courier: &Courier, limits: FanoutLimits, run_id: RunId, followe
             .filter(|s| {
                 let known =
                     state.by_connection.get(&s.connection_id).is_some_and(|f| f.subscription == s.subscription.id);
-                !known && !s.subscription.adopted && !state.declined.contains(&s.subscription.id)
+                // A lapsed hold is a writer that died: its subscriber is taken over.
+                let open = !s.subscription.adopted && !state.declined.contains(&s.subscription.id);
+                !known && (open || s.subscription.lapsed(now))
             })
             .collect()
     };
     let mut complete = true;
+    let hold = chrono::Duration::from_std(limits.hold).unwrap_or(chrono::Duration::seconds(60));
     for Subscriber { connection_id, subscription } in candidates {
-        match courier.connections.adopt(&connection_id, subscription.id).await {
+        let holder = Uuid::new_v4();
+        match courier.connections.adopt(&connection_id, subscription.id, holder, now + hold, now).await {
             Ok(true) => {
+                if subscription.lapsed(now) {
+                    tracing::info!(%run_id, %connection_id, "took over a subscriber whose writer stopped renewing");
+                }
                 // Started under the lock: every frame published from here on is queued for it,
                 // and every earlier one is in the recent frames or the store it starts from.
                 let mut state = followers.lock().await;
                 let recent = state.recent.clone();
-                let follower = follow(courier, limits, recent, run_id, connection_id.clone(), &subscription);
+                let follower = follow(courier, limits, recent, run_id, connection_id.clone(), &subscription, holder);
                 if let Some(replaced) = state.by_connection.insert(connection_id, follower) {
                     replaced.task.abort();
                 }
@@ -174,7 +189,34 @@ async fn refresh(courier: &Courier, limits: FanoutLimits, run_id: RunId, followe
             }
         }
     }
+    renew_holds(courier, limits, run_id, followers).await;
     complete
+}
+
+/// Renews this executor's hold on each subscriber it serves, a third of the way through the
+/// hold; a subscriber someone else holds now is let go.
+async fn renew_holds(courier: &Courier, limits: FanoutLimits, run_id: RunId, followers: &Mutex<Followers>) {
+    let due: Vec<(String, Uuid, Uuid)> = {
+        let mut state = followers.lock().await;
+        if state.renewed_at.is_some_and(|at| at.elapsed() < limits.hold / 3) {
+            return;
+        }
+        state.renewed_at = Some(tokio::time::Instant::now());
+        state.by_connection.iter().map(|(id, f)| (id.clone(), f.subscription, f.holder)).collect()
+    };
+    let until = Utc::now() + chrono::Duration::from_std(limits.hold).unwrap_or(chrono::Duration::seconds(60));
+    for (connection_id, subscription, holder) in due {
+        match courier.connections.renew(&connection_id, subscription, holder, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%run_id, %connection_id, "a subscriber's hold was lost; letting it go");
+                if let Some(follower) = followers.lock().await.by_connection.remove(&connection_id) {
+                    follower.task.abort();
+                }
+            }
+            Err(err) => tracing::warn!(%run_id, %connection_id, error = %err, "renewing a subscriber's hold failed"),
+        }
+    }
 }
 
 impl Followers {
@@ -280,11 +322,7 @@ impl FrameSink for WebSocketFanout {
         let leaving: Vec<(String, Follower)> = followers.lock().await.by_connection.drain().collect();
         for (connection_id, follower) in leaving {
             follower.task.abort();
-            let next = crate::ports::Subscription {
-                id: Uuid::new_v4(),
-                after_seq: follower.progress.cursor.load(Ordering::Acquire),
-                adopted: false,
-            };
+            let next = crate::ports::Subscription::open(follower.progress.cursor.load(Ordering::Acquire));
             if let Err(err) = self.courier.connections.release(&connection_id, follower.subscription, &next).await {
                 tracing::warn!(%run_id, %connection_id, error = %err, "releasing a subscriber failed; closing");
                 self.courier.gateway.close(&connection_id).await;

@@ -26,6 +26,9 @@ pub struct FanoutLimits {
     /// Bytes of a run's recent frames kept in memory for subscribers that catch up, once
     /// persistence has them (frames it has not confirmed yet are kept regardless).
     pub recent_bytes: usize,
+    /// How long this executor's hold on a subscriber lasts unless renewed: when it crashes, its
+    /// subscribers are taken over this long after its last renewal.
+    pub hold: Duration,
 }
 
 impl Default for FanoutLimits {
@@ -35,6 +38,7 @@ impl Default for FanoutLimits {
             queue_frames: 4096,
             heartbeat: Duration::from_secs(60),
             recent_bytes: 1024 * 1024,
+            hold: Duration::from_secs(60),
         }
     }
 }
@@ -63,6 +67,8 @@ pub(super) struct Progress {
 /// A subscriber this executor delivers to.
 pub(super) struct Follower {
     pub subscription: Uuid,
+    /// This executor's hold on it.
+    pub holder: Uuid,
     pub queue: mpsc::Sender<Outgoing>,
     pub progress: Arc<Progress>,
     pub task: tokio::task::JoinHandle<()>,
@@ -76,6 +82,7 @@ pub(super) fn follow(
     run_id: RunId,
     connection_id: String,
     subscription: &Subscription,
+    holder: Uuid,
 ) -> Follower {
     let (queue, rx) = mpsc::channel(limits.queue_frames.max(1));
     let progress = Arc::new(Progress { cursor: AtomicU64::new(subscription.after_seq), ..Default::default() });
@@ -89,7 +96,7 @@ pub(super) fn follow(
         progress: progress.clone(),
     };
     let task = tokio::spawn(delivery.run(rx));
-    Follower { subscription: subscription.id, queue, progress, task }
+    Follower { subscription: subscription.id, holder, queue, progress, task }
 }
 
 /// One adopted subscriber's delivery: the log after its cursor first, then live frames
