@@ -863,6 +863,57 @@ async fn overhead_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()>
     anyhow::Ok(())
 }
 
+/// Per-run users: the same scripted run on two stacks, one giving each run's CLI a uid of its
+/// own (the default as root: hand the workspace over, kill everything of the uid, sweep the
+/// temp dirs, take the workspace back), one not (`RUN_USERS=off`); alternated.
+async fn users_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        println!("\n(per-run users need an executor running as root: not measured here)");
+        return Ok(());
+    }
+    let origin = tempfile::tempdir()?;
+    let url = small_repository(origin.path())?;
+    let workspaces = open_tempdir()?;
+    let model = ScriptedModel::start(Vec::new()).await?;
+    let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
+    let with_users = env.stack_with("users-on", Some(env.executor_options(1))).await?;
+    let mut off = env.executor_options(1);
+    off.environment.insert("RUN_USERS".into(), "off".into());
+    off.environment.insert("WORKSPACE_ROOT".into(), workspaces.path().join("runs-off").display().to_string());
+    let without = env.stack_with("users-off", Some(off)).await?;
+    let http = reqwest::Client::new();
+    let pairs = 8;
+    let (mut on, mut not) = (Vec::new(), Vec::new());
+    for i in 0..=pairs {
+        let mut timed = Vec::new();
+        for stack in [&with_users, &without] {
+            model.push(two_call_turns(&format!("users {i} {}\n", timed.len())));
+            let started = Instant::now();
+            let run_id = submit(&http, stack, "Write bench.txt").await?;
+            wait_completed(&http, stack, &run_id, POLL, Duration::from_secs(60)).await?;
+            timed.push(started.elapsed());
+        }
+        // The first pair warms the mirror caches and the CLI's files up.
+        if i > 0 {
+            on.push(timed[0]);
+            not.push(timed[1]);
+        }
+    }
+    with_users.shutdown().await;
+    without.shutdown().await;
+    model.stop();
+    let (on_min, on_p50, on_max) = stats(on);
+    let (off_min, off_p50, off_max) = stats(not);
+    println!("\nPer-run users: the same scripted two-call run, submit → `completed` ({pairs} pairs, alternated)");
+    println!("| executor                                    |   min ms | median ms |   max ms |");
+    println!("|---------------------------------------------|---------:|----------:|---------:|");
+    println!("| each run its own uid (`RUN_USERS` auto)     | {on_min:8.1} | {on_p50:9.1} | {on_max:8.1} |");
+    println!("| every run as the executor (`RUN_USERS=off`) | {off_min:8.1} | {off_p50:9.1} | {off_max:8.1} |");
+    let ratio = on_p50 / off_p50;
+    println!("| ratio (own uid ÷ shared), medians           |          | {ratio:9.2} |          |");
+    anyhow::Ok(())
+}
+
 /// Lines in the recording `throughput_bench` replays.
 const THROUGHPUT_LINES: usize = 100_000;
 
@@ -1053,6 +1104,9 @@ async fn main() -> Result<()> {
         }
         if wants("overhead") {
             overhead_bench(&emulator, &postgres).await?;
+        }
+        if wants("users") {
+            users_bench(&emulator, &postgres).await?;
         }
         if wants("throughput") {
             throughput_bench(&emulator, &postgres).await?;
