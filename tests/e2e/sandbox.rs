@@ -321,6 +321,23 @@ async fn the_janitor_requeues_lost_runs_that_never_started_a_batch_per_sweep_and
     t.stop().await;
 }
 
+/// Whether `pid` is gone (or a zombie waiting for whoever reaps it) within `seconds`; a process
+/// still running then is killed, so a failing test leaves nothing behind.
+async fn gone_within_seconds(pid: i32, seconds: u64) -> bool {
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+            .is_some_and(|zombie| !zombie)
+    };
+    let timeout = std::time::Duration::from_secs(seconds);
+    let gone = e2e::TestStack::eventually(timeout, || async { (!running()).then_some(()) }).await;
+    if gone.is_none() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    gone.is_some()
+}
+
 /// Starts a process in a session of its own (out of the CLI's process group) and prints its pid.
 const ESCAPE_MAKEFILE: &str = "escape:\n\t@setsid sleep 300 < /dev/null > /dev/null 2>&1 & echo \"DETACHED=$$!\"\n";
 
@@ -344,19 +361,7 @@ async fn a_process_the_run_detached_from_its_group_does_not_outlive_the_run() {
         .iter()
         .find_map(|r| r.lines().find_map(|line| line.trim().strip_prefix("DETACHED=")?.parse().ok()))
         .unwrap_or_else(|| panic!("the detached pid was printed: {results:?}"));
-    // Gone, or a zombie waiting for whoever reaps it: nothing that still runs.
-    let running = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-            .is_some_and(|zombie| !zombie)
-    };
-    let gone =
-        e2e::TestStack::eventually(std::time::Duration::from_secs(10), || async { (!running()).then_some(()) }).await;
-    if gone.is_none() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
-    assert!(gone.is_some(), "process {pid}, detached with setsid, outlived its run");
+    assert!(gone_within_seconds(pid, 10).await, "process {pid}, detached with setsid, outlived its run");
     f.stop().await;
 }
 
@@ -439,18 +444,7 @@ async fn runs_have_users_of_their_own_and_cannot_reach_each_other_the_cache_or_t
     // Nothing of beta's outlived it: the process that left its group and cleared its
     // environment (out of reach of the per-run mark) is gone, and so is its file in /tmp.
     let pid: i32 = uid(&beta_out, "DETACHED") as i32;
-    let running = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-            .is_some_and(|zombie| !zombie)
-    };
-    let gone =
-        e2e::TestStack::eventually(std::time::Duration::from_secs(10), || async { (!running()).then_some(()) }).await;
-    if gone.is_none() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
-    assert!(gone.is_some(), "process {pid}, detached with a cleared environment, outlived its run");
+    assert!(gone_within_seconds(pid, 10).await, "process {pid}, detached with a cleared environment, outlived its run");
     assert!(!std::path::Path::new("/tmp").join(&leftover).exists(), "the run's file in /tmp was removed");
     f.stop().await;
 }

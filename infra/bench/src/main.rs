@@ -876,34 +876,40 @@ async fn users_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let workspaces = open_tempdir()?;
     let model = ScriptedModel::start(Vec::new()).await?;
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
-    let with_users = env.stack_with("users-on", Some(env.executor_options(1))).await?;
+    let with_users = env.stack_with("users_on", Some(env.executor_options(1))).await?;
     let mut off = env.executor_options(1);
     off.environment.insert("RUN_USERS".into(), "off".into());
     off.environment.insert("WORKSPACE_ROOT".into(), workspaces.path().join("runs-off").display().to_string());
-    let without = env.stack_with("users-off", Some(off)).await?;
+    let without = env.stack_with("users_off", Some(off)).await?;
     let http = reqwest::Client::new();
     let pairs = 8;
-    let (mut on, mut not) = (Vec::new(), Vec::new());
+    // Per stack: submit → completed, then the phases of the run where the uid makes a difference.
+    let mut samples: [[Vec<Duration>; 3]; 2] = Default::default();
     for i in 0..=pairs {
-        let mut timed = Vec::new();
-        for stack in [&with_users, &without] {
-            model.push(two_call_turns(&format!("users {i} {}\n", timed.len())));
+        for (which, stack) in [&with_users, &without].into_iter().enumerate() {
+            model.push(two_call_turns(&format!("users {i} {which}\n")));
             let started = Instant::now();
             let run_id = submit(&http, stack, "Write bench.txt").await?;
-            wait_completed(&http, stack, &run_id, POLL, Duration::from_secs(60)).await?;
-            timed.push(started.elapsed());
-        }
-        // The first pair warms the mirror caches and the CLI's files up.
-        if i > 0 {
-            on.push(timed[0]);
-            not.push(timed[1]);
+            let status = wait_completed(&http, stack, &run_id, POLL, Duration::from_secs(60)).await?;
+            let elapsed = started.elapsed();
+            // The first pair warms the mirror caches and the CLI's files up.
+            if i > 0 {
+                samples[which][0].push(elapsed);
+                for (slot, phase) in [(1, "first_frame_ms"), (2, "cli_ms")] {
+                    let ms = status["timings"][phase].as_u64().unwrap_or_default();
+                    samples[which][slot].push(Duration::from_millis(ms));
+                }
+            }
         }
     }
     with_users.shutdown().await;
     without.shutdown().await;
     model.stop();
-    let (on_min, on_p50, on_max) = stats(on);
-    let (off_min, off_p50, off_max) = stats(not);
+    let [on, off] = samples;
+    let [on_total, on_first, on_cli] = on;
+    let [off_total, off_first, off_cli] = off;
+    let (on_min, on_p50, on_max) = stats(on_total);
+    let (off_min, off_p50, off_max) = stats(off_total);
     println!("\nPer-run users: the same scripted two-call run, submit → `completed` ({pairs} pairs, alternated)");
     println!("| executor                                    |   min ms | median ms |   max ms |");
     println!("|---------------------------------------------|---------:|----------:|---------:|");
@@ -911,6 +917,13 @@ async fn users_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     println!("| every run as the executor (`RUN_USERS=off`) | {off_min:8.1} | {off_p50:9.1} | {off_max:8.1} |");
     let ratio = on_p50 / off_p50;
     println!("| ratio (own uid ÷ shared), medians           |          | {ratio:9.2} |          |");
+    let median = |samples: Vec<Duration>| stats(samples).1;
+    let (on_first, off_first) = (median(on_first), median(off_first));
+    let (on_cli, off_cli) = (median(on_cli), median(off_cli));
+    println!(
+        "| first frame, own uid / shared (median ms)   |          | {on_first:4.0} / {off_first:4.0} |          |"
+    );
+    println!("| CLI phase, own uid / shared (median ms)     |          | {on_cli:4.0} / {off_cli:4.0} |          |");
     anyhow::Ok(())
 }
 

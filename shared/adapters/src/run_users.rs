@@ -156,7 +156,7 @@ const CLAIMS_DIR: &str = "/run/claude-runner/run-users";
 /// World-writable places where a run may leave files outside its workspace.
 const SHARED_TEMP_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm"];
 /// Rounds of killing every process of the uid; one is enough unless a process was forking.
-const KILL_ROUNDS: u32 = 20;
+const KILL_ROUNDS: u32 = 50;
 
 impl RunUser {
     /// The run's uid; its gid is the same number.
@@ -282,7 +282,8 @@ fn kill_all_of(uid: u32, spare: Option<u32>) -> usize {
         for pid in left.iter().filter(|pid| Some(**pid as u32) != spare) {
             let _ = nix::sys::wait::waitpid(Pid::from_raw(*pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Killed processes take a moment to become zombies.
+        std::thread::sleep(Duration::from_millis(5));
     }
     processes_of(uid).len()
 }

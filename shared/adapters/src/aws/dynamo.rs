@@ -1,6 +1,7 @@
 //! What every DynamoDB adapter needs alike.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
 use serde::de::DeserializeOwned;
 
@@ -26,6 +27,33 @@ where
         Err(err) if is_condition_failure(&err) => Ok(None),
         Err(err) => Err(Error::dependency(what, describe(&err))),
     }
+}
+
+/// How many items `query` matches, counted page by page (keys only) until the answer reaches
+/// `up_to` or `pages` pages were read.
+pub(super) async fn count_up_to(
+    query: QueryFluentBuilder,
+    up_to: usize,
+    pages: usize,
+    what: &'static str,
+) -> Result<usize> {
+    let mut counted = 0;
+    let mut start = None;
+    for _ in 0..pages {
+        let out = query
+            .clone()
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| Error::dependency(what, describe(&e)))?;
+        counted += out.count.max(0) as usize;
+        match out.last_evaluated_key {
+            Some(key) if counted < up_to => start = Some(key),
+            _ => break,
+        }
+    }
+    Ok(counted)
 }
 
 /// Up to `limit` items a (filtered) scan yields, reading at most `MAX_SCAN_PAGES` pages.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::describe;
-use super::dynamo::{applied, scan_up_to};
+use super::dynamo::{applied, count_up_to, scan_up_to};
 use runner_core::domain::{Owner, RunId};
 use runner_core::ports::{Connection, ConnectionStore, Subscriber, Subscription};
 use runner_core::{Error, Result};
@@ -67,33 +67,19 @@ impl ConnectionStore for DynamoConnectionStore {
     }
 
     async fn count_open(&self, owner: &Owner, cap: usize) -> Result<usize> {
-        let mut counted = 0;
-        let mut start = None;
         // A connection API Gateway closed without a `$disconnect` is open until its TTL.
-        let now = chrono::Utc::now().timestamp().to_string();
-        for _ in 0..MAX_COUNT_PAGES {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(OWNER_INDEX)
-                .key_condition_expression("#owner = :owner")
-                .filter_expression("expires_at_epoch > :now")
-                .expression_attribute_names("#owner", "owner")
-                .expression_attribute_values(":owner", AttributeValue::S(owner.as_str().to_owned()))
-                .expression_attribute_values(":now", AttributeValue::N(now.clone()))
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::dependency("dynamodb count connections", describe(&e)))?;
-            counted += out.count.max(0) as usize;
-            match out.last_evaluated_key {
-                Some(key) if counted < cap => start = Some(key),
-                _ => break,
-            }
-        }
-        Ok(counted)
+        let now = Utc::now().timestamp().to_string();
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OWNER_INDEX)
+            .key_condition_expression("#owner = :owner")
+            .filter_expression("expires_at_epoch > :now")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner.as_str().to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now));
+        count_up_to(query, cap, MAX_COUNT_PAGES, "dynamodb count connections").await
     }
 
     async fn delete(&self, connection_id: &str) -> Result<()> {

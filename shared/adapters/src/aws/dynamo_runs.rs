@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
 use super::describe;
-use super::dynamo::{applied, scan_up_to};
+use super::dynamo::{applied, count_up_to, scan_up_to};
 use runner_core::domain::{Owner, Run, RunId, RunStatus, ValidationError};
 use runner_core::ports::{Heartbeat, IdempotencyRecord, Page, RunFilter, RunStore};
 use runner_core::{Error, Result};
@@ -202,29 +202,14 @@ impl RunStore for DynamoRunStore {
     }
 
     async fn count_active(&self, owner: &Owner, up_to: usize) -> Result<usize> {
-        let mut counted = 0;
-        let mut start = None;
-        // Pages of keys only; stop as soon as the answer is known.
-        for _ in 0..MAX_PAGES_PER_LISTING {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.runs_table)
-                .index_name(ACTIVE_INDEX)
-                .key_condition_expression("active_owner = :owner")
-                .expression_attribute_values(":owner", AttributeValue::S(owner.as_str().to_owned()))
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| Error::dependency("dynamodb count active runs", describe(&e)))?;
-            counted += out.count.max(0) as usize;
-            match out.last_evaluated_key {
-                Some(key) if counted < up_to => start = Some(key),
-                _ => break,
-            }
-        }
-        Ok(counted)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.runs_table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("active_owner = :owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner.as_str().to_owned()));
+        count_up_to(query, up_to, MAX_PAGES_PER_LISTING, "dynamodb count active runs").await
     }
 
     async fn list(&self, owner: &Owner, filter: &RunFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Run>> {
