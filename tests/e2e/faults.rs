@@ -243,5 +243,7 @@ async fn a_crashed_executors_subscriber_is_taken_over_and_gets_the_end_of_the_ru
     let run = f.status(&run_id).await;
     assert_eq!((run["status"].as_str(), run["error"]["code"].as_str()), (Some("failed"), Some("executor_lost")));
     assert_eq!(f.processes_in_workspaces(), Vec::<i32>::new(), "nothing of the dead executor's run is left");
+    let workspace = f.workspace_root.path().join("runs").join(&run_id);
+    assert!(!workspace.exists(), "the dead attempt's workspace was removed by its successor");
     f.stop().await;
 }

@@ -104,6 +104,11 @@ impl RunUsers {
                 .map_err(unavailable)?;
             let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { continue };
             pool.in_use.insert(uid);
+            // An executor that died holding the uid released its claim with its process, not
+            // the processes its run left: none of them may share the next run's uid.
+            if kill_all_of(uid, None) > 0 {
+                tracing::error!(uid, "processes of a dead executor's run survived under a uid now reused");
+            }
             return Ok(RunUser { uid, pool: self.clone(), left: true, _claim: claim });
         }
         Err(Error::run_failed("cli_start_failed", "every run user is in use"))

@@ -112,6 +112,26 @@ impl Workspaces for GitWorkspaces {
         Ok(target)
     }
 
+    async fn discard(&self, run_id: RunId) {
+        let root = self.config.root.join(run_id.to_string());
+        if !root.exists() {
+            return;
+        }
+        let killed = kill_working_in(&root);
+        tracing::warn!(%run_id, killed, path = %root.display(), "removing what a lost attempt of an ended run left");
+        let workspace = Workspace {
+            work_dir: root.join("work"),
+            config_dir: root.join("claude"),
+            home_dir: root.join("home"),
+            tmp_dir: root.join("tmp"),
+            mcp_config: None,
+            root,
+            base_commit: String::new(),
+            secrets: Vec::new(),
+        };
+        self.cleanup(&workspace, run_id).await;
+    }
+
     async fn cleanup(&self, workspace: &Workspace, run_id: RunId) {
         let mut wait = Duration::from_millis(100);
         for attempt in 1..=CLEANUP_ATTEMPTS {
@@ -308,6 +328,20 @@ impl GitWorkspaces {
         let _ = std::fs::remove_dir_all(git_dir.join("hooks"));
         Ok(())
     }
+}
+
+/// Kills every process whose working directory is `dir` or below it; returns how many.
+fn kill_working_in(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut killed = 0;
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+        let inside = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir));
+        if inside && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Where a `--shared` checkout names the mirror whose objects it borrows.

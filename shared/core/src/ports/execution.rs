@@ -54,6 +54,9 @@ pub trait Workspaces: Send + Sync {
     async fn archive(&self, workspace: &Workspace) -> Result<PathBuf>;
     /// Removes the workspace (bounded retries; a failure is logged, not returned).
     async fn cleanup(&self, workspace: &Workspace, run_id: RunId);
+    /// Removes what an attempt of an ended run left on this machine when its executor died
+    /// mid-way: the processes working in its workspace, and the workspace.
+    async fn discard(&self, run_id: RunId);
 }
 
 /// Session transcripts: where the CLI keeps a conversation, and the copy the artifact store

@@ -150,6 +150,8 @@ impl RunExecutor {
             Claim::Nothing => return Ok(Disposition::Done),
             Claim::HeldElsewhere => return Ok(Disposition::Retry),
             Claim::Ended(run) => {
+                // An executor on this machine may have died running it.
+                self.ports.workspaces.discard(run_id).await;
                 self.announce_end(run_id, run.status).await;
                 // The first report may have been lost with its executor: the engine ignores a repeat.
                 self.report_to_epic(&run).await;
