@@ -87,7 +87,7 @@ async fn exhausting_max_turns_fails_the_run_with_that_reason() {
 #[tokio::test]
 async fn a_cli_that_exits_non_zero_without_a_result_fails_the_run() {
     // The real binary, refusing an option it does not know: it exits non-zero before any result.
-    let dir = e2e::open_tempdir("wrapper-");
+    let dir = local::open_tempdir("wrapper-").unwrap();
     let wrapper = dir.path().join("claude-bad-flag");
     std::fs::write(&wrapper, format!("#!/bin/sh\nexec '{}' --no-such-option \"$@\"\n", e2e::claude_bin().display()))
         .unwrap();

@@ -279,7 +279,7 @@ async fn the_clis_whole_process_group_dies_with_the_run() {
     // A wrapper that leaves a child behind in its (the CLI's) process group, then becomes the
     // real CLI. The child's output goes nowhere, so the CLI's stdout still ends when it exits.
     // Open like /tmp: the CLI may run as a user of its own, who writes the pid here.
-    let dir = e2e::open_tempdir("wrapper-");
+    let dir = local::open_tempdir("wrapper-").unwrap();
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let pid_file = dir.path().join("child.pid");
     let wrapper = dir.path().join("claude-with-a-child");

@@ -23,15 +23,6 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The pinned `claude` binary (installed by `cargo xtask tools`).
-/// A temporary folder that per-run users may pass through (`tempfile` makes it 0700): as root,
-/// the executor runs each run's CLI as a user of its own, who must reach its workspace and CLI.
-pub fn open_tempdir(prefix: &str) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("open the tempdir");
-    dir
-}
-
 pub fn claude_bin() -> PathBuf {
     std::env::var("CLAUDE_RUNNER_TEST_CLAUDE_BIN")
         .map(PathBuf::from)

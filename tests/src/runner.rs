@@ -30,7 +30,7 @@ impl RunnerFixture {
     ) -> Self {
         let model = local::model::ScriptedModel::start(turns).await.expect("model server");
         let origin = GitOrigin::new();
-        let workspace_root = crate::open_tempdir("cr-ws-");
+        let workspace_root = local::open_tempdir("cr-ws-").expect("tempdir");
         let mut environment = HashMap::from([
             ("CLAUDE_BIN".to_owned(), claude_bin().display().to_string()),
             ("ANTHROPIC_BASE_URL".to_owned(), model.url()),

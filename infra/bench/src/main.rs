@@ -324,7 +324,7 @@ fn vm_hwm_kib() -> u64 {
 async fn rss_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = generated_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     // Each run writes a 1 MB file and answers; the frames carry it twice.
     let payload = "z".repeat(1024 * 1024);
     let model = ScriptedModel::start(Vec::new()).await?;
@@ -459,7 +459,7 @@ fn small_repository(root: &Path) -> Result<String> {
 async fn streaming_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     // Every run: a Write, then an answer, each after a short think, so frames arrive live.
     let model = ScriptedModel::offline_demo().await?;
     let mut table = Vec::new();
@@ -529,7 +529,7 @@ async fn replay_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let lines = std::fs::read_to_string(&recording)?.lines().filter(|line| !line.trim().is_empty()).count();
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     let claude = replay_wrapper(workspaces.path(), &binary, &recording, "recorded")?;
     // Nothing listens there: the replay never calls a model.
     let model_url = "http://127.0.0.1:9".to_owned();
@@ -598,7 +598,7 @@ async fn replay_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
 async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     let model = ScriptedModel::start(Vec::new()).await?;
     model.set_fallback(Turn::text("noted"));
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
@@ -655,7 +655,7 @@ async fn resume_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
 async fn genie_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = generated_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     let model = ScriptedModel::start(Vec::new()).await?;
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
     let stack = env.stack("genie", 1, true).await?;
@@ -789,7 +789,7 @@ async fn time_bare_cli(url: &str, model_url: &str, message: &str) -> Result<Dura
 async fn overhead_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     let model = ScriptedModel::start(Vec::new()).await?;
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
     let stack = env.stack("overhead", 1, true).await?;
@@ -873,7 +873,7 @@ async fn users_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<()> {
     }
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     let model = ScriptedModel::start(Vec::new()).await?;
     let env = BenchEnv { emulator, postgres, repository: &url, model_url: model.url(), workspaces: workspaces.path() };
     let with_users = env.stack_with("users_on", Some(env.executor_options(1))).await?;
@@ -967,7 +967,7 @@ async fn throughput_bench(emulator: &Emulator, postgres: &PgCluster) -> Result<(
     let binary = replay_binary()?;
     let origin = tempfile::tempdir()?;
     let url = small_repository(origin.path())?;
-    let workspaces = open_tempdir()?;
+    let workspaces = local::open_tempdir("bench-")?;
     let recording = workspaces.path().join("many-lines.ndjson");
     generated_recording(&recording, THROUGHPUT_LINES)?;
     let claude = replay_wrapper(workspaces.path(), &binary, &recording, "fast")?;
@@ -1133,13 +1133,4 @@ async fn main() -> Result<()> {
     postgres.stop().await;
     emulator.stop().await;
     result
-}
-
-/// A temporary folder that per-run users may pass through (`tempfile` makes it 0700): as root,
-/// the executor runs each run's CLI as a user of its own.
-fn open_tempdir() -> Result<tempfile::TempDir> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir()?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
-    Ok(dir)
 }

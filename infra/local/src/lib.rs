@@ -23,6 +23,15 @@ pub use postgres::PgCluster;
 pub use stack::{ExecutorOptions, LocalStack, StackOptions, create_database, local_aws_config, split_aws_config};
 pub use template::Physical;
 
+/// A temporary folder that per-run users may pass through (`tempfile` makes it 0700): as root,
+/// the executor runs each run's CLI as a user of its own, who must reach its workspace and CLI.
+pub fn open_tempdir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    Ok(dir)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("could not start {name}: {detail}")]

@@ -227,9 +227,8 @@ const SANDBOX_MARK: &str = "CLAUDE_RUNNER_SANDBOX";
 fn kill_marked(mark: &str, spare: Option<u32>) -> usize {
     let needle = format!("{SANDBOX_MARK}={mark}");
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     let mut killed = 0;
-    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+    for pid in crate::processes::pids() {
         if pid as u32 == me || Some(pid as u32) == spare {
             continue;
         }

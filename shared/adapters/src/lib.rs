@@ -14,6 +14,7 @@ mod git;
 pub mod metrics;
 mod model_proxy;
 pub mod postgres;
+mod processes;
 mod run_users;
 pub mod telemetry;
 pub mod wiring;

@@ -295,10 +295,8 @@ fn kill_all_of(uid: u32, spare: Option<u32>) -> usize {
 
 /// Processes of `uid` that still run (zombies are dead already: only their reaper is missing).
 fn processes_of(uid: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    crate::processes::pids()
+        .into_iter()
         .filter(|pid| {
             let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
             let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));

@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use runner_core::{Error, Result};
 
 /// The variables a deployment keeps in Secrets Manager, each with the variable naming its secret.
-pub const SECRET_VARIABLES: &[(&str, &str)] = &[
+const SECRET_VARIABLES: &[(&str, &str)] = &[
     ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_SECRET_ARN"),
     ("STREAM_TOKEN_SECRET", "STREAM_TOKEN_SECRET_ARN"),
     ("GIT_CREDENTIALS", "GIT_CREDENTIALS_SECRET_ARN"),

@@ -63,6 +63,20 @@ impl GitWorkspaces {
         Self { config, bundles, mirror_locks: Mutex::new(HashMap::new()), git }
     }
 
+    /// Where a run's directories are under its directory `root` (nothing is created).
+    fn layout(root: PathBuf) -> Workspace {
+        Workspace {
+            work_dir: root.join("work"),
+            config_dir: root.join("claude"),
+            home_dir: root.join("home"),
+            tmp_dir: root.join("tmp"),
+            mcp_config: None,
+            root,
+            base_commit: String::new(),
+            secrets: Vec::new(),
+        }
+    }
+
     fn private_dir(path: &Path) -> Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -119,17 +133,7 @@ impl Workspaces for GitWorkspaces {
         }
         let killed = kill_working_in(&root);
         tracing::warn!(%run_id, killed, path = %root.display(), "removing what a lost attempt of an ended run left");
-        let workspace = Workspace {
-            work_dir: root.join("work"),
-            config_dir: root.join("claude"),
-            home_dir: root.join("home"),
-            tmp_dir: root.join("tmp"),
-            mcp_config: None,
-            root,
-            base_commit: String::new(),
-            secrets: Vec::new(),
-        };
-        self.cleanup(&workspace, run_id).await;
+        self.cleanup(&Self::layout(root), run_id).await;
     }
 
     async fn cleanup(&self, workspace: &Workspace, run_id: RunId) {
@@ -166,16 +170,8 @@ impl GitWorkspaces {
             .mode(0o700)
             .create(&root)
             .map_err(|e| Error::dependency("create the workspace", format!("{}: {e}", root.display())))?;
-        let workspace = Workspace {
-            work_dir: root.join("work"),
-            config_dir: root.join("claude"),
-            home_dir: root.join("home"),
-            tmp_dir: root.join("tmp"),
-            mcp_config: workflow.mcp_config.as_ref().map(|_| root.join("mcp.json")),
-            root: root.clone(),
-            base_commit: String::new(),
-            secrets: Vec::new(),
-        };
+        let mut workspace = Self::layout(root.clone());
+        workspace.mcp_config = workflow.mcp_config.as_ref().map(|_| root.join("mcp.json"));
         for dir in [&workspace.config_dir, &workspace.home_dir, &workspace.tmp_dir] {
             Self::private_dir(dir)?;
         }
@@ -332,9 +328,8 @@ impl GitWorkspaces {
 
 /// Kills every process whose working directory is `dir` or below it; returns how many.
 fn kill_working_in(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     let mut killed = 0;
-    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+    for pid in crate::processes::pids() {
         let inside = std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir));
         if inside && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).is_ok()
         {

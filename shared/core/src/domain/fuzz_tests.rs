@@ -21,7 +21,7 @@ use super::{
 
 /// Every code `RunRequest::validate` can answer with (the `ValidationError` variants it builds,
 /// itself or through `BranchName::parse` and `RepositoryPolicy::resolve`).
-const RUN_REQUEST_CODES: &[&str] = &[
+pub(crate) const RUN_REQUEST_CODES: &[&str] = &[
     "empty_message",
     "message_too_large",
     "invalid_message",

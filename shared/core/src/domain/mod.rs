@@ -7,7 +7,7 @@ pub mod cloud_event;
 pub mod epic;
 mod frame;
 #[cfg(test)]
-mod fuzz_tests;
+pub(crate) mod fuzz_tests;
 mod limits;
 pub mod memory;
 pub mod object_keys;

@@ -122,11 +122,6 @@ impl Subscription {
         Self { id: Uuid::new_v4(), after_seq, adopted: true, holder: Some(holder), held_until: Some(until.timestamp()) }
     }
 
-    /// Whether a writer may adopt it at `now`: nobody holds it, or its holder's lease lapsed.
-    pub fn adoptable(&self, now: DateTime<Utc>) -> bool {
-        !self.adopted || self.lapsed(now)
-    }
-
     /// Held, by a writer that stopped renewing.
     pub fn lapsed(&self, now: DateTime<Utc>) -> bool {
         self.adopted && self.held_until.is_some_and(|until| until < now.timestamp())
